@@ -1,0 +1,101 @@
+/**
+ * Client for Cloud Hypervisor's REST API on its unix socket. One short-lived connection per call (CH allows
+ * at most 10), a deadline on every call, every failure a VmmApiError. Prints nothing.
+ */
+import { createConnection } from 'node:net';
+import { exchange, type ConnectToSocket, type VmmCallOptions, type VmmHttpMethod, type VmmResponse } from './http-exchange.js';
+import { isVmmApiError, VmmApiError } from './vmm-api-error.js';
+import {
+  decodePing,
+  decodeVmInfo,
+  toRestoreRequestBody,
+  type RestoreConfig,
+  type VmInfo,
+  type VmmPing,
+} from './vmm-wire-format.js';
+
+export interface ChClientOptions {
+  /** Transport factory; defaults to `net.createConnection(socketPath)`. */
+  connect?: ConnectToSocket;
+}
+
+/** Endpoint names are `vmm.ping`-like; anything else would smuggle bytes into the request line. */
+const ENDPOINT_PATTERN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
+
+const defaultConnect: ConnectToSocket = (socketPath) => createConnection(socketPath);
+
+/** sun_path holds 107 bytes; libuv silently truncates longer paths, which could reach another VMM's socket. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+export class ChClient {
+  readonly socketPath: string;
+  readonly #connect: ConnectToSocket;
+
+  /** Throws a TypeError for a path over MAX_SOCKET_PATH_BYTES unless a custom transport is given. */
+  constructor(socketPath: string, options: ChClientOptions = {}) {
+    if (options.connect === undefined && Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
+      throw new TypeError(`unix socket path is ${Buffer.byteLength(socketPath)} bytes, over the limit of ${MAX_SOCKET_PATH_BYTES}: ${socketPath}`);
+    }
+    this.socketPath = socketPath;
+    this.#connect = options.connect ?? defaultConnect;
+  }
+
+  /**
+   * Sends one request to `/api/v1/<endpoint>`; `body` is serialized as JSON. Resolves with any 2xx response.
+   * Rejects with a VmmApiError; a malformed endpoint or timeout is a programming error (TypeError).
+   */
+  async request(method: VmmHttpMethod, endpoint: string, body: unknown, options: VmmCallOptions): Promise<VmmResponse> {
+    if (!ENDPOINT_PATTERN.test(endpoint)) throw new TypeError(`invalid VMM API endpoint ${JSON.stringify(endpoint)}`);
+    if (!(options.timeoutMs > 0 && Number.isFinite(options.timeoutMs))) {
+      throw new TypeError(`timeoutMs must be a positive number, got ${options.timeoutMs}`);
+    }
+    const json = body === undefined ? undefined : JSON.stringify(body);
+    return exchange({ socketPath: this.socketPath, connect: this.#connect, method, endpoint, body: json }, options);
+  }
+
+  /** GET vmm.ping: the VMM's API loop is up and answering. */
+  async ping(options: VmmCallOptions): Promise<VmmPing> {
+    const response = await this.request('GET', 'vmm.ping', undefined, options);
+    return this.#decode('GET vmm.ping', response, decodePing);
+  }
+
+  /** PUT vm.restore into a bare VMM. A failure deletes the VM but leaves the VMM running. */
+  async restore(config: RestoreConfig, options: VmmCallOptions): Promise<void> {
+    await this.request('PUT', 'vm.restore', toRestoreRequestBody(config), options);
+  }
+
+  /** GET vm.info. */
+  async info(options: VmmCallOptions): Promise<VmInfo> {
+    const response = await this.request('GET', 'vm.info', undefined, options);
+    return this.#decode('GET vm.info', response, decodeVmInfo);
+  }
+
+  /**
+   * PUT vmm.shutdown. CH may exit before it replies, so a connection that closes after the whole request was
+   * written counts as success. It may also never reply (paused VM): keep SIGKILL as the backstop.
+   */
+  async shutdownVmm(options: VmmCallOptions): Promise<void> {
+    try {
+      await this.request('PUT', 'vmm.shutdown', undefined, options);
+    } catch (error) {
+      if (isVmmApiError(error, 'reset') && error.requestSent) return;
+      throw error;
+    }
+  }
+
+  #decode<T>(label: string, response: VmmResponse, decode: (value: unknown) => T): T {
+    try {
+      return decode(JSON.parse(response.body));
+    } catch (error) {
+      const detail = error instanceof Error ? error.message : String(error);
+      throw new VmmApiError({
+        kind: 'protocol',
+        endpoint: label,
+        socketPath: this.socketPath,
+        requestSent: true,
+        detail: `unexpected response body (${detail})`,
+        cause: error,
+      });
+    }
+  }
+}
