@@ -1,0 +1,119 @@
+import { parseArgs } from 'node:util';
+import { VmprocError } from '../errors.js';
+import { nativeBin } from '../package-paths.js';
+import { type ListenAddress, parseListenAddress } from '../rpc/listen-address.js';
+import { validatePath } from '../validation/paths.js';
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+
+export interface DaemonConfig {
+  readonly listen: readonly ListenAddress[];
+  readonly vmmBin: string;
+  readonly reaperBin: string;
+  readonly runDir: string;
+  readonly sandboxDir: string;
+  readonly netnsDir: string;
+  readonly exitHistory: number;
+  readonly watchBuffer: number;
+  readonly logLevel: LogLevel;
+}
+
+/** Each setting: its flag, the environment variable that stands in for it, and its default. */
+const SETTINGS = {
+  listen: { env: 'VMPROCD_LISTEN', multiple: true, fallback: 'unix:///run/vmprocd/vmprocd.sock' },
+  'vmm-bin': { env: 'VMPROCD_VMM_BIN', fallback: undefined },
+  'reaper-bin': { env: 'VMPROCD_REAPER_BIN', fallback: nativeBin('vmprocd-reaper') },
+  'run-dir': { env: 'VMPROCD_RUN_DIR', fallback: '/run/vmprocd' },
+  'sandbox-dir': { env: 'VMPROCD_SANDBOX_DIR', fallback: '/run/vmprocd/sandbox' },
+  'netns-dir': { env: 'VMPROCD_NETNS_DIR', fallback: '/var/run/netns' },
+  'exit-history': { env: 'VMPROCD_EXIT_HISTORY', fallback: '10000' },
+  'watch-buffer': { env: 'VMPROCD_WATCH_BUFFER', fallback: '1024' },
+  'log-level': { env: 'VMPROCD_LOG_LEVEL', fallback: 'info' },
+} as const;
+
+type SettingName = keyof typeof SETTINGS;
+
+export const USAGE = `usage: vmprocd --vmm-bin PATH [options]
+
+Supervises Cloud Hypervisor processes and serves vmprocess.v1.VmProcessService over gRPC.
+Every flag can also be set by the environment variable named beside it (the flag wins).
+
+  --listen ADDR         unix:///path or host:port; repeatable            VMPROCD_LISTEN (comma-separated)
+                        default unix:///run/vmprocd/vmprocd.sock (mode 0600)
+  --vmm-bin PATH        the VMM to run, e.g. /usr/local/bin/cloud-hypervisor   VMPROCD_VMM_BIN (required)
+  --run-dir DIR         default sockets, VMM logs, exit records; default /run/vmprocd   VMPROCD_RUN_DIR
+  --sandbox-dir DIR     where each VMM sees its kernel and rootfs (a private tmpfs);
+                        default /run/vmprocd/sandbox                     VMPROCD_SANDBOX_DIR
+  --exit-history N      exits kept for WatchExits replay; default 10000  VMPROCD_EXIT_HISTORY
+  --watch-buffer N      exits one watcher may lag before it is cut off; default 1024   VMPROCD_WATCH_BUFFER
+  --log-level LEVEL     trace, debug, info, warn, error; default info    VMPROCD_LOG_LEVEL
+  --reaper-bin PATH     the per-VMM reaper; default the one built with this package   VMPROCD_REAPER_BIN
+  --netns-dir DIR       where named network namespaces live; default /var/run/netns   VMPROCD_NETNS_DIR
+  -h, --help            show this help
+`;
+
+export type ParsedCommandLine = { readonly help: true } | { readonly help: false; readonly config: DaemonConfig };
+
+/** Reads flags, then environment, then defaults. Throws `invalid-argument` naming the setting. */
+export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ParsedCommandLine {
+  let values: Record<string, string | string[] | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        ...Object.fromEntries(
+          Object.entries(SETTINGS).map(([name, setting]) => [name, { type: 'string', multiple: 'multiple' in setting }]),
+        ),
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (cause) {
+    throw new VmprocError('invalid-argument', `${(cause as Error).message}\n\n${USAGE}`, { cause });
+  }
+  if (values.help) return { help: true };
+
+  const one = (name: SettingName): string | undefined => {
+    const flag = values[name];
+    if (typeof flag === 'string') return flag;
+    const fromEnv = env[SETTINGS[name].env];
+    return fromEnv !== undefined && fromEnv !== '' ? fromEnv : SETTINGS[name].fallback;
+  };
+  const listenFlags = values.listen as string[] | undefined;
+  const listenEnv = env[SETTINGS.listen.env];
+  const listenTexts = listenFlags?.length
+    ? listenFlags
+    : listenEnv
+      ? listenEnv.split(',').map((s) => s.trim()).filter(Boolean)
+      : [SETTINGS.listen.fallback];
+
+  const vmmBin = one('vmm-bin');
+  if (!vmmBin) {
+    throw new VmprocError('invalid-argument', 'the VMM binary is required: pass --vmm-bin /path/to/cloud-hypervisor (or set VMPROCD_VMM_BIN)');
+  }
+  const logLevel = one('log-level')!;
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(logLevel)) {
+    throw new VmprocError('invalid-argument', `--log-level ${logLevel} is not one of trace, debug, info, warn, error, fatal`);
+  }
+  return {
+    help: false,
+    config: {
+      listen: listenTexts.map(parseListenAddress),
+      vmmBin: validatePath('--vmm-bin', vmmBin),
+      reaperBin: validatePath('--reaper-bin', one('reaper-bin')!),
+      runDir: validatePath('--run-dir', one('run-dir')!),
+      sandboxDir: validatePath('--sandbox-dir', one('sandbox-dir')!),
+      netnsDir: validatePath('--netns-dir', one('netns-dir')!),
+      exitHistory: positiveInteger('--exit-history', one('exit-history')!),
+      watchBuffer: positiveInteger('--watch-buffer', one('watch-buffer')!),
+      logLevel: logLevel as LogLevel,
+    },
+  };
+}
+
+function positiveInteger(flag: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1) throw new VmprocError('invalid-argument', `${flag} must be a positive integer, got ${JSON.stringify(text)}`);
+  return value;
+}

@@ -1,0 +1,92 @@
+import { access, constants, mkdir } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { pino } from 'pino';
+import { VmprocError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { formatListenAddress } from '../rpc/listen-address.js';
+import { type RpcServer, startRpcServer } from '../rpc/server.js';
+import { cloudHypervisorApi } from '../supervisor/cloud-hypervisor-api.js';
+import { ExitExchange } from '../supervisor/exit-exchange.js';
+import { Supervisor } from '../supervisor/supervisor.js';
+import type { DaemonConfig } from './config.js';
+
+/** How long calls in flight may take to finish when the daemon is asked to stop. */
+const SHUTDOWN_GRACE_MS = 5_000;
+
+export interface RunningDaemon {
+  readonly config: DaemonConfig;
+  readonly server: RpcServer;
+  readonly supervisor: Supervisor;
+  readonly logger: Logger;
+  /** Stops serving (streams end with UNAVAILABLE) and abandons unready starts; VMMs keep running. */
+  stop(): Promise<void>;
+}
+
+export function createLogger(config: Pick<DaemonConfig, 'logLevel'>): Logger & pino.Logger {
+  return pino({ level: config.logLevel, base: { service: 'vmprocd' }, timestamp: pino.stdTimeFunctions.isoTime });
+}
+
+/** Checks the host, builds the supervisor and serves it. */
+export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<RunningDaemon> {
+  await checkHost(config);
+  const exchange = new ExitExchange({ historyLimit: config.exitHistory, subscriberBufferLimit: config.watchBuffer });
+  const supervisor = new Supervisor({
+    defaults: { runDir: config.runDir, sandboxDir: config.sandboxDir, vmmBin: config.vmmBin, netnsDir: config.netnsDir },
+    reaperBin: config.reaperBin,
+    exchange,
+    vmmApi: cloudHypervisorApi(),
+    exitedRecordLimit: config.exitHistory,
+    logger,
+  });
+  await supervisor.prepare();
+  for (const address of config.listen) {
+    if (address.kind === 'unix') await mkdir(dirname(address.path), { recursive: true, mode: 0o755 });
+  }
+  const server = await startRpcServer({ supervisor, logger, listen: config.listen });
+  logger.info(
+    { listen: server.addresses.map(formatListenAddress), vmmBin: config.vmmBin, runDir: config.runDir, sandboxDir: config.sandboxDir },
+    'vmprocd serving',
+  );
+
+  let stopping: Promise<void> | undefined;
+  return {
+    config,
+    server,
+    supervisor,
+    logger,
+    stop() {
+      stopping ??= (async () => {
+        logger.info({}, 'vmprocd shutting down; VMMs keep running');
+        exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
+        await supervisor.shutdown();
+        await server.shutdown(SHUTDOWN_GRACE_MS);
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** Fails early, with the fix in the message, instead of at the first StartProcess. */
+async function checkHost(config: DaemonConfig): Promise<void> {
+  await expectExecutable('--vmm-bin', config.vmmBin);
+  await expectExecutable('--reaper-bin', config.reaperBin, 'build it with: npm run build');
+  const status = await readFile('/proc/self/status', 'utf8');
+  const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? '0'}`);
+  const CAP_NET_ADMIN = 12n;
+  const CAP_SYS_ADMIN = 21n;
+  if (!((capEff >> CAP_SYS_ADMIN) & 1n) || !((capEff >> CAP_NET_ADMIN) & 1n)) {
+    throw new VmprocError(
+      'failed-precondition',
+      'vmprocd needs root, or CAP_SYS_ADMIN and CAP_NET_ADMIN, to create mount namespaces and enter network namespaces',
+    );
+  }
+}
+
+async function expectExecutable(flag: string, path: string, hint = ''): Promise<void> {
+  try {
+    await access(path, constants.X_OK);
+  } catch (cause) {
+    throw new VmprocError('failed-precondition', `${flag} ${path} is not an executable file${hint ? `; ${hint}` : ''}`, { cause });
+  }
+}

@@ -1,0 +1,45 @@
+import { isVmprocError } from '../errors.js';
+import { parseDaemonConfig, USAGE } from './config.js';
+import { createLogger, startDaemon } from './daemon.js';
+
+/**
+ * `vmprocd`: runs in the foreground until SIGTERM or SIGINT, then stops serving and exits.
+ * VMMs are not children of this process's fate: they keep running across a daemon restart.
+ */
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, startupNotice?: string): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseDaemonConfig(argv, env);
+  } catch (error) {
+    process.stderr.write(`vmprocd: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  if (parsed.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  // Sockets, logs and exit records are root's alone unless a mode says otherwise.
+  process.umask(0o077);
+  const logger = createLogger(parsed.config);
+  if (startupNotice) logger.warn({ vmmBin: parsed.config.vmmBin }, startupNotice);
+  let daemon;
+  try {
+    daemon = await startDaemon(parsed.config, logger);
+  } catch (error) {
+    logger.fatal({ err: error }, isVmprocError(error) ? error.message : 'vmprocd failed to start');
+    process.exitCode = 1;
+    return;
+  }
+  const onSignal = (signal: NodeJS.Signals) => {
+    logger.info({ signal }, 'signal received');
+    daemon.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'unclean shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+}

@@ -1,0 +1,118 @@
+import { chmod, lstat, rm } from 'node:fs/promises';
+import { createConnection } from 'node:net';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { file_grpc_health_v1_health } from '../../gen/grpc/health/v1/health_pb.js';
+import { file_vmprocess_v1_vmprocess, VmProcessService } from '../../gen/vmprocess/v1/vmprocess_pb.js';
+import { VmprocError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Supervisor } from '../supervisor/supervisor.js';
+import { grpcServiceDefinition } from './grpc-service-definition.js';
+import { grpcTarget, type ListenAddress } from './listen-address.js';
+import { addReflection } from './reflection.js';
+import { vmProcessServiceImplementation } from './vm-process-service.js';
+
+export const SERVICE_NAME = VmProcessService.typeName;
+
+export interface RpcServerOptions {
+  readonly supervisor: Supervisor;
+  readonly logger: Logger;
+  readonly listen: readonly ListenAddress[];
+  /** Permissions of unix listening sockets: only root may talk to a root daemon by default. */
+  readonly unixSocketMode?: number;
+}
+
+export interface RpcServer {
+  /** The bound addresses, with the real port where port 0 was asked for. */
+  readonly addresses: readonly ListenAddress[];
+  /**
+   * Stops taking calls, reports NOT_SERVING, lets calls in flight finish for `graceMs`, then
+   * cancels what is left and removes the unix sockets.
+   */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+export async function startRpcServer(options: RpcServerOptions): Promise<RpcServer> {
+  const server = new Server({
+    // Exit streams are long-lived and mostly idle: keep dead peers from holding them forever.
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+    'grpc.keepalive_permit_without_calls': 1,
+  });
+  server.addService(grpcServiceDefinition(VmProcessService), vmProcessServiceImplementation(options.supervisor, options.logger));
+  const health = new HealthImplementation({ '': 'SERVING', [SERVICE_NAME]: 'SERVING' });
+  health.addToServer(server);
+  addReflection(server, [file_vmprocess_v1_vmprocess, file_grpc_health_v1_health]);
+
+  const addresses: ListenAddress[] = [];
+  try {
+    for (const address of options.listen) addresses.push(await bind(server, address, options.unixSocketMode ?? 0o600));
+  } catch (error) {
+    server.forceShutdown();
+    await removeUnixSockets(addresses);
+    throw error;
+  }
+
+  return {
+    addresses,
+    async shutdown(graceMs: number) {
+      health.setStatus('', 'NOT_SERVING');
+      health.setStatus(SERVICE_NAME, 'NOT_SERVING');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await removeUnixSockets(addresses);
+    },
+  };
+}
+
+async function bind(server: Server, address: ListenAddress, unixSocketMode: number): Promise<ListenAddress> {
+  if (address.kind === 'unix') await removeStaleListenSocket(address.path);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(grpcTarget(address), ServerCredentials.createInsecure(), (error, boundPort) => {
+      if (error) reject(new VmprocError('unavailable', `cannot listen on ${grpcTarget(address)}: ${error.message}`, { cause: error }));
+      else resolve(boundPort);
+    });
+  });
+  if (address.kind === 'unix') {
+    await chmod(address.path, unixSocketMode);
+    return address;
+  }
+  return { ...address, port };
+}
+
+/**
+ * A socket left by a daemon that was killed would make the bind fail; one that still answers
+ * belongs to a running daemon, which must not be hijacked.
+ */
+async function removeStaleListenSocket(path: string): Promise<void> {
+  try {
+    if (!(await lstat(path)).isSocket()) {
+      throw new VmprocError('failed-precondition', `listen path ${path} exists and is not a socket`);
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  const answered = await new Promise<boolean>((resolve) => {
+    const probe = createConnection(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (answered) throw new VmprocError('failed-precondition', `another process is listening on ${path}; is vmprocd already running?`);
+  await rm(path, { force: true });
+}
+
+async function removeUnixSockets(addresses: readonly ListenAddress[]): Promise<void> {
+  await Promise.all(addresses.map((a) => (a.kind === 'unix' ? rm(a.path, { force: true }) : undefined)));
+}

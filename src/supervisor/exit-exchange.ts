@@ -1,0 +1,228 @@
+import { VmprocError } from '../errors.js';
+import type { ProcessExitEvent } from './process-types.js';
+
+export type UnsequencedExit = Omit<ProcessExitEvent, 'sequence'>;
+
+export interface ExitExchangeOptions {
+  /** How many past exits are kept for replay. */
+  readonly historyLimit: number;
+  /** How many undelivered exits one subscriber may have before it is cut off. */
+  readonly subscriberBufferLimit: number;
+  /** The last sequence already used (continues numbering, e.g. after a restart). */
+  readonly initialSequence?: number;
+  /** Retained history to start from, oldest first, contiguous, ending at initialSequence. */
+  readonly initialHistory?: readonly ProcessExitEvent[];
+}
+
+export interface SubscribeOptions {
+  /** Only these sandboxes; all when empty or undefined. */
+  readonly sandboxIds?: readonly string[];
+  /** Replay retained exits after this sequence first. */
+  readonly afterSequence?: number;
+}
+
+/**
+ * The one place exits are numbered and fanned out (as containerd's exchange). Publishing never
+ * blocks and never grows memory without bound: history is a ring of `historyLimit` events and a
+ * subscriber that falls `subscriberBufferLimit` events behind is ended with `resource-exhausted`.
+ */
+export class ExitExchange {
+  readonly #historyLimit: number;
+  readonly #bufferLimit: number;
+  readonly #history: ProcessExitEvent[] = [];
+  readonly #subscribers = new Set<ExitSubscription>();
+  #sequence: number;
+
+  constructor(options: ExitExchangeOptions) {
+    if (options.historyLimit < 1 || options.subscriberBufferLimit < 1) throw new RangeError('limits must be positive');
+    this.#historyLimit = options.historyLimit;
+    this.#bufferLimit = options.subscriberBufferLimit;
+    this.#sequence = options.initialSequence ?? 0;
+    const history = options.initialHistory ?? [];
+    this.#history.push(...history.slice(-this.#historyLimit));
+  }
+
+  /** The sequence of the latest published exit, 0 before the first. */
+  get latestSequence(): number {
+    return this.#sequence;
+  }
+
+  get subscriberCount(): number {
+    return this.#subscribers.size;
+  }
+
+  /** The next sequence number publish() will assign. */
+  get nextSequence(): number {
+    return this.#sequence + 1;
+  }
+
+  /** Assigns the next sequence and delivers the exit to every matching subscriber. */
+  publish(exit: UnsequencedExit): ProcessExitEvent {
+    const event: ProcessExitEvent = Object.freeze({ ...exit, sequence: this.#sequence + 1 });
+    this.#sequence = event.sequence;
+    this.#history.push(event);
+    if (this.#history.length > this.#historyLimit) this.#history.shift();
+    for (const subscriber of this.#subscribers) subscriber.offer(event);
+    return event;
+  }
+
+  /**
+   * Starts a subscription: first the retained exits after `afterSequence` (if given), then live
+   * ones, with no gap and no duplicate. Throws `out-of-range` when the cursor is older than the
+   * retained history or newer than the latest sequence.
+   */
+  subscribe(options: SubscribeOptions = {}): ExitSubscription {
+    const filter = options.sandboxIds && options.sandboxIds.length > 0 ? new Set(options.sandboxIds) : undefined;
+    const subscription = new ExitSubscription(filter, this.#bufferLimit, () => this.#subscribers.delete(subscription));
+    if (options.afterSequence !== undefined) {
+      subscription.replay(this.#replayAfter(options.afterSequence));
+    }
+    this.#subscribers.add(subscription);
+    return subscription;
+  }
+
+  /** Retained exits with a sequence greater than `after`, oldest first. */
+  #replayAfter(after: number): ProcessExitEvent[] {
+    if (after > this.#sequence) {
+      throw new VmprocError(
+        'out-of-range',
+        `after_sequence ${after} is newer than the latest exit sequence ${this.#sequence}; resync with ListProcesses`,
+      );
+    }
+    const oldest = this.#history[0]?.sequence ?? this.#sequence + 1;
+    if (after < oldest - 1) {
+      throw new VmprocError(
+        'out-of-range',
+        `after_sequence ${after} is older than the retained exit history (oldest retained is ${oldest}); resync with ListProcesses`,
+      );
+    }
+    return this.#history.slice(after - oldest + 1);
+  }
+
+  /** Ends every subscription with `error` (e.g. `unavailable` on shutdown). */
+  closeAll(error: VmprocError): void {
+    for (const subscriber of [...this.#subscribers]) subscriber.fail(error);
+  }
+}
+
+/**
+ * A bounded queue of exits for one consumer. Iterate it (or call next()) to receive exits in
+ * order; iteration ends with the error that ended the subscription, if any.
+ */
+export class ExitSubscription implements AsyncIterable<ProcessExitEvent> {
+  readonly #filter: ReadonlySet<string> | undefined;
+  readonly #limit: number;
+  readonly #detach: () => void;
+  readonly #queue: ProcessExitEvent[] = [];
+  /** Queued replayed exits, at the head of the queue: they come from the retained history, which
+   * is bounded already, so they do not count against the live buffer limit. */
+  #replayed = 0;
+  #waiter: { resolve: (r: IteratorResult<ProcessExitEvent>) => void; reject: (e: unknown) => void } | undefined;
+  #ended = false;
+  #error: VmprocError | undefined;
+  readonly #endListeners = new Set<() => void>();
+
+  constructor(filter: ReadonlySet<string> | undefined, limit: number, detach: () => void) {
+    this.#filter = filter;
+    this.#limit = limit;
+    this.#detach = detach;
+  }
+
+  /** Exits received but not yet taken. */
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  /** Queues retained exits ahead of any live one. */
+  replay(events: readonly ProcessExitEvent[]): void {
+    for (const event of events) {
+      if (this.#filter && !this.#filter.has(event.sandboxId)) continue;
+      this.#queue.push(event);
+      this.#replayed++;
+    }
+  }
+
+  /** Called by the exchange for a live exit; never blocks. */
+  offer(event: ProcessExitEvent): void {
+    if (this.#ended || (this.#filter && !this.#filter.has(event.sandboxId))) return;
+    if (this.#waiter) {
+      const { resolve } = this.#waiter;
+      this.#waiter = undefined;
+      resolve({ value: event, done: false });
+      return;
+    }
+    if (this.#queue.length - this.#replayed >= this.#limit) {
+      this.fail(
+        new VmprocError(
+          'resource-exhausted',
+          `exit watcher fell more than ${this.#limit} events behind and was cut off; ` +
+            'reconnect with after_sequence set to the last sequence you received',
+        ),
+      );
+      return;
+    }
+    this.#queue.push(event);
+  }
+
+  next(): Promise<IteratorResult<ProcessExitEvent>> {
+    const event = this.#queue.shift();
+    if (event && this.#replayed > 0) this.#replayed--;
+    if (event) return Promise.resolve({ value: event, done: false });
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#ended) return Promise.resolve({ value: undefined, done: true });
+    if (this.#waiter) return Promise.reject(new Error('ExitSubscription.next() called while another next() is pending'));
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  /** Ends the subscription with an error: queued exits are dropped, next() rejects. */
+  fail(error: VmprocError): void {
+    if (this.#ended) return;
+    this.#error = error;
+    this.#queue.length = 0;
+    this.#replayed = 0;
+    this.#end();
+    this.#waiter?.reject(error);
+    this.#waiter = undefined;
+  }
+
+  /** Ends the subscription normally (the consumer went away). */
+  close(): void {
+    if (this.#ended) return;
+    this.#end();
+    this.#waiter?.resolve({ value: undefined, done: true });
+    this.#waiter = undefined;
+  }
+
+  /** Calls `listener` once when the subscription ends (at once if it has); returns an unsubscribe. */
+  onEnded(listener: () => void): () => void {
+    if (this.#ended) {
+      listener();
+      return () => {};
+    }
+    this.#endListeners.add(listener);
+    return () => this.#endListeners.delete(listener);
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  #end(): void {
+    this.#ended = true;
+    this.#detach();
+    for (const listener of [...this.#endListeners]) listener();
+    this.#endListeners.clear();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<ProcessExitEvent> {
+    return {
+      next: () => this.next(),
+      return: async () => {
+        this.close();
+        return { value: undefined, done: true };
+      },
+    };
+  }
+}

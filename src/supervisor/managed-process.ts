@@ -1,0 +1,111 @@
+import type { VmmProcess } from '../launch/vmm-process.js';
+import { assertTransition } from './process-state.js';
+import type { ExitReason, ProcessExitEvent, ProcessSnapshot, ProcessState, StartSpec } from './process-types.js';
+
+/** Why a start is being abandoned; the first recorded reason wins. */
+export interface StartFailure {
+  readonly reason: Extract<ExitReason, 'start-failed' | 'start-timeout'>;
+  readonly message: string;
+}
+
+/**
+ * One supervised process: its spec, where it is in its lifecycle, and the one exit it will
+ * ever have. Every state change goes through `moveTo`, so an illegal move is an error rather
+ * than a silent corruption.
+ */
+export class ManagedProcess {
+  readonly spec: StartSpec;
+  readonly logPath: string;
+  readonly statusPath: string;
+  readonly startedAt: Date;
+  #state: ProcessState = 'starting';
+  #vmm: VmmProcess | undefined;
+  #readyAt: Date | undefined;
+  #vmmVersion: string | undefined;
+  #exit: ProcessExitEvent | undefined;
+  readonly #exited: Promise<ProcessSnapshot>;
+  #settleExit!: (snapshot: ProcessSnapshot) => void;
+
+  /** Aborted when the start must give up (timeout, exit, stop, cancel); its reason says which. */
+  readonly startAbort = new AbortController();
+  startFailure: StartFailure | undefined;
+  stopRequested = false;
+  /** The shared in-flight stop, if any. */
+  stopping: Promise<ProcessSnapshot> | undefined;
+  /** Names of signals sent through SignalProcess, to tell a requested death from a stranger's. */
+  readonly signalsSent = new Set<string>();
+
+  constructor(spec: StartSpec, paths: { logPath: string; statusPath: string }, startedAt: Date) {
+    this.spec = spec;
+    this.logPath = paths.logPath;
+    this.statusPath = paths.statusPath;
+    this.startedAt = startedAt;
+    this.#exited = new Promise((resolve) => {
+      this.#settleExit = resolve;
+    });
+  }
+
+  get sandboxId(): string {
+    return this.spec.sandboxId;
+  }
+
+  get state(): ProcessState {
+    return this.#state;
+  }
+
+  get vmm(): VmmProcess | undefined {
+    return this.#vmm;
+  }
+
+  get exit(): ProcessExitEvent | undefined {
+    return this.#exit;
+  }
+
+  /** Resolves with the final snapshot once the process has exited. */
+  get exited(): Promise<ProcessSnapshot> {
+    return this.#exited;
+  }
+
+  attach(vmm: VmmProcess): void {
+    this.#vmm = vmm;
+  }
+
+  markReady(at: Date, vmmVersion: string): void {
+    this.moveTo('running');
+    this.#readyAt = at;
+    this.#vmmVersion = vmmVersion;
+  }
+
+  moveTo(state: ProcessState): void {
+    assertTransition(this.sandboxId, this.#state, state);
+    this.#state = state;
+  }
+
+  /** The one exit this process has: settles `exited` once. */
+  markExited(exit: ProcessExitEvent): void {
+    this.moveTo('exited');
+    this.#exit = exit;
+    this.#settleExit(this.snapshot());
+  }
+
+  snapshot(): ProcessSnapshot {
+    const { spec } = this;
+    return {
+      sandboxId: spec.sandboxId,
+      pid: this.#vmm?.pid ?? 0,
+      state: this.#state,
+      mode: spec.mode,
+      socketPath: spec.socketPath,
+      networkNamespace: spec.networkNamespace,
+      labels: spec.labels,
+      startedAt: this.startedAt,
+      ...(this.#readyAt ? { readyAt: this.#readyAt } : {}),
+      ...(this.#vmmVersion ? { vmmVersion: this.#vmmVersion } : {}),
+      ...(this.#exit ? { exit: this.#exit } : {}),
+      sandboxDir: spec.sandboxDir,
+      ...(spec.kernelPath ? { kernelPath: spec.kernelPath } : {}),
+      rootfsPath: spec.rootfsPath,
+      logPath: this.logPath,
+    };
+  }
+}

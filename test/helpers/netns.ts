@@ -1,0 +1,19 @@
+import { execa } from 'execa';
+import { randomBytes } from 'node:crypto';
+
+/** A network namespace made for one test suite; `remove()` deletes it. */
+export interface TestNetns {
+  readonly name: string;
+  remove(): Promise<void>;
+}
+
+export async function createTestNetns(prefix = 'vmpt'): Promise<TestNetns> {
+  const name = `${prefix}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  await execa('ip', ['netns', 'add', name]);
+  return {
+    name,
+    async remove() {
+      await execa('ip', ['netns', 'del', name], { reject: false });
+    },
+  };
+}

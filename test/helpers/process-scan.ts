@@ -1,0 +1,52 @@
+import { readdir, readFile } from 'node:fs/promises';
+
+/**
+ * PIDs of live processes whose command line mentions `needle` (e.g. a fixture's temp dir, which
+ * every reaper and VMM of that fixture has in its argv). Zombies have an empty cmdline and are
+ * not counted: they are dead, only not yet reaped by their parent.
+ */
+export async function processesMentioning(needle: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmdline.includes(needle)) pids.push(Number(entry));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return pids;
+}
+
+/** Kills (SIGKILL) every process mentioning `needle`; returns how many there were. */
+export async function killProcessesMentioning(needle: string): Promise<number> {
+  const pids = await processesMentioning(needle);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  return pids.length;
+}
+
+/** Mount points in this (the host's) mount namespace at or below `dir`. */
+export async function hostMountsUnder(dir: string): Promise<string[]> {
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  return mountinfo
+    .split('\n')
+    .map((line) => line.split(' ')[4])
+    .filter((mountPoint): mountPoint is string => !!mountPoint && (mountPoint === dir || mountPoint.startsWith(`${dir}/`)));
+}
+
+/** Resolves once `check` returns true, polling every `intervalMs`; rejects after `timeoutMs`. */
+export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5000, intervalMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs}ms`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}

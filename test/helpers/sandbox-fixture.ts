@@ -1,0 +1,66 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Stand-in VMM knobs, written into the rootfs file the launch links into the sandbox dir. */
+export type StandinKnobs = Partial<{
+  version: string;
+  socket_delay_ms: number;
+  no_socket: 1;
+  exit_before_socket: number;
+  crash_after_ms: number;
+  crash_exit_code: number;
+  crash_signal: string;
+  ignore_sigterm: 1;
+  sigterm_delay_ms: number;
+  restore_delay_ms: number;
+  restore_error: string;
+  ping_delay_ms: number;
+  stderr_lines: number;
+  shutdown_no_reply: 1;
+}>;
+
+/**
+ * A scratch tree for one suite: run dir, sandbox dir, a kernel file, snapshot dirs and rootfs
+ * files carrying stand-in knobs. Kept short: unix socket paths must fit in 107 bytes.
+ */
+export interface SandboxFixture {
+  readonly root: string;
+  readonly runDir: string;
+  readonly sandboxDir: string;
+  readonly kernelPath: string;
+  /** A rootfs file whose content sets the stand-in's behaviour for the VMM that gets it. */
+  rootfs(name: string, knobs?: StandinKnobs): Promise<string>;
+  /** An (empty) snapshot directory, as `file://` URL. */
+  snapshot(name: string): Promise<string>;
+  remove(): Promise<void>;
+}
+
+export async function createSandboxFixture(): Promise<SandboxFixture> {
+  const root = await mkdtemp(join(tmpdir(), 'vmpt-'));
+  const runDir = join(root, 'run');
+  const sandboxDir = join(root, 'sbx');
+  const kernelPath = join(root, 'vmlinux');
+  await mkdir(runDir);
+  await writeFile(kernelPath, 'not a kernel: the stand-in VMM never boots one\n');
+  return {
+    root,
+    runDir,
+    sandboxDir,
+    kernelPath,
+    async rootfs(name, knobs = {}) {
+      const path = join(root, `${name}.rootfs`);
+      const lines = Object.entries(knobs).map(([key, value]) => `standin.${key}=${value}`);
+      await writeFile(path, `# stand-in VMM knobs\n${lines.join('\n')}\n`);
+      return path;
+    },
+    async snapshot(name) {
+      const dir = join(root, 'snapshots', name);
+      await mkdir(dir, { recursive: true });
+      return `file://${dir}`;
+    },
+    async remove() {
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+}
