@@ -25,6 +25,8 @@ export class ManagedProcess {
   #exit: ProcessExitEvent | undefined;
   readonly #exited: Promise<ProcessSnapshot>;
   #settleExit!: (snapshot: ProcessSnapshot) => void;
+  readonly #spawned: Promise<VmmProcess | undefined>;
+  #settleSpawn!: (vmm: VmmProcess | undefined) => void;
 
   /** Aborted when the start must give up (timeout, exit, stop, cancel); its reason says which. */
   readonly startAbort = new AbortController();
@@ -42,6 +44,9 @@ export class ManagedProcess {
     this.startedAt = startedAt;
     this.#exited = new Promise((resolve) => {
       this.#settleExit = resolve;
+    });
+    this.#spawned = new Promise((resolve) => {
+      this.#settleSpawn = resolve;
     });
   }
 
@@ -66,8 +71,22 @@ export class ManagedProcess {
     return this.#exited;
   }
 
+  /**
+   * Resolves with the process once it has been spawned, or undefined if the launch failed before
+   * there was one. A stop may arrive while the launch is still in progress.
+   */
+  get spawned(): Promise<VmmProcess | undefined> {
+    return this.#spawned;
+  }
+
   attach(vmm: VmmProcess): void {
     this.#vmm = vmm;
+    this.#settleSpawn(vmm);
+  }
+
+  /** The launch failed before any process existed. */
+  spawnFailed(): void {
+    this.#settleSpawn(undefined);
   }
 
   markReady(at: Date, vmmVersion: string): void {

@@ -135,6 +135,7 @@ export class Supervisor {
       });
     } catch (error) {
       // Nothing was spawned: release the reservation and bring back the previous record.
+      record.spawnFailed();
       this.#socketOwners.delete(spec.socketPath);
       if (previous) {
         this.#records.set(spec.sandboxId, previous);
@@ -227,7 +228,9 @@ export class Supervisor {
   }
 
   async #terminate(record: ManagedProcess, graceMs: number): Promise<ProcessSnapshot> {
-    const { pid, startTime } = record.vmm!;
+    const vmm = await record.spawned;
+    if (!vmm) throw new VmprocError('not-found', `sandbox ${record.sandboxId} never got a process: its launch failed`);
+    const { pid, startTime } = vmm;
     if (graceMs > 0) {
       await signalProcessGroup(pid, startTime, 'SIGTERM');
       const ended = await withinTimeout(record.exited, graceMs);
@@ -251,6 +254,9 @@ export class Supervisor {
     }
     const record = this.#find(sandboxId);
     const vmm = record.vmm;
+    if (!vmm && record.state === 'starting') {
+      throw new VmprocError('failed-precondition', `sandbox ${sandboxId} is being launched and has no process yet; retry shortly`);
+    }
     if (record.state === 'exited' || !vmm) throw this.#notRunning(record);
     record.signalsSent.add(signal.name);
     if ((await signalProcessGroup(vmm.pid, vmm.startTime, signal.number)) === 'gone') throw this.#notRunning(record);
