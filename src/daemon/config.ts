@@ -46,7 +46,7 @@ Every flag can also be set by the environment variable named beside it (the flag
                         default /run/vmprocd/sandbox                     VMPROCD_SANDBOX_DIR
   --exit-history N      exits kept for WatchExits replay; default 10000  VMPROCD_EXIT_HISTORY
   --watch-buffer N      exits one watcher may lag before it is cut off; default 1024   VMPROCD_WATCH_BUFFER
-  --log-level LEVEL     trace, debug, info, warn, error; default info    VMPROCD_LOG_LEVEL
+  --log-level LEVEL     trace, debug, info, warn, error, fatal; default info   VMPROCD_LOG_LEVEL
   --reaper-bin PATH     the per-VMM reaper; default the one built with this package   VMPROCD_REAPER_BIN
   --netns-dir DIR       where named network namespaces live; default /var/run/netns   VMPROCD_NETNS_DIR
   -h, --help            show this help
@@ -88,13 +88,16 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
       ? listenEnv.split(',').map((s) => s.trim()).filter(Boolean)
       : [SETTINGS.listen.fallback];
 
+  if (listenTexts.length === 0) {
+    throw new VmprocError('invalid-argument', `${SETTINGS.listen.env} names no address; give unix:///path or host:port (comma-separated)`);
+  }
   const vmmBin = one('vmm-bin');
   if (!vmmBin) {
     throw new VmprocError('invalid-argument', 'the VMM binary is required: pass --vmm-bin /path/to/cloud-hypervisor (or set VMPROCD_VMM_BIN)');
   }
   const logLevel = one('log-level')!;
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(logLevel)) {
-    throw new VmprocError('invalid-argument', `--log-level ${logLevel} is not one of trace, debug, info, warn, error, fatal`);
+    throw new VmprocError('invalid-argument', `--log-level (or VMPROCD_LOG_LEVEL) ${logLevel} is not one of trace, debug, info, warn, error, fatal`);
   }
   return {
     help: false,
@@ -113,7 +116,7 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
 }
 
 function positiveInteger(flag: string, text: string): number {
-  const value = Number(text);
+  const value = /^\d+$/.test(text) ? Number(text) : NaN;
   if (!Number.isSafeInteger(value) || value < 1) throw new VmprocError('invalid-argument', `${flag} must be a positive integer, got ${JSON.stringify(text)}`);
   return value;
 }

@@ -23,11 +23,13 @@ export async function readLogTail(path: string, fromOffset: number, options: Tai
     const { size } = await handle.stat();
     const start = Math.max(fromOffset, size - options.maxBytes);
     if (size <= start) return '';
-    const buffer = Buffer.alloc(size - start);
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, start);
+    // One byte more than the tail, to see whether the cut falls at a line start.
+    const readFrom = start > fromOffset ? start - 1 : start;
+    const buffer = Buffer.alloc(size - readFrom);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, readFrom);
     let text = buffer.subarray(0, bytesRead).toString('utf8');
-    // Cut back to a line boundary when the byte limit landed mid-line.
-    if (start > fromOffset) text = text.slice(text.indexOf('\n') + 1);
+    // Drop the partial line the byte limit cut into (none when the byte before the cut is a newline).
+    if (readFrom < start) text = text.slice(text.indexOf('\n') + 1);
     const lines = text.replace(/\n$/, '').split('\n');
     return lines.slice(-options.maxLines).join('\n');
   } finally {

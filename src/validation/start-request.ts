@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { VmprocError } from '../errors.js';
 import type { RestoreSpec, StartRequest, StartSpec } from '../supervisor/process-types.js';
@@ -24,6 +24,8 @@ export interface StartDefaults {
  */
 const SYSTEM_DIRS = ['/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/opt',
   '/proc', '/root', '/run', '/sbin', '/sys', '/tmp', '/usr', '/var', '/var/lib', '/var/run'];
+/** Trees no part of which a tmpfs may shadow (a sandbox in /usr/lib would hide the VMM's libraries). */
+const SYSTEM_TREES = ['/bin', '/boot', '/dev', '/etc', '/lib', '/lib32', '/lib64', '/libx32', '/proc', '/sbin', '/sys', '/usr'];
 
 /** Checks the request's shape and fills in defaults. Throws `invalid-argument` with the field's name. */
 export function validateStartRequest(request: StartRequest, defaults: StartDefaults): StartSpec {
@@ -55,14 +57,6 @@ export function validateStartRequest(request: StartRequest, defaults: StartDefau
   }
 
   const sandboxDir = validatePath('sandbox_dir', request.sandboxDir || defaults.sandboxDir);
-  checkSandboxDirCoversNothingNeeded(sandboxDir, [
-    ['socket_path', socketPath],
-    ['rootfs_path', rootfsPath],
-    ...(kernelPath ? [['kernel_path', kernelPath] as const] : []),
-    ['the VMM binary', defaults.vmmBin],
-    ['the network namespace directory', defaults.netnsDir],
-    ['the run directory', defaults.runDir],
-  ]);
 
   const readyTimeoutMs = request.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
   if (!(readyTimeoutMs > 0) || readyTimeoutMs > MAX_READY_TIMEOUT_MS) {
@@ -75,7 +69,7 @@ export function validateStartRequest(request: StartRequest, defaults: StartDefau
     restore = validateRestore(request.restore);
   }
 
-  return {
+  const spec: StartSpec = {
     sandboxId,
     mode,
     ...(kernelPath ? { kernelPath } : {}),
@@ -87,6 +81,21 @@ export function validateStartRequest(request: StartRequest, defaults: StartDefau
     ...(restore ? { restore } : {}),
     labels: validateLabels(request.labels),
   };
+  checkSandboxDirCoversNothingNeeded(sandboxDir, pathsTheLaunchNeeds(spec, defaults));
+  return spec;
+}
+
+/** Everything the launch reads or creates outside the sandbox dir, which its tmpfs must not hide. */
+function pathsTheLaunchNeeds(spec: StartSpec, defaults: StartDefaults): Array<readonly [string, string]> {
+  return [
+    ['socket_path', spec.socketPath],
+    ['rootfs_path', spec.rootfsPath],
+    ...(spec.kernelPath ? [['kernel_path', spec.kernelPath] as const] : []),
+    ...(spec.restore ? [['the restore snapshot', restoreSourceDir(spec.restore.sourceUrl)] as const] : []),
+    ['the VMM binary', defaults.vmmBin],
+    ['the network namespace directory', defaults.netnsDir],
+    ['the run directory', defaults.runDir],
+  ];
 }
 
 /** The directory a restore's `file://` URL names. */
@@ -110,7 +119,7 @@ function validateRestore(restore: RestoreSpec): RestoreSpec {
 }
 
 function checkSandboxDirCoversNothingNeeded(sandboxDir: string, needed: ReadonlyArray<readonly [string, string]>): void {
-  const system = SYSTEM_DIRS.find((dir) => isSameOrUnder(dir, sandboxDir));
+  const system = SYSTEM_DIRS.find((dir) => isSameOrUnder(dir, sandboxDir)) ?? SYSTEM_TREES.find((tree) => isSameOrUnder(sandboxDir, tree));
   if (system) {
     throw new VmprocError(
       'invalid-argument',
@@ -133,6 +142,7 @@ function checkSandboxDirCoversNothingNeeded(sandboxDir: string, needed: Readonly
  */
 export async function checkStartPreconditions(spec: StartSpec, defaults: StartDefaults): Promise<void> {
   const checks: Array<Promise<void>> = [
+    checkCanonicalSandboxDir(spec, defaults),
     expectFile('rootfs_path', spec.rootfsPath),
     expectExists('network namespace', spec.networkNamespace, posix.join(defaults.netnsDir, spec.networkNamespace),
       `create it with: ip netns add ${spec.networkNamespace}`),
@@ -143,6 +153,27 @@ export async function checkStartPreconditions(spec: StartSpec, defaults: StartDe
   const results = await Promise.allSettled(checks);
   const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failure) throw failure.reason;
+}
+
+/**
+ * The same coverage rules on resolved paths: `/var/run` is a symlink to `/run`, so a sandbox at
+ * /run/netns would hide /var/run/netns although the strings differ.
+ */
+async function checkCanonicalSandboxDir(spec: StartSpec, defaults: StartDefaults): Promise<void> {
+  const needed = pathsTheLaunchNeeds(spec, defaults);
+  const [sandboxDir, ...resolved] = await Promise.all([canonicalPath(spec.sandboxDir), ...needed.map(([, path]) => canonicalPath(path))]);
+  checkSandboxDirCoversNothingNeeded(sandboxDir!, needed.map(([what], i) => [what, resolved[i]!] as const));
+}
+
+/** realpath of the longest existing prefix, with the rest appended: works for paths not yet created. */
+async function canonicalPath(path: string): Promise<string> {
+  try {
+    return await realpath(path);
+  } catch (error) {
+    const parent = posix.dirname(path);
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || parent === path) return path;
+    return posix.join(await canonicalPath(parent), posix.basename(path));
+  }
 }
 
 async function expectFile(field: string, path: string): Promise<void> {

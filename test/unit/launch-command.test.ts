@@ -1,0 +1,469 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  buildLaunchCommand,
+  buildLaunchEnvironment,
+  LAUNCH_SCRIPT,
+  LAUNCH_SCRIPT_NAME,
+  type LaunchPlan,
+} from '../../src/launch/launch-command.js';
+import type { StartRequest } from '../../src/supervisor/process-types.js';
+import { type StartDefaults, validateStartRequest } from '../../src/validation/start-request.js';
+import { expectThrowsVmprocError } from './support/errors.js';
+
+/**
+ * Values an attacker (or a careless client) might send. `marker` is a directory the injected
+ * commands would write into, so the bash run below can prove none of them ran.
+ */
+function hostileValues(marker: string): ReadonlyArray<readonly [label: string, value: string]> {
+  return [
+    ['single quote', `x'; touch ${marker}/pwned-single; '`],
+    ['double quote', `x"; touch ${marker}/pwned-double; "`],
+    ['command substitution', `$(touch ${marker}/pwned-subst)`],
+    ['backticks', `\`touch ${marker}/pwned-backtick\``],
+    ['space', 'two words'],
+    ['newline', `x\ntouch ${marker}/pwned-newline`],
+    ['semicolon', `x; touch ${marker}/pwned-semicolon`],
+    ['and-and', `x && touch ${marker}/pwned-and`],
+    ['pipe', `x | touch ${marker}/pwned-pipe`],
+    ['redirect', `x > ${marker}/pwned-redirect`],
+    ['glob', '*'],
+    ['variable', '$HOME${IFS}x'],
+    ['tilde and braces', '~root/{a,b}'],
+    ['.. traversal', '../../etc/passwd'],
+    ['unicode', 'sandbox-é-🚀'],
+    ['very long', 'a'.repeat(5000)],
+    ['leading dash', '-rf'],
+    ['NUL', 'a\0b'],
+  ];
+}
+
+const HOSTILE = hostileValues('/nonexistent-marker');
+
+const DEFAULTS: StartDefaults = {
+  runDir: '/run/vmprocd',
+  sandboxDir: '/run/vmprocd/sandbox',
+  vmmBin: '/usr/local/bin/cloud-hypervisor',
+  netnsDir: '/var/run/netns',
+};
+
+const BASE: StartRequest = {
+  sandboxId: 'sb-1',
+  mode: 'boot',
+  kernelPath: '/srv/images/vmlinux',
+  rootfsPath: '/srv/images/rootfs.ext4',
+  networkNamespace: 'ns-1',
+  labels: {},
+};
+
+describe('validation rejects hostile values before they reach the launch', () => {
+  const identifierFields = [
+    ['sandbox_id', (v: string) => ({ sandboxId: v })],
+    ['network_namespace', (v: string) => ({ networkNamespace: v })],
+  ] as const;
+  const pathFields = [
+    ['kernel_path', (v: string) => ({ kernelPath: v })],
+    ['rootfs_path', (v: string) => ({ rootfsPath: v })],
+    ['socket_path', (v: string) => ({ socketPath: v })],
+    ['sandbox_dir', (v: string) => ({ sandboxDir: v })],
+  ] as const;
+
+  for (const [field, patch] of identifierFields) {
+    it.each(HOSTILE)(`${field}: %s is invalid-argument naming the field`, (_label, value) => {
+      expectThrowsVmprocError(() => validateStartRequest({ ...BASE, ...patch(value) }, DEFAULTS), 'invalid-argument', field);
+    });
+    it(`${field}: a bare ".." is invalid-argument`, () => {
+      expectThrowsVmprocError(() => validateStartRequest({ ...BASE, ...patch('..') }, DEFAULTS), 'invalid-argument', field);
+    });
+  }
+
+  /** Inside an absolute path, `..` and a leading `-` in a component are harmless (normalised, or not leading). */
+  const harmlessInsideAbsolutePath = new Set(['.. traversal', 'leading dash']);
+
+  for (const [field, patch] of pathFields) {
+    it.each(HOSTILE)(`${field}: %s as the whole value is invalid-argument naming the field`, (_label, value) => {
+      expectThrowsVmprocError(() => validateStartRequest({ ...BASE, ...patch(value) }, DEFAULTS), 'invalid-argument', field);
+    });
+    it.each(HOSTILE.filter(([label]) => !harmlessInsideAbsolutePath.has(label)))(
+      `${field}: %s inside an absolute path is invalid-argument naming the field`,
+      (_label, value) => {
+        expectThrowsVmprocError(
+          () => validateStartRequest({ ...BASE, ...patch(`/srv/vm/${value}`) }, DEFAULTS),
+          'invalid-argument',
+          field,
+        );
+      },
+    );
+  }
+
+  it('normalises .. inside absolute paths so no ".." segment reaches the launch', () => {
+    const spec = validateStartRequest(
+      {
+        ...BASE,
+        kernelPath: '/srv/vm/a/../../images/vmlinux',
+        rootfsPath: '/srv/vm/../images/./rootfs.ext4',
+        socketPath: '/run/vmprocd/x/../sb-1.sock',
+        sandboxDir: '/srv/vm/../sandbox/',
+      },
+      DEFAULTS,
+    );
+    expect(spec).toMatchObject({
+      kernelPath: '/srv/images/vmlinux',
+      rootfsPath: '/srv/images/rootfs.ext4',
+      socketPath: '/run/vmprocd/sb-1.sock',
+      sandboxDir: '/srv/sandbox',
+    });
+  });
+
+  it('refuses a .. traversal that lands the sandbox_dir on a system directory', () => {
+    expectThrowsVmprocError(
+      () => validateStartRequest({ ...BASE, sandboxDir: '/srv/vm/../../etc' }, DEFAULTS),
+      'invalid-argument',
+      'sandbox_dir',
+      '/etc',
+    );
+  });
+
+  it('accepts a leading dash inside a path component: every path starts with "/" so no tool reads it as an option', () => {
+    const spec = validateStartRequest({ ...BASE, rootfsPath: '/srv/vm/-rf' }, DEFAULTS);
+    expect(spec.rootfsPath).toBe('/srv/vm/-rf');
+  });
+});
+
+describe('buildLaunchCommand', () => {
+  const PLAN: LaunchPlan = {
+    mode: 'boot',
+    sandboxDir: '/run/vmprocd/sandbox',
+    kernelPath: '/srv/images/vmlinux',
+    rootfsPath: '/srv/images/rootfs.ext4',
+    networkNamespace: 'ns-1',
+    vmmBin: '/usr/local/bin/cloud-hypervisor',
+    socketPath: '/run/vmprocd/sb-1.sock',
+  };
+
+  it('runs the constant script under unshare -m with the values as positional arguments', () => {
+    expect(buildLaunchCommand(PLAN)).toEqual({
+      file: 'unshare',
+      args: [
+        '-m',
+        '--',
+        'bash',
+        '-c',
+        LAUNCH_SCRIPT,
+        'vmprocd-launch',
+        '/run/vmprocd/sandbox',
+        '/srv/images/vmlinux',
+        '/srv/images/rootfs.ext4',
+        'ns-1',
+        '/usr/local/bin/cloud-hypervisor',
+        '/run/vmprocd/sb-1.sock',
+      ],
+    });
+    expect(LAUNCH_SCRIPT_NAME).toBe('vmprocd-launch');
+  });
+
+  it('passes an empty kernel argument in restore mode, even when a kernel path is present', () => {
+    expect(buildLaunchCommand({ ...PLAN, mode: 'restore' }).args[7]).toBe('');
+    const { kernelPath: _omitted, ...withoutKernel } = PLAN;
+    expect(buildLaunchCommand({ ...withoutKernel, mode: 'restore' }).args[7]).toBe('');
+  });
+
+  it('passes an empty kernel argument in boot mode without a kernel path (validation requires one)', () => {
+    const { kernelPath: _omitted, ...withoutKernel } = PLAN;
+    expect(buildLaunchCommand(withoutKernel).args[7]).toBe('');
+  });
+
+  it('is pure: the same plan gives equal commands and the plan is not modified', () => {
+    const plan = Object.freeze({ ...PLAN });
+    expect(buildLaunchCommand(plan)).toEqual(buildLaunchCommand(plan));
+    expect(plan).toEqual(PLAN);
+  });
+
+  const slots = [
+    ['sandboxDir', 6],
+    ['kernelPath', 7],
+    ['rootfsPath', 8],
+    ['networkNamespace', 9],
+    ['vmmBin', 10],
+    ['socketPath', 11],
+  ] as const;
+
+  describe.each(slots)('never interpolates %s (argv slot %i)', (key, slot) => {
+    it.each(HOSTILE)('%s: the script stays constant and the value is exactly one argv element', (_label, value) => {
+      const command = buildLaunchCommand({ ...PLAN, [key]: value });
+      expect(command.file).toBe('unshare');
+      expect(command.args).toHaveLength(12);
+      expect(command.args.slice(0, 6)).toEqual(['-m', '--', 'bash', '-c', LAUNCH_SCRIPT, LAUNCH_SCRIPT_NAME]);
+      expect(command.args[4]).toBe(LAUNCH_SCRIPT);
+      expect(command.args[slot]).toBe(value);
+      expect(command.args.filter((arg) => arg === value)).toHaveLength(1);
+      // Every other slot still carries its own benign value.
+      for (const [otherKey, otherSlot] of slots) {
+        if (otherKey !== key) expect(command.args[otherSlot]).toBe(PLAN[otherKey]);
+      }
+    });
+  });
+
+  it('never interpolates when every slot is hostile at once', () => {
+    for (const [, value] of HOSTILE) {
+      const command = buildLaunchCommand({
+        mode: 'boot',
+        sandboxDir: `${value}0`,
+        kernelPath: `${value}1`,
+        rootfsPath: `${value}2`,
+        networkNamespace: `${value}3`,
+        vmmBin: `${value}4`,
+        socketPath: `${value}5`,
+      });
+      expect(command.args).toEqual(['-m', '--', 'bash', '-c', LAUNCH_SCRIPT, LAUNCH_SCRIPT_NAME,
+        `${value}0`, `${value}1`, `${value}2`, `${value}3`, `${value}4`, `${value}5`]);
+    }
+  });
+});
+
+describe('LAUNCH_SCRIPT', () => {
+  const lines = LAUNCH_SCRIPT.split('\n');
+
+  it('fails fast: set -euo pipefail comes first', () => {
+    expect(lines[0]).toBe('set -euo pipefail');
+  });
+
+  it('names the six positional parameters in order and uses no others', () => {
+    expect(lines[1]).toBe('sandbox_dir=$1 kernel=$2 rootfs=$3 netns=$4 vmm=$5 socket=$6');
+    const positional = [...LAUNCH_SCRIPT.matchAll(/\$\{?(\d+|[@*#])\}?/g)].map((m) => m[0]);
+    expect(positional).toEqual(['$1', '$2', '$3', '$4', '$5', '$6']);
+  });
+
+  it('makes every mount private before mounting the tmpfs over the sandbox dir', () => {
+    const rprivate = lines.indexOf('mount --make-rprivate /');
+    const mkdirLine = lines.indexOf('mkdir -p -- "$sandbox_dir"');
+    const tmpfs = lines.findIndex((line) => /^mount -t tmpfs -o [^ ]+ [^ ]+ "\$sandbox_dir"$/.test(line));
+    expect(rprivate).toBeGreaterThan(0);
+    expect(mkdirLine).toBeGreaterThan(rprivate);
+    expect(tmpfs).toBeGreaterThan(mkdirLine);
+    expect(lines[tmpfs]).toBe('mount -t tmpfs -o mode=0755,size=16m vmprocd-sandbox "$sandbox_dir"');
+  });
+
+  it('links vmlinux only when a kernel is given, and always links rootfs.ext4, after the tmpfs mount', () => {
+    const tmpfs = lines.findIndex((line) => line.startsWith('mount -t tmpfs'));
+    const kernel = lines.indexOf('if [[ -n $kernel ]]; then ln -s -- "$kernel" "$sandbox_dir/vmlinux"; fi');
+    const rootfs = lines.indexOf('ln -s -- "$rootfs" "$sandbox_dir/rootfs.ext4"');
+    expect(kernel).toBeGreaterThan(tmpfs);
+    expect(rootfs).toBeGreaterThan(tmpfs);
+  });
+
+  it('ends by exec-ing the VMM inside the network namespace, so the tracked PID is the VMM', () => {
+    expect(lines.at(-1)).toBe('exec ip netns exec "$netns" "$vmm" --api-socket "path=$socket"');
+    expect(LAUNCH_SCRIPT.endsWith('exec ip netns exec "$netns" "$vmm" --api-socket "path=$socket"')).toBe(true);
+    expect(lines.filter((line) => /\bexec\b/.test(line) && !line.startsWith('exec '))).toEqual([]);
+    expect(lines.filter((line) => line.startsWith('exec '))).toHaveLength(1);
+  });
+
+  it('has no code-evaluating constructs', () => {
+    expect(LAUNCH_SCRIPT).not.toMatch(/\$\(|`|\beval\b|\bsource\b|^\s*\.\s/m);
+  });
+
+  it('double-quotes every expansion except in the two contexts bash never splits or globs', () => {
+    const unquoted: string[] = [];
+    let quoted = 0;
+    for (const line of lines) {
+      const testRanges = [...line.matchAll(/\[\[.*?\]\]/g)].map((m) => [m.index, m.index + m[0].length] as const);
+      let inDouble = false;
+      let inSingle = false;
+      for (let i = 0; i < line.length; i++) {
+        const c = line[i];
+        if (c === '\\') {
+          i++;
+          continue;
+        }
+        if (c === "'" && !inDouble) inSingle = !inSingle;
+        else if (c === '"' && !inSingle) inDouble = !inDouble;
+        else if (c === '$' && !inSingle) {
+          const name = /^\$(\{[^}]*\}|\w+)/.exec(line.slice(i))?.[0];
+          if (name === undefined) throw new Error(`unexpected $ in script line: ${line}`);
+          if (inDouble) {
+            quoted++;
+            continue;
+          }
+          const isAssignment = /(^|\s)[a-z_]+=$/.test(line.slice(0, i));
+          const inTest = testRanges.some(([from, to]) => i > from && i < to);
+          unquoted.push(`${isAssignment ? 'assignment' : inTest ? '[[ ]]' : 'BARE'} ${name}`);
+        }
+      }
+      expect({ line, inDouble, inSingle }).toEqual({ line, inDouble: false, inSingle: false });
+    }
+    // Assignments (`x=$1`) and `[[ ... ]]` operands are never word-split or globbed in bash.
+    expect(unquoted).toEqual([
+      'assignment $1', 'assignment $2', 'assignment $3', 'assignment $4', 'assignment $5', 'assignment $6',
+      '[[ ]] $kernel',
+    ]);
+    expect(quoted).toBe(9);
+  });
+});
+
+describe('buildLaunchEnvironment', () => {
+  it('is a fixed PATH plus the sandbox id and dir, nothing inherited from the daemon', () => {
+    expect(buildLaunchEnvironment('sb-1', '/run/vmprocd/sandbox')).toEqual({
+      PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      VMPROCD_SANDBOX_ID: 'sb-1',
+      VMPROCD_SANDBOX_DIR: '/run/vmprocd/sandbox',
+    });
+  });
+});
+
+/**
+ * Runs the real script with bash, with `mount`, `mkdir`, `ln` and `ip` shadowed by stubs that
+ * record their argv (NUL-separated, with argc, so empty and multi-line arguments survive).
+ * Nothing is mounted and no root is needed.
+ */
+describe('LAUNCH_SCRIPT under bash with stubbed tools (no root)', () => {
+  let dir: string;
+  let stubDir: string;
+  let markerDir: string;
+  let globDir: string;
+  let logPath: string;
+
+  const STUB = [
+    '#!/bin/bash',
+    'if [[ ${STUB_FAIL:-} == "${0##*/}" ]]; then exit 7; fi',
+    `{ printf 'CALL\\0%s\\0%s\\0' "\${0##*/}" "$#"; for a in "$@"; do printf '%s\\0' "$a"; done; } >> "$STUB_LOG"`,
+    '',
+  ].join('\n');
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'vmprocd-launch-'));
+    stubDir = join(dir, 'stubs');
+    markerDir = join(dir, 'marker');
+    globDir = join(dir, 'glob');
+    logPath = join(dir, 'calls.log');
+    await Promise.all([mkdir(stubDir), mkdir(markerDir), mkdir(globDir)]);
+    // Files an unquoted `*` would expand to.
+    await Promise.all([writeFile(join(globDir, 'glob-a'), ''), writeFile(join(globDir, 'glob-b'), '')]);
+    for (const tool of ['mount', 'mkdir', 'ln', 'ip']) {
+      await writeFile(join(stubDir, tool), STUB);
+      await chmod(join(stubDir, tool), 0o755);
+    }
+  });
+
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  type Call = string[];
+
+  /** Runs the bash part of the launch command (everything after `unshare -m --`). */
+  async function run(plan: LaunchPlan, extraEnv: Record<string, string> = {}): Promise<{ status: number; calls: Call[] }> {
+    await rm(logPath, { force: true });
+    const [, , bash, ...bashArgs] = buildLaunchCommand(plan).args;
+    let status = 0;
+    try {
+      execFileSync(bash!, bashArgs, {
+        cwd: globDir,
+        env: { PATH: `${stubDir}:/usr/bin:/bin`, HOME: markerDir, STUB_LOG: logPath, ...extraEnv },
+        stdio: ['ignore', 'ignore', 'pipe'],
+        timeout: 10_000,
+      });
+    } catch (error) {
+      status = (error as { status: number }).status;
+    }
+    let log = '';
+    try {
+      log = await readFile(logPath, 'utf8');
+    } catch {
+      // no stub ran
+    }
+    const tokens = log.split('\0');
+    const calls: Call[] = [];
+    let i = 0;
+    while (i < tokens.length - 1) {
+      expect(tokens[i]).toBe('CALL');
+      const name = tokens[i + 1]!;
+      const argc = Number(tokens[i + 2]);
+      calls.push([name, ...tokens.slice(i + 3, i + 3 + argc)]);
+      i += 3 + argc;
+    }
+    return { status, calls };
+  }
+
+  function expectedCalls(plan: Required<LaunchPlan>, withKernel: boolean): Call[] {
+    return [
+      ['mount', '--make-rprivate', '/'],
+      ['mkdir', '-p', '--', plan.sandboxDir],
+      ['mount', '-t', 'tmpfs', '-o', 'mode=0755,size=16m', 'vmprocd-sandbox', plan.sandboxDir],
+      ...(withKernel ? [['ln', '-s', '--', plan.kernelPath, `${plan.sandboxDir}/vmlinux`]] : []),
+      ['ln', '-s', '--', plan.rootfsPath, `${plan.sandboxDir}/rootfs.ext4`],
+      ['ip', 'netns', 'exec', plan.networkNamespace, plan.vmmBin, '--api-socket', `path=${plan.socketPath}`],
+    ];
+  }
+
+  it('runs the steps in order with benign values', async () => {
+    const plan: Required<LaunchPlan> = {
+      mode: 'boot',
+      sandboxDir: '/run/vmprocd/sandbox',
+      kernelPath: '/srv/images/vmlinux',
+      rootfsPath: '/srv/images/rootfs.ext4',
+      networkNamespace: 'ns-1',
+      vmmBin: '/usr/local/bin/cloud-hypervisor',
+      socketPath: '/run/vmprocd/sb-1.sock',
+    };
+    const { status, calls } = await run(plan);
+    expect(status).toBe(0);
+    expect(calls).toEqual(expectedCalls(plan, true));
+  });
+
+  it('skips the vmlinux link in restore mode', async () => {
+    const plan: Required<LaunchPlan> = {
+      mode: 'restore',
+      sandboxDir: '/run/vmprocd/sandbox',
+      kernelPath: '/srv/images/vmlinux',
+      rootfsPath: '/srv/images/rootfs.ext4',
+      networkNamespace: 'ns-1',
+      vmmBin: '/usr/local/bin/cloud-hypervisor',
+      socketPath: '/run/vmprocd/sb-1.sock',
+    };
+    const { status, calls } = await run(plan);
+    expect(status).toBe(0);
+    expect(calls).toEqual(expectedCalls(plan, false));
+    expect(calls.flat().some((arg) => arg.endsWith('/vmlinux'))).toBe(false);
+  });
+
+  it('stops at the first failing step (set -e): the VMM is never exec-ed', async () => {
+    const plan: LaunchPlan = {
+      mode: 'boot',
+      sandboxDir: '/run/vmprocd/sandbox',
+      kernelPath: '/k',
+      rootfsPath: '/r',
+      networkNamespace: 'ns-1',
+      vmmBin: '/vmm',
+      socketPath: '/s.sock',
+    };
+    const { status, calls } = await run(plan, { STUB_FAIL: 'mkdir' });
+    expect(status).toBe(7);
+    expect(calls).toEqual([['mount', '--make-rprivate', '/']]);
+  });
+
+  it('hands every hostile value to each tool intact and runs no injected command', async () => {
+    // NUL cannot travel in argv at all (execve), so it is covered by the builder tests only.
+    const values = hostileValues(markerDir).filter(([label]) => label !== 'NUL');
+    for (const [label, value] of values) {
+      // A per-slot suffix tells the slots apart, so a swapped argument would show too.
+      const plan: Required<LaunchPlan> = {
+        mode: 'boot',
+        sandboxDir: `${value}0`,
+        kernelPath: `${value}1`,
+        rootfsPath: `${value}2`,
+        networkNamespace: `${value}3`,
+        vmmBin: `${value}4`,
+        socketPath: `${value}5`,
+      };
+      const { status, calls } = await run(plan);
+      expect({ label, status }).toEqual({ label, status: 0 });
+      expect({ label, calls }).toEqual({ label, calls: expectedCalls(plan, true) });
+      expect({ label, pwned: await readdir(markerDir) }).toEqual({ label, pwned: [] });
+    }
+    expect((await readdir(globDir)).sort()).toEqual(['glob-a', 'glob-b']);
+  });
+});
