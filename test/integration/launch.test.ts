@@ -232,10 +232,12 @@ describeAsRoot('launch through unshare, tmpfs and ip netns exec (supervisor, no 
 
   it('removes a stale socket before launch, but refuses a socket a live VMM of ours owns', async () => {
     const first = await supervisor.start(await request());
-    // A dead VMM's socket: a socket file nobody listens on.
+    // A dead VMM's socket: a listener killed with SIGKILL leaves its socket file behind.
     const stalePath = join(fixture.runDir, 'stale.sock');
-    const stale = await execa('python3', ['-c', `import socket; s=socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(stalePath)})`]);
-    expect(stale.exitCode).toBe(0);
+    const listener = execa(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stalePath)}, () => console.log('up'))`]);
+    await new Promise<void>((resolve) => listener.stdout!.once('data', () => resolve()));
+    listener.kill('SIGKILL');
+    await listener.catch(() => undefined);
     expect(existsSync(stalePath)).toBe(true);
     const restarted = await supervisor.start(await request({}, { socketPath: stalePath }));
     expect(restarted.state).toBe('running');
