@@ -15,6 +15,7 @@ const env = {
   VMPROCD_VMM_BIN: process.env.VMPROCD_VMM_BIN ?? nativeBin('standin-vmm'),
   VMPROCD_LISTEN: process.env.VMPROCD_LISTEN ?? `unix://${join(runRoot, 'vmprocd.sock')},127.0.0.1:50051`,
   VMPROCD_RUN_DIR: process.env.VMPROCD_RUN_DIR ?? join(runRoot, 'run'),
+  VMPROCD_STATE_DIR: process.env.VMPROCD_STATE_DIR ?? join(runRoot, 'state'),
   VMPROCD_SANDBOX_DIR: process.env.VMPROCD_SANDBOX_DIR ?? join(runRoot, 'sandbox'),
 };
 const standIn = env.VMPROCD_VMM_BIN === nativeBin('standin-vmm');

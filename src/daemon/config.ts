@@ -11,6 +11,9 @@ export interface DaemonConfig {
   readonly vmmBin: string;
   readonly reaperBin: string;
   readonly runDir: string;
+  readonly stateDir: string;
+  /** fdatasync the state journal before acknowledging each write. */
+  readonly stateSync: boolean;
   readonly sandboxDir: string;
   readonly netnsDir: string;
   readonly exitHistory: number;
@@ -24,6 +27,8 @@ const SETTINGS = {
   'vmm-bin': { env: 'VMPROCD_VMM_BIN', fallback: undefined },
   'reaper-bin': { env: 'VMPROCD_REAPER_BIN', fallback: nativeBin('vmprocd-reaper') },
   'run-dir': { env: 'VMPROCD_RUN_DIR', fallback: '/run/vmprocd' },
+  'state-dir': { env: 'VMPROCD_STATE_DIR', fallback: '/var/lib/vmprocd' },
+  'state-sync': { env: 'VMPROCD_STATE_SYNC', fallback: 'always' },
   'sandbox-dir': { env: 'VMPROCD_SANDBOX_DIR', fallback: '/run/vmprocd/sandbox' },
   'netns-dir': { env: 'VMPROCD_NETNS_DIR', fallback: '/var/run/netns' },
   'exit-history': { env: 'VMPROCD_EXIT_HISTORY', fallback: '10000' },
@@ -42,6 +47,11 @@ Every flag can also be set by the environment variable named beside it (the flag
                         default unix:///run/vmprocd/vmprocd.sock (mode 0600)
   --vmm-bin PATH        the VMM to run, e.g. /usr/local/bin/cloud-hypervisor   VMPROCD_VMM_BIN (required)
   --run-dir DIR         default sockets, VMM logs, exit records; default /run/vmprocd   VMPROCD_RUN_DIR
+  --state-dir DIR       durable process records and exit history (a journal); one daemon per
+                        directory; default /var/lib/vmprocd             VMPROCD_STATE_DIR
+  --state-sync MODE     always: fdatasync each journal write (survives a host crash);
+                        none: rely on the page cache (survives a daemon crash); default always
+                                                                         VMPROCD_STATE_SYNC
   --sandbox-dir DIR     where each VMM sees its kernel and rootfs (a private tmpfs);
                         default /run/vmprocd/sandbox                     VMPROCD_SANDBOX_DIR
   --exit-history N      exits kept for WatchExits replay; default 10000  VMPROCD_EXIT_HISTORY
@@ -99,6 +109,10 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(logLevel)) {
     throw new VmprocError('invalid-argument', `--log-level (or VMPROCD_LOG_LEVEL) ${logLevel} is not one of trace, debug, info, warn, error, fatal`);
   }
+  const stateSync = one('state-sync')!;
+  if (stateSync !== 'always' && stateSync !== 'none') {
+    throw new VmprocError('invalid-argument', `--state-sync (or VMPROCD_STATE_SYNC) ${stateSync} is not one of always, none`);
+  }
   return {
     help: false,
     config: {
@@ -106,6 +120,8 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
       vmmBin: validatePath('--vmm-bin', vmmBin),
       reaperBin: validatePath('--reaper-bin', one('reaper-bin')!),
       runDir: validatePath('--run-dir', one('run-dir')!),
+      stateDir: validatePath('--state-dir', one('state-dir')!),
+      stateSync: stateSync === 'always',
       sandboxDir: validatePath('--sandbox-dir', one('sandbox-dir')!),
       netnsDir: validatePath('--netns-dir', one('netns-dir')!),
       exitHistory: positiveInteger('--exit-history', one('exit-history')!),

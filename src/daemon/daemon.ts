@@ -7,6 +7,8 @@ import type { Logger } from '../logger.js';
 import { formatListenAddress } from '../rpc/listen-address.js';
 import { type RpcServer, startRpcServer } from '../rpc/server.js';
 import { cloudHypervisorApi } from '../supervisor/cloud-hypervisor-api.js';
+import { lockStateDir } from '../store/state-lock.js';
+import { JournalStateStore } from '../store/state-store.js';
 import { ExitExchange } from '../supervisor/exit-exchange.js';
 import { Supervisor } from '../supervisor/supervisor.js';
 import type { DaemonConfig } from './config.js';
@@ -27,44 +29,86 @@ export function createLogger(config: Pick<DaemonConfig, 'logLevel'>): Logger & p
   return pino({ level: config.logLevel, base: { service: 'vmprocd' }, timestamp: pino.stdTimeFunctions.isoTime });
 }
 
-/** Checks the host, builds the supervisor and serves it. */
+/**
+ * Checks the host, takes the state directory, re-adopts what a previous daemon left running,
+ * and serves. Nothing is served before recovery has settled every record. On failure, whatever
+ * was set up is taken down again, in reverse order.
+ */
 export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<RunningDaemon> {
   await checkHost(config);
-  const exchange = new ExitExchange({ historyLimit: config.exitHistory, subscriberBufferLimit: config.watchBuffer });
-  const supervisor = new Supervisor({
-    defaults: { runDir: config.runDir, sandboxDir: config.sandboxDir, vmmBin: config.vmmBin, netnsDir: config.netnsDir },
-    reaperBin: config.reaperBin,
-    exchange,
-    vmmApi: cloudHypervisorApi(),
-    exitedRecordLimit: config.exitHistory,
-    logger,
-  });
-  await supervisor.prepare();
-  for (const address of config.listen) {
-    if (address.kind === 'unix') await mkdir(dirname(address.path), { recursive: true, mode: 0o755 });
-  }
-  const server = await startRpcServer({ supervisor, logger, listen: config.listen });
-  logger.info(
-    { listen: server.addresses.map(formatListenAddress), vmmBin: config.vmmBin, runDir: config.runDir, sandboxDir: config.sandboxDir },
-    'vmprocd serving',
-  );
-
-  let stopping: Promise<void> | undefined;
-  return {
-    config,
-    server,
-    supervisor,
-    logger,
-    stop() {
-      stopping ??= (async () => {
-        logger.info({}, 'vmprocd shutting down; VMMs keep running');
-        exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
-        await supervisor.shutdown();
-        await server.shutdown(SHUTDOWN_GRACE_MS);
-      })();
-      return stopping;
-    },
+  const teardown: Array<() => Promise<void>> = [];
+  const undo = async () => {
+    for (const step of teardown.reverse()) await step().catch(() => undefined);
   };
+  try {
+    const lock = await lockStateDir(config.stateDir);
+    teardown.push(() => lock.release());
+    const { store, state } = await JournalStateStore.open({
+      stateDir: config.stateDir,
+      historyLimit: config.exitHistory,
+      exitedRecordLimit: config.exitHistory,
+      sync: config.stateSync,
+    });
+    teardown.push(() => store.close());
+    if (state.droppedTailBytes > 0) {
+      logger.warn({ stateDir: config.stateDir, bytes: state.droppedTailBytes }, 'dropped a torn final record from the state journal (a crash mid-write)');
+    }
+    const exchange = new ExitExchange({
+      historyLimit: config.exitHistory,
+      subscriberBufferLimit: config.watchBuffer,
+      initialSequence: state.lastSequence,
+      initialHistory: state.exits,
+    });
+    const supervisor = new Supervisor({
+      defaults: { runDir: config.runDir, sandboxDir: config.sandboxDir, vmmBin: config.vmmBin, netnsDir: config.netnsDir },
+      reaperBin: config.reaperBin,
+      exchange,
+      vmmApi: cloudHypervisorApi(),
+      exitedRecordLimit: config.exitHistory,
+      store,
+      logger,
+    });
+    await supervisor.prepare();
+    await supervisor.recover(state);
+    teardown.push(() => supervisor.shutdown());
+    for (const address of config.listen) {
+      if (address.kind === 'unix') await mkdir(dirname(address.path), { recursive: true, mode: 0o755 });
+    }
+    const server = await startRpcServer({ supervisor, logger, listen: config.listen });
+    teardown.push(() => server.shutdown(SHUTDOWN_GRACE_MS));
+    logger.info(
+      {
+        listen: server.addresses.map(formatListenAddress),
+        vmmBin: config.vmmBin,
+        runDir: config.runDir,
+        stateDir: config.stateDir,
+        sandboxDir: config.sandboxDir,
+        readopted: supervisor.list({ states: ['starting', 'running', 'stopping'] }).processes.length,
+        exitSequence: exchange.latestSequence,
+      },
+      'vmprocd serving',
+    );
+
+    let stopping: Promise<void> | undefined;
+    return {
+      config,
+      server,
+      supervisor,
+      logger,
+      stop() {
+        stopping ??= (async () => {
+          logger.info({}, 'vmprocd shutting down; VMMs keep running');
+          // Streams end with UNAVAILABLE first, so the server's grace period is not spent on them.
+          exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
+          await undo();
+        })();
+        return stopping;
+      },
+    };
+  } catch (error) {
+    await undo();
+    throw error;
+  }
 }
 
 /** Fails early, with the fix in the message, instead of at the first StartProcess. */

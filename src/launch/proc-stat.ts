@@ -1,11 +1,14 @@
 import { readFile } from 'node:fs/promises';
 
-/**
- * A process's start time in clock ticks since boot (/proc/PID/stat field 22). A PID can be
- * reused once its process is reaped; PID plus start time identifies one process for good.
- * Undefined when no such process exists.
- */
-export async function readProcessStartTime(pid: number): Promise<bigint | undefined> {
+export interface ProcessStat {
+  /** One letter: R, S, D, Z (zombie: dead, not yet reaped), T, ... */
+  readonly state: string;
+  /** Clock ticks since boot (field 22): PID plus start time identify one process for good. */
+  readonly startTime: bigint;
+}
+
+/** /proc/PID/stat's state and start time; undefined when no such process exists. */
+export async function readProcessStat(pid: number): Promise<ProcessStat | undefined> {
   let stat: string;
   try {
     stat = await readFile(`/proc/${pid}/stat`, 'utf8');
@@ -13,15 +16,35 @@ export async function readProcessStartTime(pid: number): Promise<bigint | undefi
     if (isNoSuchProcess(error)) return undefined;
     throw error;
   }
-  return parseStartTime(stat);
+  return parseStat(stat);
+}
+
+/**
+ * A process's start time. A PID can be reused once its process is reaped; PID plus start time
+ * identifies one process for good. Undefined when no such process exists.
+ */
+export async function readProcessStartTime(pid: number): Promise<bigint | undefined> {
+  return (await readProcessStat(pid))?.startTime;
+}
+
+/** True while `pid` is still the process that started at `startTime` and has not died (zombie). */
+export async function isSameLiveProcess(pid: number, startTime: bigint): Promise<boolean> {
+  const stat = await readProcessStat(pid);
+  return stat !== undefined && stat.startTime === startTime && stat.state !== 'Z';
+}
+
+export function parseStartTime(stat: string): bigint | undefined {
+  return parseStat(stat)?.startTime;
 }
 
 /** Field 2 (comm) may contain spaces and parentheses, so fields are counted after the last ')'. */
-export function parseStartTime(stat: string): bigint | undefined {
+function parseStat(stat: string): ProcessStat | undefined {
   const afterComm = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // afterComm[0] is field 3 (state), so field 22 is afterComm[19].
+  const state = afterComm[0];
   const field = afterComm[19];
-  return field !== undefined && /^\d+$/.test(field) ? BigInt(field) : undefined;
+  if (!state || field === undefined || !/^\d+$/.test(field)) return undefined;
+  return { state, startTime: BigInt(field) };
 }
 
 function isNoSuchProcess(error: unknown): boolean {

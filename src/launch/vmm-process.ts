@@ -16,12 +16,18 @@ export interface SpawnVmmOptions {
   readonly statusPath: string;
 }
 
+/** Stands for the start time of a process that was gone before it could be read. */
+export const UNKNOWN_START_TIME = -1n;
+
 /** What the spawn knows about one running VMM. */
 export interface VmmProcess {
   /** The VMM's own PID, also its process group ID. */
   readonly pid: number;
   /** /proc/PID/stat start time: PID plus start time identify this process for good. */
   readonly startTime: bigint;
+  /** The reaper that is the VMM's parent and records its exit status. */
+  readonly reaperPid: number;
+  readonly reaperStartTime: bigint;
   /** Byte offset in the log where this run's output begins. */
   readonly logOffset: number;
   /** Settles once, when the process has ended. `undefined` when nobody could see how it ended. */
@@ -55,12 +61,18 @@ export async function spawnVmm(options: SpawnVmmOptions): Promise<VmmProcess> {
   const reaperExited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const pid = await readReportedPid(child, options.reaperBin);
   child.unref();
-  const startTime = await readProcessStartTime(pid);
-  if (startTime === undefined) {
-    throw new VmprocError('internal', `VMM process ${pid} vanished before it could be identified`);
-  }
+  // A launch that fails at once (say, unshare missing) can be over before we look: then there is
+  // no start time to match, UNKNOWN_START_TIME never matches one, and nothing is ever signalled.
+  const [startTime, reaperStartTime] = await Promise.all([readProcessStartTime(pid), readProcessStartTime(child.pid!)]);
   const exited = reaperExited.then(() => readExitStatus(options.statusPath));
-  return { pid, startTime, logOffset, exited };
+  return {
+    pid,
+    startTime: startTime ?? UNKNOWN_START_TIME,
+    reaperPid: child.pid!,
+    reaperStartTime: reaperStartTime ?? UNKNOWN_START_TIME,
+    logOffset,
+    exited,
+  };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { ChClient, waitForVmmReady } from '../vmm/index.js';
+import { ChClient, isVmmApiError, waitForVmmReady } from '../vmm/index.js';
 import type { VmmApi } from './vmm-api.js';
 
 /**
@@ -24,6 +24,15 @@ export function cloudHypervisorApi(): VmmApi {
         },
         { timeoutMs: BACKSTOP_TIMEOUT_MS, signal },
       );
+    },
+    async vmState(socketPath, signal) {
+      try {
+        return (await new ChClient(socketPath).info({ timeoutMs: BACKSTOP_TIMEOUT_MS, signal })).state;
+      } catch (error) {
+        // Cloud Hypervisor answers vm.info on a VMM without a VM with an error (500, or 404 in newer versions).
+        if (isVmmApiError(error, 'http-status') && (error.status === 500 || error.status === 404)) return undefined;
+        throw error;
+      }
     },
   };
 }

@@ -31,13 +31,19 @@ export class ExitExchange {
   readonly #bufferLimit: number;
   readonly #history: ProcessExitEvent[] = [];
   readonly #subscribers = new Set<ExitSubscription>();
+  /** The last sequence handed out by assign(). */
+  #assigned: number;
+  /** The last sequence delivered; deliveries happen strictly in sequence order. */
   #sequence: number;
+  /** Assigned events delivered out of order, waiting for their predecessors. */
+  readonly #early = new Map<number, ProcessExitEvent>();
 
   constructor(options: ExitExchangeOptions) {
     if (options.historyLimit < 1 || options.subscriberBufferLimit < 1) throw new RangeError('limits must be positive');
     this.#historyLimit = options.historyLimit;
     this.#bufferLimit = options.subscriberBufferLimit;
     this.#sequence = options.initialSequence ?? 0;
+    this.#assigned = this.#sequence;
     const history = options.initialHistory ?? [];
     this.#history.push(...history.slice(-this.#historyLimit));
   }
@@ -51,19 +57,34 @@ export class ExitExchange {
     return this.#subscribers.size;
   }
 
-  /** The next sequence number publish() will assign. */
-  get nextSequence(): number {
-    return this.#sequence + 1;
-  }
-
   /** Assigns the next sequence and delivers the exit to every matching subscriber. */
   publish(exit: UnsequencedExit): ProcessExitEvent {
-    const event: ProcessExitEvent = Object.freeze({ ...exit, sequence: this.#sequence + 1 });
-    this.#sequence = event.sequence;
-    this.#history.push(event);
-    if (this.#history.length > this.#historyLimit) this.#history.shift();
-    for (const subscriber of this.#subscribers) subscriber.offer(event);
+    const event = this.assign(exit);
+    this.deliver(event);
     return event;
+  }
+
+  /**
+   * Numbers an exit without delivering it, so it can be recorded durably first; deliver() it
+   * afterwards. Every assigned exit must be delivered, or later ones wait forever.
+   */
+  assign(exit: UnsequencedExit): ProcessExitEvent {
+    return Object.freeze({ ...exit, sequence: ++this.#assigned });
+  }
+
+  /** Delivers assigned exits in sequence order, holding back any that arrive early. */
+  deliver(event: ProcessExitEvent): void {
+    if (event.sequence <= this.#sequence || event.sequence > this.#assigned) {
+      throw new RangeError(`exit sequence ${event.sequence} was not assigned or was already delivered`);
+    }
+    this.#early.set(event.sequence, event);
+    for (let next = this.#early.get(this.#sequence + 1); next; next = this.#early.get(this.#sequence + 1)) {
+      this.#early.delete(next.sequence);
+      this.#sequence = next.sequence;
+      this.#history.push(next);
+      if (this.#history.length > this.#historyLimit) this.#history.shift();
+      for (const subscriber of this.#subscribers) subscriber.offer(next);
+    }
   }
 
   /**

@@ -89,6 +89,20 @@ export class ManagedProcess {
     this.#settleSpawn(undefined);
   }
 
+  /**
+   * Brings back the lifecycle position a previous daemon recorded. Only for records being
+   * re-adopted at start-up, before anything else can see them.
+   */
+  resume(state: { readonly readyAt?: Date; readonly vmmVersion?: string; readonly stopping: boolean }): void {
+    if (state.readyAt) {
+      this.markReady(state.readyAt, state.vmmVersion ?? '');
+    }
+    if (state.stopping) {
+      this.stopRequested = true;
+      this.moveTo('stopping');
+    }
+  }
+
   markReady(at: Date, vmmVersion: string): void {
     this.moveTo('running');
     this.#readyAt = at;
@@ -98,6 +112,14 @@ export class ManagedProcess {
   moveTo(state: ProcessState): void {
     assertTransition(this.sandboxId, this.#state, state);
     this.#state = state;
+  }
+
+  /** A record that had already exited before this daemon started: keep it for Get and Wait. */
+  restoreExited(exit: ProcessExitEvent): void {
+    this.#state = 'exited';
+    this.#exit = exit;
+    this.#settleSpawn(undefined);
+    this.#settleExit(this.snapshot());
   }
 
   /** The one exit this process has: settles `exited` once. */
@@ -111,7 +133,7 @@ export class ManagedProcess {
     const { spec } = this;
     return {
       sandboxId: spec.sandboxId,
-      pid: this.#vmm?.pid ?? 0,
+      pid: this.#vmm?.pid ?? this.#exit?.pid ?? 0,
       state: this.#state,
       mode: spec.mode,
       socketPath: spec.socketPath,

@@ -1,18 +1,23 @@
-import { lstat, mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { VmprocError, asVmprocError } from '../errors.js';
+import { AdoptedExitWatch } from '../launch/adopted-exit-watch.js';
 import { describeExitStatus, type ExitStatus } from '../launch/exit-status.js';
+import { findReaperByStatusPath } from '../launch/find-reaper.js';
 import { buildLaunchCommand, buildLaunchEnvironment } from '../launch/launch-command.js';
 import { readLogTail } from '../launch/log-tail.js';
 import { signalProcessGroup } from '../launch/process-group.js';
 import { parseSignalName } from '../launch/signals.js';
-import { spawnVmm, type SpawnVmmOptions, type VmmProcess } from '../launch/vmm-process.js';
+import { removeSocketFiles, removeStaleSocket } from '../launch/socket-files.js';
+import { readExitStatus, spawnVmm, type SpawnVmmOptions, UNKNOWN_START_TIME, type VmmProcess } from '../launch/vmm-process.js';
 import { type Logger, silentLogger } from '../logger.js';
+import { ephemeralStore, type PersistedProcess, type PersistedState, type StateStore } from '../store/state-store.js';
 import { type StartDefaults, checkStartPreconditions, validateStartRequest } from '../validation/start-request.js';
+import { classifyExit, describeStartFailure, type StartAbortReason } from './exit-classification.js';
 import type { ExitExchange, ExitSubscription, SubscribeOptions, UnsequencedExit } from './exit-exchange.js';
-import { ManagedProcess, type StartFailure } from './managed-process.js';
+import { ManagedProcess } from './managed-process.js';
 import { isLive } from './process-state.js';
-import type { ExitReason, ProcessSnapshot, ProcessState, StartRequest } from './process-types.js';
+import type { ProcessSnapshot, ProcessState, StartRequest, StartSpec } from './process-types.js';
 import { TIMED_OUT, untilAborted, withinTimeout } from './timing.js';
 import type { VmmApi } from './vmm-api.js';
 
@@ -27,9 +32,13 @@ export interface SupervisorOptions {
   readonly vmmApi: VmmApi;
   /** How many exited processes stay visible to Get/List/Wait before the oldest are forgotten. */
   readonly exitedRecordLimit: number;
+  /** Durable memory; the default remembers nothing across restarts. */
+  readonly store?: StateStore;
   readonly logger?: Logger;
   readonly spawn?: (options: SpawnVmmOptions) => Promise<VmmProcess>;
   readonly now?: () => Date;
+  /** Watches exits of VMMs adopted from a previous daemon (they are not our children). */
+  readonly adoptedExits?: AdoptedExitWatch;
 }
 
 export interface ListFilter {
@@ -37,39 +46,36 @@ export interface ListFilter {
   readonly labels?: Readonly<Record<string, string>>;
 }
 
-/** Why a start's readiness wait was cut short (the AbortSignal reason). */
-type StartAbortReason =
-  | { readonly kind: 'timeout' }
-  | { readonly kind: 'exited' }
-  | { readonly kind: 'stopped' }
-  | { readonly kind: 'cancelled' }
-  | { readonly kind: 'shutdown' };
-
 /**
  * Launches, watches and stops VMM processes. It knows nothing of gRPC: requests come in as
  * plain values, failures leave as VmprocError, exits go out through the ExitExchange.
  *
  * Invariants: at most one live process per sandbox ID and per socket path; every spawned
- * process gets exactly one exit event, whatever path ends it; a failed start leaves no process
- * and no socket behind.
+ * process gets exactly one exit event, whatever path ends it, recorded in the store before it is
+ * published; a failed start leaves no process and no socket behind.
  */
 export class Supervisor {
   readonly #options: SupervisorOptions;
   readonly #logger: Logger;
+  readonly #store: StateStore;
   readonly #spawn: (options: SpawnVmmOptions) => Promise<VmmProcess>;
   readonly #now: () => Date;
+  readonly #adoptedExits: AdoptedExitWatch;
   readonly #records = new Map<string, ManagedProcess>();
   /** Live processes by socket path: a socket belongs to one live process at a time. */
   readonly #socketOwners = new Map<string, ManagedProcess>();
   /** Exited sandbox IDs, oldest first, for bounded retention. */
   readonly #exitedOrder = new Set<string>();
+  #bootId = '';
   #closed = false;
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
+    this.#store = options.store ?? ephemeralStore;
     this.#spawn = options.spawn ?? spawnVmm;
     this.#now = options.now ?? (() => new Date());
+    this.#adoptedExits = options.adoptedExits ?? new AdoptedExitWatch();
   }
 
   /** Creates the run directory layout the launches write to. */
@@ -77,10 +83,20 @@ export class Supervisor {
     const { runDir } = this.#options.defaults;
     await mkdir(posix.join(runDir, 'logs'), { recursive: true, mode: 0o750 });
     await mkdir(posix.join(runDir, 'exits'), { recursive: true, mode: 0o750 });
+    this.#bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
   }
 
   get exchange(): ExitExchange {
     return this.#options.exchange;
+  }
+
+  get bootId(): string {
+    return this.#bootId;
+  }
+
+  /** The directory where reapers record exit statuses. */
+  get exitsDir(): string {
+    return posix.join(this.#options.defaults.runDir, 'exits');
   }
 
   /**
@@ -111,20 +127,15 @@ export class Supervisor {
         `socket_path ${spec.socketPath} belongs to sandbox ${socketOwner.sandboxId}, which is ${socketOwner.state}`,
       );
     }
-    const record = new ManagedProcess(
-      spec,
-      {
-        logPath: posix.join(defaults.runDir, 'logs', `${spec.sandboxId}.log`),
-        statusPath: posix.join(defaults.runDir, 'exits', `${spec.sandboxId}.status`),
-      },
-      this.#now(),
-    );
+    const record = this.#newRecord(spec, this.#now());
     this.#records.set(spec.sandboxId, record);
     this.#exitedOrder.delete(spec.sandboxId);
     this.#socketOwners.set(spec.socketPath, record);
 
     let vmm: VmmProcess;
     try {
+      // Recorded before the spawn: a daemon that dies right after it can still find the reaper.
+      await this.#store.launching(spec.sandboxId, { spec, logPath: record.logPath, statusPath: record.statusPath, startedAt: record.startedAt, bootId: this.#bootId });
       await removeStaleSocket(spec.socketPath);
       vmm = await this.#spawn({
         reaperBin: this.#options.reaperBin,
@@ -143,29 +154,61 @@ export class Supervisor {
       } else {
         this.#records.delete(spec.sandboxId);
       }
+      await this.#store.abandoned(spec.sandboxId).catch(() => undefined);
       throw asVmprocError(error, `cannot launch sandbox ${spec.sandboxId}`);
     }
-    record.attach(vmm);
+    this.#watch(record, vmm, vmm.exited);
     this.#logger.info({ sandboxId: spec.sandboxId, pid: vmm.pid, mode: spec.mode }, 'vmm spawned');
-    vmm.exited.then(
-      (status) => this.#onEnded(record, status),
-      (error) => this.#onEnded(record, undefined, asVmprocError(error, 'reading the exit status')),
-    );
-    return this.#awaitReady(record, signal);
+    await this.#recordSpawn(record, vmm);
+    return this.#awaitReady(record, signal, spec.readyTimeoutMs);
   }
 
-  async #awaitReady(record: ManagedProcess, callerSignal: AbortSignal | undefined): Promise<ProcessSnapshot> {
+  #newRecord(spec: StartSpec, startedAt: Date): ManagedProcess {
+    const { runDir } = this.#options.defaults;
+    return new ManagedProcess(
+      spec,
+      {
+        logPath: posix.join(runDir, 'logs', `${spec.sandboxId}.log`),
+        statusPath: posix.join(runDir, 'exits', `${spec.sandboxId}.status`),
+      },
+      startedAt,
+    );
+  }
+
+  /** Attaches the process and routes its one end to #onEnded. */
+  #watch(record: ManagedProcess, vmm: VmmProcess, ended: Promise<ExitStatus | undefined>, lostBecause?: string): void {
+    record.attach(vmm);
+    ended.then(
+      (status) => this.#onEnded(record, status, status ? undefined : lostBecause),
+      (error) => this.#onEnded(record, undefined, `the exit status could not be read: ${asVmprocError(error, 'reading the exit status').message}`),
+    );
+  }
+
+  async #recordSpawn(record: ManagedProcess, vmm: VmmProcess): Promise<void> {
+    const { pid, startTime, reaperPid, reaperStartTime, logOffset } = vmm;
+    await this.#store.spawned(record.sandboxId, { pid, startTime, reaperPid, reaperStartTime, logOffset }).catch((error: unknown) =>
+      this.#logger.error({ sandboxId: record.sandboxId, err: error }, 'cannot record the spawned process'));
+  }
+
+  async #awaitReady(record: ManagedProcess, callerSignal: AbortSignal | undefined, timeoutMs: number): Promise<ProcessSnapshot> {
     const { spec, startAbort } = record;
     const abort = (reason: StartAbortReason) => startAbort.abort(reason);
-    const timer = setTimeout(() => abort({ kind: 'timeout' }), spec.readyTimeoutMs);
+    const timer = setTimeout(() => abort({ kind: 'timeout' }), timeoutMs);
     const onCallerAbort = () => abort({ kind: 'cancelled' });
     callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
     record.exited.then(() => abort({ kind: 'exited' }));
     try {
-      const ready = await this.#options.vmmApi.waitReady(spec.socketPath, startAbort.signal);
-      if (spec.restore) await this.#options.vmmApi.restore(spec.socketPath, spec.restore, startAbort.signal);
+      const api = this.#options.vmmApi;
+      const ready = await api.waitReady(spec.socketPath, startAbort.signal);
+      // A restarted daemon may find the restore already done (or under way: the ping waited for it).
+      if (spec.restore && (await api.vmState(spec.socketPath, startAbort.signal)) === undefined) {
+        await api.restore(spec.socketPath, spec.restore, startAbort.signal);
+      }
       if (startAbort.signal.aborted) throw startAbort.signal.reason;
-      record.markReady(this.#now(), ready.version);
+      const readyAt = this.#now();
+      await this.#store.ready(spec.sandboxId, readyAt, ready.version);
+      if (startAbort.signal.aborted) throw startAbort.signal.reason;
+      record.markReady(readyAt, ready.version);
       this.#logger.info({ sandboxId: spec.sandboxId, pid: record.vmm!.pid, vmmVersion: ready.version }, 'vmm ready');
       return record.snapshot();
     } catch (error) {
@@ -183,9 +226,10 @@ export class Supervisor {
     const signal = record.startAbort.signal;
     const aborted = signal.aborted ? (signal.reason as StartAbortReason) : undefined;
     const failure = describeStartFailure(spec.readyTimeoutMs, aborted, error);
-    if (failure.exit) {
+    if (failure.exit && !record.startFailure) {
       // Nobody else is ending this process: it is ours to kill, and its exit carries our reason.
-      record.startFailure ??= failure.exit;
+      record.startFailure = failure.exit;
+      await this.#store.startFailed(spec.sandboxId, failure.exit).catch(() => undefined);
       await signalProcessGroup(vmm.pid, vmm.startTime, 'SIGKILL');
     }
     const ended = await withinTimeout(record.exited, KILL_BACKSTOP_MS);
@@ -214,11 +258,13 @@ export class Supervisor {
     if (record.state === 'exited') return Promise.resolve(record.snapshot());
     if (record.stopping) return record.stopping;
     if (!(graceMs >= 0)) throw new VmprocError('invalid-argument', 'grace_period must not be negative');
-    record.stopRequested = true;
-    if (record.state === 'starting') record.startAbort.abort({ kind: 'stopped' } satisfies StartAbortReason);
-    record.moveTo('stopping');
+    if (record.state !== 'stopping') {
+      record.stopRequested = true;
+      if (record.state === 'starting') record.startAbort.abort({ kind: 'stopped' } satisfies StartAbortReason);
+      record.moveTo('stopping');
+    }
     this.#logger.info({ sandboxId, pid: record.vmm?.pid, graceMs }, 'stopping vmm');
-    const stopping = this.#terminate(record, graceMs);
+    const stopping = this.#terminate(record, new Date(this.#now().getTime() + graceMs));
     record.stopping = stopping;
     // A failed stop (process stuck after SIGKILL) may be retried by a later StopProcess.
     stopping.catch(() => {
@@ -227,10 +273,13 @@ export class Supervisor {
     return stopping;
   }
 
-  async #terminate(record: ManagedProcess, graceMs: number): Promise<ProcessSnapshot> {
+  /** SIGTERM now, SIGKILL at `killAt` (at once if that has passed), then wait for the exit. */
+  async #terminate(record: ManagedProcess, killAt: Date): Promise<ProcessSnapshot> {
     const vmm = await record.spawned;
     if (!vmm) throw new VmprocError('not-found', `sandbox ${record.sandboxId} never got a process: its launch failed`);
     const { pid, startTime } = vmm;
+    await this.#store.stopping(record.sandboxId, killAt);
+    const graceMs = killAt.getTime() - this.#now().getTime();
     if (graceMs > 0) {
       await signalProcessGroup(pid, startTime, 'SIGTERM');
       const ended = await withinTimeout(record.exited, graceMs);
@@ -259,6 +308,7 @@ export class Supervisor {
     }
     if (record.state === 'exited' || !vmm) throw this.#notRunning(record);
     record.signalsSent.add(signal.name);
+    await this.#store.signalled(sandboxId, signal.name);
     if ((await signalProcessGroup(vmm.pid, vmm.startTime, signal.number)) === 'gone') throw this.#notRunning(record);
     this.#logger.info({ sandboxId, pid: vmm.pid, signal: signal.name }, 'signalled vmm');
     return record.snapshot();
@@ -299,20 +349,117 @@ export class Supervisor {
     const starting = [...this.#records.values()].filter((r) => r.state === 'starting');
     for (const record of starting) record.startAbort.abort({ kind: 'shutdown' } satisfies StartAbortReason);
     await Promise.allSettled(starting.map((r) => withinTimeout(r.exited, KILL_BACKSTOP_MS)));
+    this.#adoptedExits.close();
+  }
+
+  /**
+   * Takes over what a previous daemon left (see src/store): exited records come back for Get and
+   * Wait; live ones are re-adopted if their VMM still runs (same PID and start time), or get the
+   * exit their reaper recorded, or a `lost` exit when nothing was recorded. A start the previous
+   * daemon did not finish is finished now, within its original ready timeout, or killed.
+   * Call before serving; resolves once every record is settled or supervised again.
+   */
+  async recover(state: PersistedState): Promise<void> {
+    const resumed: Array<Promise<void>> = [];
+    for (const persisted of state.processes.values()) {
+      const record = this.#newRecord(persisted.spec, persisted.startedAt);
+      this.#records.set(record.sandboxId, record);
+      if (persisted.exit) {
+        record.restoreExited(persisted.exit);
+        this.#retainExited(record.sandboxId);
+        continue;
+      }
+      this.#socketOwners.set(persisted.spec.socketPath, record);
+      for (const signal of persisted.signalsSent) record.signalsSent.add(signal);
+      if (persisted.startFailure) record.startFailure = persisted.startFailure;
+      resumed.push(
+        this.#readopt(record, persisted).catch((error: unknown) =>
+          this.#logger.error({ sandboxId: record.sandboxId, err: error }, 'cannot re-adopt vmm')),
+      );
+    }
+    await Promise.all(resumed);
+    await this.#removeOrphanStatusFiles();
+  }
+
+  async #readopt(record: ManagedProcess, persisted: PersistedProcess): Promise<void> {
+    const { sandboxId } = record;
+    let identity = persisted.pid !== undefined
+      ? { pid: persisted.pid, startTime: persisted.startTime!, reaperPid: persisted.reaperPid!, reaperStartTime: persisted.reaperStartTime! }
+      : undefined;
+    if (persisted.bootId !== this.#bootId) {
+      // The host rebooted: whatever the PID names now is not ours.
+      this.#watch(record, pseudoProcess(identity?.pid ?? 0, persisted.logOffset), Promise.resolve(undefined), 'the host rebooted while vmprocd was down; the VMM ended with it');
+      return;
+    }
+    if (!identity) {
+      // The previous daemon died between spawning and recording the PID: find the reaper.
+      const found = await findReaperByStatusPath(record.statusPath);
+      if (found?.child) {
+        identity = { pid: found.child.pid, startTime: found.child.startTime, reaperPid: found.reaperPid, reaperStartTime: found.reaperStartTime };
+      } else {
+        const status = await readExitStatus(record.statusPath);
+        if (!status) {
+          // It never got as far as a process: nothing ran, so there is no exit to publish.
+          this.#records.delete(sandboxId);
+          this.#socketOwners.delete(record.spec.socketPath);
+          await this.#store.abandoned(sandboxId);
+          this.#logger.warn({ sandboxId }, 'dropped a launch that never produced a process');
+          return;
+        }
+        this.#watch(record, pseudoProcess(status.pid, 0), Promise.resolve(status));
+        return;
+      }
+    }
+    const vmm: VmmProcess = {
+      ...identity,
+      logOffset: persisted.logOffset ?? 0,
+      exited: this.#adoptedExits.wait({ ...identity, statusPath: record.statusPath }),
+    };
+    if (persisted.pid === undefined) {
+      const { pid, startTime, reaperPid, reaperStartTime } = identity;
+      await this.#store.spawned(sandboxId, { pid, startTime, reaperPid, reaperStartTime, logOffset: 0 });
+    }
+    // The lifecycle position first: the exit may already be recorded and is classified by it.
+    record.resume({ ...(persisted.readyAt ? { readyAt: persisted.readyAt, vmmVersion: persisted.vmmVersion } : {}), stopping: persisted.stopKillAt !== undefined });
+    this.#watch(record, vmm, vmm.exited, 'its reaper ended without recording the exit status while vmprocd was down');
+    this.#logger.info({ sandboxId, pid: vmm.pid, state: record.state }, 're-adopted vmm');
+
+    if (record.state === 'stopping') {
+      const stopping = this.#terminate(record, persisted.stopKillAt!);
+      record.stopping = stopping;
+      stopping.catch((error: unknown) => this.#logger.error({ sandboxId, err: error }, 'resumed stop failed'));
+    } else if (record.state === 'starting' && record.startFailure) {
+      // The previous daemon was already abandoning this start: finish killing it.
+      await signalProcessGroup(vmm.pid, vmm.startTime, 'SIGKILL');
+    } else if (record.state === 'starting') {
+      // Finish the start the previous daemon began, within what is left of its ready timeout.
+      const remainingMs = record.startedAt.getTime() + record.spec.readyTimeoutMs - this.#now().getTime();
+      if (remainingMs <= 0) record.startAbort.abort({ kind: 'timeout' } satisfies StartAbortReason);
+      this.#awaitReady(record, undefined, Math.max(remainingMs, 1)).catch((error: unknown) =>
+        this.#logger.warn({ sandboxId, err: error }, 'interrupted start did not complete'));
+    }
+  }
+
+  /** Status files with no live record: left by a previous daemon after it recorded the exit. */
+  async #removeOrphanStatusFiles(): Promise<void> {
+    const live = new Set([...this.#records.values()].filter((r) => isLive(r.state)).map((r) => posix.basename(r.statusPath)));
+    for (const name of await readdir(this.exitsDir).catch(() => [] as string[])) {
+      if (!live.has(name)) await rm(posix.join(this.exitsDir, name), { force: true });
+    }
   }
 
   /** The single place a process's end becomes an exit event. */
-  async #onEnded(record: ManagedProcess, status: ExitStatus | undefined, readError?: VmprocError): Promise<void> {
+  async #onEnded(record: ManagedProcess, status: ExitStatus | undefined, lostBecause?: string): Promise<void> {
     const { spec } = record;
     const vmm = record.vmm!;
-    const { reason, message } = classifyExit(record, status, readError);
+    const { reason, message } = classifyExit(record, status, lostBecause);
     let stderrTail = '';
     try {
       stderrTail = await readLogTail(record.logPath, vmm.logOffset);
     } catch (error) {
       this.#logger.warn({ sandboxId: spec.sandboxId, err: error }, 'cannot read the vmm log tail');
     }
-    await Promise.allSettled([removeSocketFiles(spec.socketPath), rm(record.statusPath, { force: true })]);
+    await removeSocketFiles(spec.socketPath).catch(() => undefined);
 
     const exit: UnsequencedExit = {
       sandboxId: spec.sandboxId,
@@ -331,9 +478,17 @@ export class Supervisor {
           record.signalsSent.has(status.signal) ||
           record.startFailure !== undefined),
     };
+    const { exchange } = this.#options;
+    const event = exchange.assign(exit);
+    try {
+      await this.#store.exited(event);
+    } catch (error) {
+      // Publishing matters more than the record: a watcher must not miss this exit.
+      this.#logger.error({ sandboxId: spec.sandboxId, sequence: event.sequence, err: error }, 'cannot record the exit; publishing it anyway');
+    }
     // Publishing and the state change happen in one synchronous step, so a List taken at any
     // moment agrees with the exit sequence it reports.
-    const event = this.#options.exchange.publish(exit);
+    exchange.deliver(event);
     record.markExited(event);
     this.#socketOwners.delete(spec.socketPath);
     this.#retainExited(spec.sandboxId);
@@ -341,6 +496,8 @@ export class Supervisor {
       { sandboxId: spec.sandboxId, pid: vmm.pid, sequence: event.sequence, reason, exitCode: event.exitCode, signal: event.signal },
       'vmm exited',
     );
+    // Only now that the exit is recorded may the reaper's status go.
+    await rm(record.statusPath, { force: true }).catch(() => undefined);
   }
 
   #retainExited(sandboxId: string): void {
@@ -369,76 +526,7 @@ export class Supervisor {
   }
 }
 
-function classifyExit(record: ManagedProcess, status: ExitStatus | undefined, readError?: VmprocError): { reason: ExitReason; message: string } {
-  const how = status ? describeExitStatus(status) : 'an unknown status';
-  if (record.stopRequested) return { reason: 'stopped', message: `stopped (${how})` };
-  if (record.startFailure) return { reason: record.startFailure.reason, message: record.startFailure.message };
-  if (record.state === 'starting') return { reason: 'start-failed', message: `exited before it was ready (${how})` };
-  if (!status) {
-    const detail = readError ? `: ${readError.message}` : '; its reaper ended without recording it';
-    return { reason: 'lost', message: `the exit status could not be observed${detail}` };
-  }
-  if (status.signal) return { reason: 'signaled', message: `killed by ${how}` };
-  return { reason: 'exited', message: `exited on its own (${how})` };
-}
-
-interface DescribedFailure {
-  readonly code: VmprocError['code'];
-  readonly callerMessage: string;
-  /** Set when the start path itself must end the process, with the reason its exit will carry. */
-  readonly exit?: StartFailure;
-}
-
-function describeStartFailure(readyTimeoutMs: number, aborted: StartAbortReason | undefined, error: unknown): DescribedFailure {
-  switch (aborted?.kind) {
-    case 'exited':
-      return { code: 'failed-precondition', callerMessage: 'VMM exited before it was ready' };
-    case 'stopped':
-      return { code: 'aborted', callerMessage: 'stopped by StopProcess while starting' };
-    case 'timeout': {
-      const message = `not ready within ${readyTimeoutMs}ms`;
-      return {
-        code: 'deadline-exceeded',
-        callerMessage: `VMM was ${message} (its API socket did not answer GET /api/v1/vmm.ping, or the restore did not finish); it was killed`,
-        exit: { reason: 'start-timeout', message },
-      };
-    }
-    case 'cancelled':
-      return {
-        code: 'cancelled',
-        callerMessage: 'start cancelled by the client; the VMM was killed',
-        exit: { reason: 'start-failed', message: 'start cancelled by the client' },
-      };
-    case 'shutdown':
-      return {
-        code: 'unavailable',
-        callerMessage: 'the daemon is shutting down; the VMM was killed before it was ready',
-        exit: { reason: 'start-failed', message: 'daemon shut down during the start' },
-      };
-    case undefined: {
-      // The VMM answered but refused: today that is a failed restore.
-      const detail = error instanceof Error ? error.message : String(error);
-      return { code: 'failed-precondition', callerMessage: detail, exit: { reason: 'start-failed', message: detail } };
-    }
-  }
-}
-
-/** Removes a socket left by a dead VMM; anything else at that path is the caller's mistake. */
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  let stats;
-  try {
-    stats = await lstat(socketPath);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw error;
-  }
-  if (!stats.isSocket()) {
-    throw new VmprocError('failed-precondition', `socket_path ${socketPath} exists and is not a socket; remove it or choose another path`);
-  }
-  await removeSocketFiles(socketPath);
-}
-
-/** The socket and the `<socket>.lock` Cloud Hypervisor v53+ leaves beside it. */
-async function removeSocketFiles(socketPath: string): Promise<void> {
-  await Promise.all([rm(socketPath, { force: true }), rm(`${socketPath}.lock`, { force: true })]);
+/** A process known only by PID (it has already ended): never signalled, its end already known. */
+function pseudoProcess(pid: number, logOffset: number | undefined): VmmProcess {
+  return { pid, startTime: UNKNOWN_START_TIME, reaperPid: 0, reaperStartTime: UNKNOWN_START_TIME, logOffset: logOffset ?? 0, exited: new Promise(() => {}) };
 }

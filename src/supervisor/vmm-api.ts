@@ -9,4 +9,6 @@ export interface VmmApi {
   waitReady(socketPath: string, signal: AbortSignal): Promise<{ readonly version: string }>;
   /** `PUT /api/v1/vm.restore`; rejects with the VMM's error text on failure. */
   restore(socketPath: string, restore: RestoreSpec, signal: AbortSignal): Promise<void>;
+  /** The VM's state from `GET /api/v1/vm.info`, or undefined when the VMM holds no VM. */
+  vmState(socketPath: string, signal: AbortSignal): Promise<string | undefined>;
 }

@@ -23,6 +23,8 @@ export async function startDaemonHarness(fixture: SandboxFixture, overrides: Par
     vmmBin: nativeBin('standin-vmm'),
     reaperBin: nativeBin('vmprocd-reaper'),
     runDir: fixture.runDir,
+    stateDir: join(fixture.root, 'state'),
+    stateSync: true,
     sandboxDir: fixture.sandboxDir,
     netnsDir: '/var/run/netns',
     exitHistory: 10_000,

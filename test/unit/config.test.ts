@@ -19,6 +19,8 @@ describe('parseDaemonConfig defaults', () => {
       vmmBin: '/usr/local/bin/cloud-hypervisor',
       reaperBin: nativeBin('vmprocd-reaper'),
       runDir: '/run/vmprocd',
+      stateDir: '/var/lib/vmprocd',
+      stateSync: true,
       sandboxDir: '/run/vmprocd/sandbox',
       netnsDir: '/var/run/netns',
       exitHistory: 10000,
@@ -36,6 +38,7 @@ describe('parseDaemonConfig precedence: flag, then environment, then default', (
   const settings = [
     ['--run-dir', 'VMPROCD_RUN_DIR', 'runDir', '/flag/run', '/env/run', '/run/vmprocd'],
     ['--sandbox-dir', 'VMPROCD_SANDBOX_DIR', 'sandboxDir', '/flag/sb', '/env/sb', '/run/vmprocd/sandbox'],
+    ['--state-dir', 'VMPROCD_STATE_DIR', 'stateDir', '/flag/state', '/env/state', '/var/lib/vmprocd'],
     ['--netns-dir', 'VMPROCD_NETNS_DIR', 'netnsDir', '/flag/ns', '/env/ns', '/var/run/netns'],
     ['--reaper-bin', 'VMPROCD_REAPER_BIN', 'reaperBin', '/flag/reaper', '/env/reaper', nativeBin('vmprocd-reaper')],
     ['--exit-history', 'VMPROCD_EXIT_HISTORY', 'exitHistory', '5', '6', 10000],
@@ -193,5 +196,14 @@ describe('parseDaemonConfig --help', () => {
     for (const env of ['VMPROCD_LISTEN', 'VMPROCD_VMM_BIN', 'VMPROCD_RUN_DIR', 'VMPROCD_SANDBOX_DIR', 'VMPROCD_EXIT_HISTORY', 'VMPROCD_WATCH_BUFFER', 'VMPROCD_LOG_LEVEL', 'VMPROCD_REAPER_BIN', 'VMPROCD_NETNS_DIR']) {
       expect(USAGE).toContain(env);
     }
+  });
+});
+
+describe('parseDaemonConfig --state-sync', () => {
+  it('defaults to always, accepts none from flag or environment, and refuses anything else', () => {
+    expect(config(VMM).stateSync).toBe(true);
+    expect(config([...VMM, '--state-sync', 'none']).stateSync).toBe(false);
+    expect(config(VMM, { VMPROCD_STATE_SYNC: 'none' }).stateSync).toBe(false);
+    expectThrowsVmprocError(() => config([...VMM, '--state-sync', 'sometimes']), 'invalid-argument', '--state-sync');
   });
 });

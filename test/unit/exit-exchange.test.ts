@@ -50,20 +50,33 @@ async function stateOf(promise: Promise<unknown>): Promise<'pending' | 'settled'
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 describe('ExitExchange publishing', () => {
-  it('numbers exits 1, 2, 3 ... and tracks latest and next sequence', () => {
+  it('numbers exits 1, 2, 3 ... and tracks the latest sequence', () => {
     const ex = exchange();
     expect(ex.latestSequence).toBe(0);
-    expect(ex.nextSequence).toBe(1);
     expect(publishMany(ex, 3).map((e) => e.sequence)).toEqual([1, 2, 3]);
     expect(ex.latestSequence).toBe(3);
-    expect(ex.nextSequence).toBe(4);
   });
 
   it('continues from initialSequence', () => {
     const ex = exchange({ initialSequence: 41 });
     expect(ex.latestSequence).toBe(41);
-    expect(ex.nextSequence).toBe(42);
     expect(publishMany(ex, 2).map((e) => e.sequence)).toEqual([42, 43]);
+  });
+
+  it('delivers assigned exits in sequence order even when they are delivered out of order', async () => {
+    const ex = exchange();
+    const sub = ex.subscribe();
+    const first = ex.assign(exitOf('a'));
+    const second = ex.assign(exitOf('b'));
+    ex.deliver(second);
+    // Held back: 1 is not delivered yet, so neither is 2, and the latest sequence stays 0.
+    expect(ex.latestSequence).toBe(0);
+    expect(sub.pending).toBe(0);
+    ex.deliver(first);
+    expect(ex.latestSequence).toBe(2);
+    expect((await sub.next()).value!.sandboxId).toBe('a');
+    expect((await sub.next()).value!.sandboxId).toBe('b');
+    expect(() => ex.deliver(first)).toThrow(RangeError);
   });
 
   it('keeps every field of the exit and freezes the event', () => {

@@ -1,0 +1,294 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ExitReason, ProcessExitEvent, StartSpec } from '../supervisor/process-types.js';
+import { Journal } from './journal.js';
+
+/** What the daemon must remember about one process to pick it up again after a restart. */
+export interface PersistedProcess {
+  readonly spec: StartSpec;
+  readonly logPath: string;
+  readonly statusPath: string;
+  readonly startedAt: Date;
+  /** /proc/sys/kernel/random/boot_id when launched: after a reboot no PID of ours can be alive. */
+  readonly bootId: string;
+  readonly pid?: number;
+  readonly startTime?: bigint;
+  readonly reaperPid?: number;
+  readonly reaperStartTime?: bigint;
+  readonly logOffset?: number;
+  readonly readyAt?: Date;
+  readonly vmmVersion?: string;
+  /** Set once a stop was requested: when SIGKILL is due. */
+  readonly stopKillAt?: Date;
+  readonly signalsSent: readonly string[];
+  readonly startFailure?: { readonly reason: Extract<ExitReason, 'start-failed' | 'start-timeout'>; readonly message: string };
+  readonly exit?: ProcessExitEvent;
+}
+
+export interface PersistedState {
+  /** By sandbox ID; the latest launch of each. */
+  readonly processes: ReadonlyMap<string, PersistedProcess>;
+  /** Retained exit history, oldest first. */
+  readonly exits: readonly ProcessExitEvent[];
+  /** The last exit sequence ever issued (numbering continues from here). */
+  readonly lastSequence: number;
+  /** Bytes of a torn final record dropped at load (a crash mid-write), 0 normally. */
+  readonly droppedTailBytes: number;
+}
+
+/**
+ * The supervisor's durable memory. Each method writes one journal record and resolves once it
+ * is in the file; callers await it before acting on the change (a StartProcess does not return,
+ * and an exit is not published, before it is recorded).
+ */
+export interface StateStore {
+  launching(sandboxId: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Promise<void>;
+  spawned(sandboxId: string, vmm: Required<Pick<PersistedProcess, 'pid' | 'startTime' | 'reaperPid' | 'reaperStartTime' | 'logOffset'>>): Promise<void>;
+  ready(sandboxId: string, readyAt: Date, vmmVersion: string): Promise<void>;
+  stopping(sandboxId: string, killAt: Date): Promise<void>;
+  signalled(sandboxId: string, signal: string): Promise<void>;
+  startFailed(sandboxId: string, failure: NonNullable<PersistedProcess['startFailure']>): Promise<void>;
+  exited(event: ProcessExitEvent): Promise<void>;
+  /** A launch that never produced a process: forget it. */
+  abandoned(sandboxId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A store that remembers nothing, for a supervisor that need not survive restarts (tests). */
+export const ephemeralStore: StateStore = {
+  launching: async () => {},
+  spawned: async () => {},
+  ready: async () => {},
+  stopping: async () => {},
+  signalled: async () => {},
+  startFailed: async () => {},
+  exited: async () => {},
+  abandoned: async () => {},
+  close: async () => {},
+};
+
+type Json = Record<string, unknown>;
+
+/** Journal record kinds. Dates are epoch milliseconds, bigints decimal strings. */
+type JournalRecord =
+  | { k: 'launch'; id: string; spec: StartSpec; logPath: string; statusPath: string; startedAt: number; bootId: string }
+  | { k: 'spawn'; id: string; pid: number; startTime: string; reaperPid: number; reaperStartTime: string; logOffset: number }
+  | { k: 'ready'; id: string; readyAt: number; vmmVersion: string }
+  | { k: 'stop'; id: string; killAt: number }
+  | { k: 'signal'; id: string; signal: string }
+  | { k: 'startFailure'; id: string; reason: 'start-failed' | 'start-timeout'; message: string }
+  | { k: 'exit'; event: Json }
+  | { k: 'abandon'; id: string }
+  | { k: 'process'; process: Json };
+
+export interface JournalStoreOptions {
+  readonly stateDir: string;
+  /** Exits kept for replay; older ones are pruned at compaction. */
+  readonly historyLimit: number;
+  /** Exited processes kept for Get/Wait; older ones are pruned at compaction. */
+  readonly exitedRecordLimit: number;
+  readonly sync: boolean;
+}
+
+/**
+ * The StateStore on a journal in `<stateDir>/state.journal`. It keeps the folded state in memory
+ * too, so compaction can rewrite the file from it without reading anything back.
+ */
+export class JournalStateStore implements StateStore {
+  readonly #journal: Journal;
+  readonly #options: JournalStoreOptions;
+  readonly #processes: Map<string, PersistedProcess>;
+  readonly #exits: ProcessExitEvent[];
+  #compacting: Promise<void> | undefined;
+
+  private constructor(journal: Journal, options: JournalStoreOptions, state: PersistedState) {
+    this.#journal = journal;
+    this.#options = options;
+    this.#processes = new Map(state.processes);
+    this.#exits = [...state.exits];
+  }
+
+  /** Opens (or creates) the store and returns what it held. */
+  static async open(options: JournalStoreOptions): Promise<{ store: JournalStateStore; state: PersistedState }> {
+    await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
+    const { journal, loaded } = await Journal.open(join(options.stateDir, 'state.journal'), { sync: options.sync });
+    const state = foldRecords(loaded.records as JournalRecord[], options, loaded.droppedTailBytes);
+    const store = new JournalStateStore(journal, options, state);
+    return { store, state };
+  }
+
+  launching(id: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Promise<void> {
+    return this.#append({ k: 'launch', id, spec: launch.spec, logPath: launch.logPath, statusPath: launch.statusPath, startedAt: launch.startedAt.getTime(), bootId: launch.bootId });
+  }
+
+  spawned(id: string, vmm: Required<Pick<PersistedProcess, 'pid' | 'startTime' | 'reaperPid' | 'reaperStartTime' | 'logOffset'>>): Promise<void> {
+    return this.#append({ k: 'spawn', id, pid: vmm.pid, startTime: String(vmm.startTime), reaperPid: vmm.reaperPid, reaperStartTime: String(vmm.reaperStartTime), logOffset: vmm.logOffset });
+  }
+
+  ready(id: string, readyAt: Date, vmmVersion: string): Promise<void> {
+    return this.#append({ k: 'ready', id, readyAt: readyAt.getTime(), vmmVersion });
+  }
+
+  stopping(id: string, killAt: Date): Promise<void> {
+    return this.#append({ k: 'stop', id, killAt: killAt.getTime() });
+  }
+
+  signalled(id: string, signal: string): Promise<void> {
+    return this.#append({ k: 'signal', id, signal });
+  }
+
+  startFailed(id: string, failure: NonNullable<PersistedProcess['startFailure']>): Promise<void> {
+    return this.#append({ k: 'startFailure', id, reason: failure.reason, message: failure.message });
+  }
+
+  exited(event: ProcessExitEvent): Promise<void> {
+    return this.#append({ k: 'exit', event: exitToJson(event) });
+  }
+
+  abandoned(id: string): Promise<void> {
+    return this.#append({ k: 'abandon', id });
+  }
+
+  async close(): Promise<void> {
+    await this.#compacting;
+    await this.#journal.close();
+  }
+
+  async #append(record: JournalRecord): Promise<void> {
+    applyRecord(this.#processes, this.#exits, record);
+    await this.#journal.append(record);
+    this.#maybeCompact();
+  }
+
+  /** Rewrites the journal once it holds several times more records than the state it describes. */
+  #maybeCompact(): void {
+    const live = this.#processes.size + this.#exits.length;
+    if (this.#compacting || this.#journal.recordCount < Math.max(1000, 4 * live)) return;
+    this.#compacting = this.#journal
+      .compact(() => {
+        prune(this.#processes, this.#exits, this.#options);
+        return [
+          ...[...this.#processes.values()].map((p): JournalRecord => ({ k: 'process', process: processToJson(p) })),
+          ...this.#exits.map((e): JournalRecord => ({ k: 'exit', event: exitToJson(e) })),
+        ];
+      })
+      .catch(() => {
+        // The old journal is intact when compaction fails; appends go on and it is retried later.
+      })
+      .finally(() => {
+        this.#compacting = undefined;
+      });
+  }
+}
+
+/** Replays journal records into the state they describe. */
+export function foldRecords(records: readonly JournalRecord[], limits: Pick<JournalStoreOptions, 'historyLimit' | 'exitedRecordLimit'>, droppedTailBytes = 0): PersistedState {
+  const processes = new Map<string, PersistedProcess>();
+  const exits: ProcessExitEvent[] = [];
+  for (const record of records) applyRecord(processes, exits, record);
+  const lastSequence = exits.reduce((max, e) => Math.max(max, e.sequence), 0);
+  prune(processes, exits, limits);
+  return { processes, exits, lastSequence: Math.max(lastSequence, exits.at(-1)?.sequence ?? 0), droppedTailBytes };
+}
+
+function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExitEvent[], record: JournalRecord): void {
+  const update = (id: string, patch: Partial<PersistedProcess>) => {
+    const current = processes.get(id);
+    if (current) processes.set(id, { ...current, ...patch });
+  };
+  switch (record.k) {
+    case 'launch':
+      // A relaunch replaces the previous (exited) record; delete first so Map order follows launches.
+      processes.delete(record.id);
+      processes.set(record.id, {
+        spec: record.spec,
+        logPath: record.logPath,
+        statusPath: record.statusPath,
+        startedAt: new Date(record.startedAt),
+        bootId: record.bootId,
+        signalsSent: [],
+      });
+      break;
+    case 'spawn':
+      update(record.id, {
+        pid: record.pid,
+        startTime: BigInt(record.startTime),
+        reaperPid: record.reaperPid,
+        reaperStartTime: BigInt(record.reaperStartTime),
+        logOffset: record.logOffset,
+      });
+      break;
+    case 'ready':
+      update(record.id, { readyAt: new Date(record.readyAt), vmmVersion: record.vmmVersion });
+      break;
+    case 'stop':
+      update(record.id, { stopKillAt: new Date(record.killAt) });
+      break;
+    case 'signal': {
+      const current = processes.get(record.id);
+      if (current) update(record.id, { signalsSent: [...current.signalsSent, record.signal] });
+      break;
+    }
+    case 'startFailure':
+      update(record.id, { startFailure: { reason: record.reason, message: record.message } });
+      break;
+    case 'exit': {
+      const event = exitFromJson(record.event);
+      if (exits.length === 0 || event.sequence > exits.at(-1)!.sequence) exits.push(event);
+      const current = processes.get(event.sandboxId);
+      if (current && current.pid === event.pid && !current.exit) update(event.sandboxId, { exit: event });
+      break;
+    }
+    case 'abandon':
+      if (!processes.get(record.id)?.pid) processes.delete(record.id);
+      break;
+    case 'process': {
+      const process = processFromJson(record.process);
+      processes.set(process.spec.sandboxId, process);
+      break;
+    }
+  }
+}
+
+/** Keeps the newest `historyLimit` exits and `exitedRecordLimit` exited processes. */
+function prune(processes: Map<string, PersistedProcess>, exits: ProcessExitEvent[], limits: Pick<JournalStoreOptions, 'historyLimit' | 'exitedRecordLimit'>): void {
+  if (exits.length > limits.historyLimit) exits.splice(0, exits.length - limits.historyLimit);
+  const exited = [...processes.values()].filter((p) => p.exit).sort((a, b) => a.exit!.sequence - b.exit!.sequence);
+  for (const process of exited.slice(0, Math.max(0, exited.length - limits.exitedRecordLimit))) {
+    processes.delete(process.spec.sandboxId);
+  }
+}
+
+function processToJson(p: PersistedProcess): Json {
+  return {
+    ...p,
+    startedAt: p.startedAt.getTime(),
+    startTime: p.startTime?.toString(),
+    reaperStartTime: p.reaperStartTime?.toString(),
+    readyAt: p.readyAt?.getTime(),
+    stopKillAt: p.stopKillAt?.getTime(),
+    exit: p.exit ? exitToJson(p.exit) : undefined,
+  };
+}
+
+function processFromJson(json: Json): PersistedProcess {
+  const p = json as Record<string, never>;
+  return {
+    ...(json as unknown as PersistedProcess),
+    startedAt: new Date(p.startedAt),
+    ...(p.startTime !== undefined ? { startTime: BigInt(p.startTime) } : {}),
+    ...(p.reaperStartTime !== undefined ? { reaperStartTime: BigInt(p.reaperStartTime) } : {}),
+    ...(p.readyAt !== undefined ? { readyAt: new Date(p.readyAt) } : {}),
+    ...(p.stopKillAt !== undefined ? { stopKillAt: new Date(p.stopKillAt) } : {}),
+    ...(p.exit !== undefined ? { exit: exitFromJson(p.exit) } : {}),
+  };
+}
+
+function exitToJson(event: ProcessExitEvent): Json {
+  return { ...event, exitedAt: event.exitedAt.getTime(), startedAt: event.startedAt.getTime() };
+}
+
+function exitFromJson(json: Json): ProcessExitEvent {
+  const e = json as Record<string, never>;
+  return Object.freeze({ ...(json as unknown as ProcessExitEvent), exitedAt: new Date(e.exitedAt), startedAt: new Date(e.startedAt) });
+}

@@ -1,0 +1,70 @@
+import type { VmprocError } from '../errors.js';
+import { describeExitStatus, type ExitStatus } from '../launch/exit-status.js';
+import type { ManagedProcess, StartFailure } from './managed-process.js';
+import type { ExitReason } from './process-types.js';
+
+/** Why a start's readiness wait was cut short (the start AbortSignal's reason). */
+export type StartAbortReason =
+  | { readonly kind: 'timeout' }
+  | { readonly kind: 'exited' }
+  | { readonly kind: 'stopped' }
+  | { readonly kind: 'cancelled' }
+  | { readonly kind: 'shutdown' };
+
+/** The reason and account an exit is published with, from what the daemon knew of the process. */
+export function classifyExit(
+  record: ManagedProcess,
+  status: ExitStatus | undefined,
+  lostBecause?: string,
+): { reason: ExitReason; message: string } {
+  const how = status ? describeExitStatus(status) : 'an unknown status';
+  if (!status && lostBecause) return { reason: 'lost', message: lostBecause };
+  if (record.stopRequested) return { reason: 'stopped', message: `stopped (${how})` };
+  if (record.startFailure) return { reason: record.startFailure.reason, message: record.startFailure.message };
+  if (record.state === 'starting') return { reason: 'start-failed', message: `exited before it was ready (${how})` };
+  if (!status) return { reason: 'lost', message: 'the exit status could not be observed: its reaper ended without recording it' };
+  if (status.signal) return { reason: 'signaled', message: `killed by ${how}` };
+  return { reason: 'exited', message: `exited on its own (${how})` };
+}
+
+export interface DescribedFailure {
+  readonly code: VmprocError['code'];
+  readonly callerMessage: string;
+  /** Set when the start path itself must end the process, with the reason its exit will carry. */
+  readonly exit?: StartFailure;
+}
+
+/** What a start that did not reach ready tells its caller, and whether it must kill the VMM. */
+export function describeStartFailure(readyTimeoutMs: number, aborted: StartAbortReason | undefined, error: unknown): DescribedFailure {
+  switch (aborted?.kind) {
+    case 'exited':
+      return { code: 'failed-precondition', callerMessage: 'VMM exited before it was ready' };
+    case 'stopped':
+      return { code: 'aborted', callerMessage: 'stopped by StopProcess while starting' };
+    case 'timeout': {
+      const message = `not ready within ${readyTimeoutMs}ms`;
+      return {
+        code: 'deadline-exceeded',
+        callerMessage: `VMM was ${message} (its API socket did not answer GET /api/v1/vmm.ping, or the restore did not finish); it was killed`,
+        exit: { reason: 'start-timeout', message },
+      };
+    }
+    case 'cancelled':
+      return {
+        code: 'cancelled',
+        callerMessage: 'start cancelled by the client; the VMM was killed',
+        exit: { reason: 'start-failed', message: 'start cancelled by the client' },
+      };
+    case 'shutdown':
+      return {
+        code: 'unavailable',
+        callerMessage: 'the daemon is shutting down; the VMM was killed before it was ready',
+        exit: { reason: 'start-failed', message: 'daemon shut down during the start' },
+      };
+    case undefined: {
+      // The VMM answered but refused: today that is a failed restore.
+      const detail = error instanceof Error ? error.message : String(error);
+      return { code: 'failed-precondition', callerMessage: detail, exit: { reason: 'start-failed', message: detail } };
+    }
+  }
+}
