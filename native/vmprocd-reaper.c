@@ -1,40 +1,60 @@
 /*
- * vmprocd-reaper: the parent of one VMM, so that its exit status is never lost.
+ * vmprocd-reaper: the parent of one VMM, so that its exit status is never lost; and the spawner
+ * that forks such reapers for the daemon.
  *
- * Only a parent can read a child's exit status. If the daemon itself were the VMM's parent,
- * a daemon crash or upgrade would hand the VMM to init and its exit code would be gone. So the
- * daemon spawns this reaper (in a session of its own) and the reaper forks the launch chain:
+ * Only a parent can read a child's exit status. If the daemon itself were the VMM's parent, a
+ * daemon crash or upgrade would hand the VMM to init and its exit code would be gone. So each VMM
+ * gets a reaper: a small process in a session of its own that forks the launch chain, waits for
+ * it, and records how it ended in a status file the daemon can read at any time, even after a
+ * restart.
+ *
+ * Two modes:
+ *
+ *   vmprocd-reaper --spawner
+ *       Serves launch requests from the daemon on stdin and answers on stdout. The daemon starts
+ *       one spawner and never forks itself per launch: forking a large Node process costs
+ *       milliseconds and blocks its event loop; forking this one costs microseconds.
  *
  *   vmprocd-reaper STATUS_FILE PROGRAM [ARG...]
+ *       Runs one reaper directly (for debugging; output goes to this process's stderr).
  *
- * The child calls setsid() (the VMM gets its own session and process group, separate from the
- * reaper, so signals to the VMM's group never hit the reaper) and execs PROGRAM, normally
- * `unshare -m -- bash -c <launch script> ...`, whose every step execs: the child's PID is the
- * VMM's PID.
+ * Request framing (daemon -> spawner): a 4-byte little-endian payload length, then NUL-terminated
+ * fields: id, status file, log file, argc, argv..., envc, env... (argv[0] is an absolute path).
  *
- * Protocol: stdout (a pipe to the daemon, which may be gone by then) gets "pid <PID>\n" once the
- * child exists. When the child has ended, STATUS_FILE gets one line of key=value pairs:
+ * Answers (one line each, written with a single write(), so lines from the spawner and from
+ * reapers never interleave):
+ *   spawned <id> <reaper pid> <vmm pid> <log offset>
+ *                                           the VMM exists (written by the reaper itself); its
+ *                                           output starts at that byte of the log
+ *   failed <id> <reason>                    no VMM was started
+ *   reaped <reaper pid>                     a reaper ended (its status file is final by then)
+ *
+ * The reaper also writes STATUS_FILE.pids ("<reaper pid> <vmm pid>") before it answers, so a
+ * daemon that dies before it reads the answer can still find the VMM after a restart.
+ *
+ * The reaper: setsid(); stdout and stderr go to the log file; it forks the child, which calls
+ * setsid() too (the VMM gets its own session and process group, so signals to the VMM's group never
+ * hit the reaper), restores default signal handling and execs PROGRAM, normally
+ * `unshare -m -- bash -c <launch script> ...`, whose every step execs: the child's PID is the VMM's.
+ * When the child has ended, STATUS_FILE gets one line of key=value pairs:
  *   "pid=<PID> code=<N> at_ms=<unix ms>"                 exited with code N
  *   "pid=<PID> signal=<N> core=<0|1> at_ms=<unix ms>"    killed by signal N
- * STATUS_FILE is written atomically (temp file + rename), so a reader sees all of it or nothing.
- * It is not fsync'd: it must survive a crash of the daemon, not of the host, and a host crash
- * ends the VMM too.
- *
- * The child is observed with waitid(WNOWAIT) and reaped only after the status is recorded, so
- * its PID (and process group ID) cannot be reused by another process before the daemon can know
- * it has exited.
- *
- * Exit codes of the reaper itself: 0 after reporting a child's end, 70 (EX_SOFTWARE) when it
- * could not fork or record; the child exits 127 when PROGRAM cannot be executed.
+ * written atomically (temp file + rename), so a reader sees all of it or nothing. It is not
+ * fsync'd: it must survive a crash of the daemon, not of the host, and a host crash ends the VMM.
+ * The child is observed with waitid(WNOWAIT) and reaped only after the status is recorded, so its
+ * PID (and process group ID) cannot be reused before the daemon can know it has exited.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -42,13 +62,10 @@
 #include <unistd.h>
 
 #define EX_SOFTWARE 70
+#define MAX_REQUEST (1024 * 1024)
+#define MAX_FIELDS 4096
 
-static void die(const char *what) {
-    dprintf(STDERR_FILENO, "vmprocd-reaper: %s: %s\n", what, strerror(errno));
-    exit(EX_SOFTWARE);
-}
-
-/* Writes all of buf, retrying on EINTR; a closed pipe (EPIPE) is not an error for us. */
+/* Writes all of buf, retrying on EINTR. */
 static int write_all(int fd, const char *buf, size_t len) {
     while (len > 0) {
         ssize_t n = write(fd, buf, len);
@@ -62,14 +79,28 @@ static int write_all(int fd, const char *buf, size_t len) {
     return 0;
 }
 
+/* One answer line in one write(): lines from several processes on one pipe stay whole. */
+static void answer(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void answer(int fd, const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    if (len < 0) return;
+    if ((size_t)len > sizeof line - 2) len = (int)sizeof line - 2;
+    line[len++] = '\n';
+    write_all(fd, line, (size_t)len);
+}
+
 static long long now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Restores what the reaper changed before exec: the VMM must start with default signal
- * dispositions and an empty mask (ignored signals would otherwise be inherited across exec). */
+/* The VMM must start with default signal dispositions and an empty mask: ignored signals and the
+ * mask are inherited across exec. */
 static void reset_signals(void) {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
@@ -83,92 +114,241 @@ static void reset_signals(void) {
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static void close_inherited_fds(void) {
+static void close_fds_from(int first) {
 #ifdef SYS_close_range
-    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return;
+    if (syscall(SYS_close_range, (unsigned)first, ~0U, 0U) == 0) return;
 #endif
     long max = sysconf(_SC_OPEN_MAX);
-    for (long fd = 3; fd < (max > 0 ? max : 1024); fd++) close((int)fd);
+    for (long fd = first; fd < (max > 0 ? max : 1024); fd++) close((int)fd);
 }
 
-static void run_child(char **argv) {
+static void redirect_to_devnull(int fd, int flags) {
+    int devnull = open("/dev/null", flags);
+    if (devnull >= 0 && devnull != fd) {
+        dup2(devnull, fd);
+        close(devnull);
+    }
+}
+
+/* In the VMM's process: its own session, default signals, stdout = stderr = the log, exec. */
+static void run_child(char **argv, char **envp) {
     reset_signals();
     if (setsid() < 0) {
         dprintf(STDERR_FILENO, "vmprocd-reaper: setsid: %s\n", strerror(errno));
         _exit(127);
     }
-    /* stdout is the daemon's pipe: the VMM writes to the log (our stderr) instead. */
     if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0) _exit(127);
-    close_inherited_fds();
-    execvp(argv[0], argv);
+    close_fds_from(3);
+    if (envp) execve(argv[0], argv, envp);
+    else execvp(argv[0], argv);
     dprintf(STDERR_FILENO, "vmprocd-reaper: cannot execute %s: %s\n", argv[0], strerror(errno));
     _exit(127);
 }
 
-static void format_status(char *buf, size_t size, pid_t pid, const siginfo_t *info) {
-    long long at = now_ms();
-    if (info->si_code == CLD_EXITED) {
-        snprintf(buf, size, "pid=%d code=%d at_ms=%lld", (int)pid, info->si_status, at);
-    } else {
-        snprintf(buf, size, "pid=%d signal=%d core=%d at_ms=%lld", (int)pid, info->si_status,
-                 info->si_code == CLD_DUMPED ? 1 : 0, at);
-    }
-}
-
-static void record_status(const char *path, const char *status) {
+static int record_status(const char *path, const char *status) {
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
-        errno = ENAMETOOLONG;
-        die("status file path");
-    }
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return -1;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) die("open status file");
+    if (fd < 0) return -1;
     char line[256];
     int len = snprintf(line, sizeof line, "%s\n", status);
-    if (write_all(fd, line, (size_t)len) < 0) die("write status file");
-    if (close(fd) < 0) die("close status file");
-    if (rename(tmp, path) < 0) die("rename status file");
+    int ok = write_all(fd, line, (size_t)len) == 0;
+    ok = close(fd) == 0 && ok;
+    return ok && rename(tmp, path) == 0 ? 0 : -1;
 }
 
-int main(int argc, char **argv) {
-    if (argc < 3) {
-        dprintf(STDERR_FILENO, "usage: vmprocd-reaper STATUS_FILE PROGRAM [ARG...]\n");
-        return 2;
-    }
-    const char *status_path = argv[1];
-
-    /* The daemon may go away at any moment: its pipe closing must not kill us, and neither may
-     * a hangup. SIGTERM/SIGINT keep their default so an operator can still end a stray reaper. */
+/*
+ * The reaper proper, in a fresh process whose stderr is the log. Starts the child, reports
+ * "spawned" on report_fd (then lets go of it), waits, records the status, reaps. Never returns.
+ */
+static void run_reaper(const char *id, const char *status_path, char **argv, char **envp, int report_fd, long long log_offset) {
+    /* The daemon may vanish at any moment: a closed pipe or a hangup must not end us. SIGTERM and
+     * SIGINT keep their default so an operator can still end a stray reaper. */
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
 
     pid_t pid = fork();
-    if (pid < 0) die("fork");
-    if (pid == 0) run_child(argv + 2);
-
-    char line[64];
-    int len = snprintf(line, sizeof line, "pid %d\n", (int)pid);
-    write_all(STDOUT_FILENO, line, (size_t)len);
-    /* The daemon only needs the PID from the pipe; the status goes to the file. */
-    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (devnull >= 0) {
-        dup2(devnull, STDOUT_FILENO);
-        close(devnull);
+    if (pid < 0) {
+        answer(report_fd, "failed %s fork: %s", id, strerror(errno));
+        _exit(EX_SOFTWARE);
     }
+    if (pid == 0) run_child(argv, envp);
+
+    char pids_path[PATH_MAX], pids[64];
+    if (snprintf(pids_path, sizeof pids_path, "%s.pids", status_path) < (int)sizeof pids_path) {
+        snprintf(pids, sizeof pids, "%d %d", (int)getpid(), (int)pid);
+        if (record_status(pids_path, pids) < 0) {
+            dprintf(STDERR_FILENO, "vmprocd-reaper: cannot write %s: %s\n", pids_path, strerror(errno));
+        }
+    }
+    answer(report_fd, "spawned %s %d %d %lld", id, (int)getpid(), (int)pid, log_offset);
+    redirect_to_devnull(report_fd, O_WRONLY);
 
     siginfo_t info;
     for (;;) {
         memset(&info, 0, sizeof info);
         if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) == 0) break;
-        if (errno != EINTR) die("waitid");
+        if (errno != EINTR) {
+            dprintf(STDERR_FILENO, "vmprocd-reaper: waitid: %s\n", strerror(errno));
+            _exit(EX_SOFTWARE);
+        }
     }
-
     char status[192];
-    format_status(status, sizeof status, pid, &info);
-    record_status(status_path, status);
-
+    long long at = now_ms();
+    if (info.si_code == CLD_EXITED) {
+        snprintf(status, sizeof status, "pid=%d code=%d at_ms=%lld", (int)pid, info.si_status, at);
+    } else {
+        snprintf(status, sizeof status, "pid=%d signal=%d core=%d at_ms=%lld", (int)pid, info.si_status,
+                 info.si_code == CLD_DUMPED ? 1 : 0, at);
+    }
+    int recorded = record_status(status_path, status);
+    if (recorded < 0) dprintf(STDERR_FILENO, "vmprocd-reaper: cannot record %s in %s: %s\n", status, status_path, strerror(errno));
     /* Only now may the PID be reused. */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }
-    return 0;
+    _exit(recorded < 0 ? EX_SOFTWARE : 0);
+}
+
+/* ---- spawner mode ---------------------------------------------------------------------------- */
+
+struct request {
+    char *fields[MAX_FIELDS];
+    int count;
+};
+
+/* Splits a payload into its NUL-terminated fields; -1 if a field is unterminated or too many. */
+static int split_fields(char *payload, size_t len, struct request *rq) {
+    rq->count = 0;
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (payload[i] != '\0') continue;
+        if (rq->count == MAX_FIELDS) return -1;
+        rq->fields[rq->count++] = payload + start;
+        start = i + 1;
+    }
+    return start == len ? 0 : -1;
+}
+
+static int parse_count(const char *text, int max) {
+    char *end;
+    long value = strtol(text, &end, 10);
+    return *text && !*end && value >= 0 && value <= max ? (int)value : -1;
+}
+
+/* Forks one reaper for a request. The spawner itself never waits here: it only forks. */
+static void spawn_reaper(struct request *rq, int request_fd, int signal_fd) {
+    if (rq->count < 5) {
+        answer(STDOUT_FILENO, "failed %s malformed request", rq->count > 0 ? rq->fields[0] : "?");
+        return;
+    }
+    const char *id = rq->fields[0], *status_path = rq->fields[1], *log_path = rq->fields[2];
+    int argc = parse_count(rq->fields[3], rq->count - 5);
+    int envc = argc < 1 ? -1 : parse_count(rq->fields[4 + argc], rq->count - 5 - argc);
+    if (argc < 1 || envc < 0 || 5 + argc + envc != rq->count || rq->fields[4][0] != '/') {
+        answer(STDOUT_FILENO, "failed %s malformed request", id);
+        return;
+    }
+    char *argv[MAX_FIELDS + 1], *envp[MAX_FIELDS + 1];
+    memcpy(argv, rq->fields + 4, (size_t)argc * sizeof *argv);
+    argv[argc] = NULL;
+    memcpy(envp, rq->fields + 5 + argc, (size_t)envc * sizeof *envp);
+    envp[envc] = NULL;
+
+    /* Opened here, so a bad log path is a clean "failed" rather than a reaper that dies. */
+    int log = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (log < 0) {
+        answer(STDOUT_FILENO, "failed %s cannot open log %s: %s", id, log_path, strerror(errno));
+        return;
+    }
+    long long log_offset = (long long)lseek(log, 0, SEEK_END);
+    unlink(status_path);
+    char pids_path[PATH_MAX];
+    if (snprintf(pids_path, sizeof pids_path, "%s.pids", status_path) < (int)sizeof pids_path) unlink(pids_path);
+
+    pid_t reaper = fork();
+    if (reaper < 0) {
+        answer(STDOUT_FILENO, "failed %s fork: %s", id, strerror(errno));
+    } else if (reaper == 0) {
+        close(request_fd);
+        close(signal_fd);
+        redirect_to_devnull(STDIN_FILENO, O_RDONLY);
+        dup2(log, STDERR_FILENO);
+        close(log);
+        if (setsid() < 0) {
+            answer(STDOUT_FILENO, "failed %s setsid: %s", id, strerror(errno));
+            _exit(EX_SOFTWARE);
+        }
+        run_reaper(id, status_path, argv, envp, STDOUT_FILENO, log_offset);
+    }
+    close(log);
+}
+
+/* Reaps every reaper that has ended and tells the daemon. */
+static void report_reaped(void) {
+    for (;;) {
+        pid_t pid = waitpid(-1, NULL, WNOHANG);
+        if (pid <= 0) return;
+        answer(STDOUT_FILENO, "reaped %d", (int)pid);
+    }
+}
+
+static int serve(void) {
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, SIG_IGN); /* a Ctrl-C meant for the daemon's terminal: the daemon decides */
+    signal(SIGHUP, SIG_IGN);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int signal_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (signal_fd < 0) {
+        dprintf(STDERR_FILENO, "vmprocd-reaper: signalfd: %s\n", strerror(errno));
+        return EX_SOFTWARE;
+    }
+
+    static char buffer[MAX_REQUEST + 4];
+    size_t filled = 0;
+    struct request rq;
+    for (;;) {
+        struct pollfd fds[2] = { { STDIN_FILENO, POLLIN, 0 }, { signal_fd, POLLIN, 0 } };
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return EX_SOFTWARE;
+        }
+        if (fds[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(signal_fd, &si, sizeof si) == sizeof si) {
+            }
+            report_reaped();
+        }
+        if (!(fds[0].revents & (POLLIN | POLLHUP))) continue;
+        ssize_t n = read(STDIN_FILENO, buffer + filled, sizeof buffer - filled);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 0; /* the daemon is gone: reapers carry on without us */
+        filled += (size_t)n;
+        for (;;) {
+            if (filled < 4) break;
+            uint32_t len = (uint32_t)(unsigned char)buffer[0] | (uint32_t)(unsigned char)buffer[1] << 8 |
+                           (uint32_t)(unsigned char)buffer[2] << 16 | (uint32_t)(unsigned char)buffer[3] << 24;
+            if (len > MAX_REQUEST) {
+                dprintf(STDERR_FILENO, "vmprocd-reaper: request of %u bytes is too large\n", len);
+                return EX_SOFTWARE;
+            }
+            if (filled < 4 + (size_t)len) break;
+            if (split_fields(buffer + 4, len, &rq) == 0) spawn_reaper(&rq, STDIN_FILENO, signal_fd);
+            else answer(STDOUT_FILENO, "failed ? malformed request");
+            memmove(buffer, buffer + 4 + len, filled - 4 - len);
+            filled -= 4 + len;
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--spawner") == 0) return serve();
+    if (argc < 3) {
+        dprintf(STDERR_FILENO, "usage: vmprocd-reaper --spawner\n       vmprocd-reaper STATUS_FILE PROGRAM [ARG...]\n");
+        return 2;
+    }
+    unlink(argv[1]);
+    run_reaper("-", argv[1], argv + 2, NULL, STDOUT_FILENO, 0);
 }

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { VmprocError } from '../errors.js';
 import { nativeBin } from '../package-paths.js';
+import type { SyncMode } from '../store/state-store.js';
 import { type ListenAddress, parseListenAddress } from '../rpc/listen-address.js';
 import { validatePath } from '../validation/paths.js';
 
@@ -12,8 +13,8 @@ export interface DaemonConfig {
   readonly reaperBin: string;
   readonly runDir: string;
   readonly stateDir: string;
-  /** fdatasync the state journal before acknowledging each write. */
-  readonly stateSync: boolean;
+  /** What the state journal fdatasyncs before acknowledging (see SyncMode). */
+  readonly stateSync: SyncMode;
   readonly sandboxDir: string;
   readonly netnsDir: string;
   readonly exitHistory: number;
@@ -28,7 +29,7 @@ const SETTINGS = {
   'reaper-bin': { env: 'VMPROCD_REAPER_BIN', fallback: nativeBin('vmprocd-reaper') },
   'run-dir': { env: 'VMPROCD_RUN_DIR', fallback: '/run/vmprocd' },
   'state-dir': { env: 'VMPROCD_STATE_DIR', fallback: '/var/lib/vmprocd' },
-  'state-sync': { env: 'VMPROCD_STATE_SYNC', fallback: 'always' },
+  'state-sync': { env: 'VMPROCD_STATE_SYNC', fallback: 'launches' },
   'sandbox-dir': { env: 'VMPROCD_SANDBOX_DIR', fallback: '/run/vmprocd/sandbox' },
   'netns-dir': { env: 'VMPROCD_NETNS_DIR', fallback: '/var/run/netns' },
   'exit-history': { env: 'VMPROCD_EXIT_HISTORY', fallback: '10000' },
@@ -49,9 +50,9 @@ Every flag can also be set by the environment variable named beside it (the flag
   --run-dir DIR         default sockets, VMM logs, exit records; default /run/vmprocd   VMPROCD_RUN_DIR
   --state-dir DIR       durable process records and exit history (a journal); one daemon per
                         directory; default /var/lib/vmprocd             VMPROCD_STATE_DIR
-  --state-sync MODE     always: fdatasync each journal write (survives a host crash);
-                        none: rely on the page cache (survives a daemon crash); default always
-                                                                         VMPROCD_STATE_SYNC
+  --state-sync MODE     what the journal fdatasyncs: launches (default: a VMM is never forgotten,
+                        even by a host crash), always (every record), none; every mode survives
+                        any daemon crash                                 VMPROCD_STATE_SYNC
   --sandbox-dir DIR     where each VMM sees its kernel and rootfs (a private tmpfs);
                         default /run/vmprocd/sandbox                     VMPROCD_SANDBOX_DIR
   --exit-history N      exits kept for WatchExits replay; default 10000  VMPROCD_EXIT_HISTORY
@@ -110,8 +111,8 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
     throw new VmprocError('invalid-argument', `--log-level (or VMPROCD_LOG_LEVEL) ${logLevel} is not one of trace, debug, info, warn, error, fatal`);
   }
   const stateSync = one('state-sync')!;
-  if (stateSync !== 'always' && stateSync !== 'none') {
-    throw new VmprocError('invalid-argument', `--state-sync (or VMPROCD_STATE_SYNC) ${stateSync} is not one of always, none`);
+  if (stateSync !== 'always' && stateSync !== 'launches' && stateSync !== 'none') {
+    throw new VmprocError('invalid-argument', `--state-sync (or VMPROCD_STATE_SYNC) ${stateSync} is not one of launches, always, none`);
   }
   return {
     help: false,
@@ -121,7 +122,7 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
       reaperBin: validatePath('--reaper-bin', one('reaper-bin')!),
       runDir: validatePath('--run-dir', one('run-dir')!),
       stateDir: validatePath('--state-dir', one('state-dir')!),
-      stateSync: stateSync === 'always',
+      stateSync,
       sandboxDir: validatePath('--sandbox-dir', one('sandbox-dir')!),
       netnsDir: validatePath('--netns-dir', one('netns-dir')!),
       exitHistory: positiveInteger('--exit-history', one('exit-history')!),

@@ -7,6 +7,8 @@ import type { Logger } from '../logger.js';
 import { formatListenAddress } from '../rpc/listen-address.js';
 import { type RpcServer, startRpcServer } from '../rpc/server.js';
 import { cloudHypervisorApi } from '../supervisor/cloud-hypervisor-api.js';
+import { readBootId } from '../launch/proc-stat.js';
+import { ReaperLauncher } from '../launch/vmm-launcher.js';
 import { lockStateDir } from '../store/state-lock.js';
 import { JournalStateStore } from '../store/state-store.js';
 import { ExitExchange } from '../supervisor/exit-exchange.js';
@@ -15,6 +17,14 @@ import type { DaemonConfig } from './config.js';
 
 /** How long calls in flight may take to finish when the daemon is asked to stop. */
 const SHUTDOWN_GRACE_MS = 5_000;
+
+/**
+ * How far exit numbering jumps after the host rebooted. Exits are not fdatasync'd one by one (see
+ * SyncMode), so a host crash may take the last ones published with it; numbering on from the
+ * journal would hand their sequences to new exits, and a watcher holding one would skip them.
+ * After the jump every new exit sorts after anything a watcher can have seen.
+ */
+export const SEQUENCE_GAP_AFTER_REBOOT = 1_000_000;
 
 export interface RunningDaemon {
   readonly config: DaemonConfig;
@@ -53,15 +63,21 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (state.droppedTailBytes > 0) {
       logger.warn({ stateDir: config.stateDir, bytes: state.droppedTailBytes }, 'dropped a torn final record from the state journal (a crash mid-write)');
     }
+    const bootId = await readBootId();
+    const rebooted = state.lastBootId !== undefined && state.lastBootId !== bootId;
+    if (rebooted && config.stateSync !== 'always') {
+      logger.warn({ lastSequence: state.lastSequence, gap: SEQUENCE_GAP_AFTER_REBOOT }, 'the host rebooted since the last run: exit sequences jump ahead');
+    }
+    await store.booted(bootId);
     const exchange = new ExitExchange({
       historyLimit: config.exitHistory,
       subscriberBufferLimit: config.watchBuffer,
-      initialSequence: state.lastSequence,
+      initialSequence: state.lastSequence + (rebooted && config.stateSync !== 'always' ? SEQUENCE_GAP_AFTER_REBOOT : 0),
       initialHistory: state.exits,
     });
     const supervisor = new Supervisor({
       defaults: { runDir: config.runDir, sandboxDir: config.sandboxDir, vmmBin: config.vmmBin, netnsDir: config.netnsDir },
-      reaperBin: config.reaperBin,
+      launcher: new ReaperLauncher(config.reaperBin),
       exchange,
       vmmApi: cloudHypervisorApi(),
       exitedRecordLimit: config.exitHistory,

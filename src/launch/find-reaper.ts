@@ -1,39 +1,30 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { readProcessStat } from './proc-stat.js';
 
-export interface FoundReaper {
+export interface FoundLaunch {
   readonly reaperPid: number;
   readonly reaperStartTime: bigint;
-  /** The reaper's child (the VMM), if it still has one. */
-  readonly child?: { readonly pid: number; readonly startTime: bigint };
+  /** The VMM, if it is still the reaper's child. */
+  readonly vmm?: { readonly pid: number; readonly startTime: bigint };
 }
 
 /**
- * Finds the reaper that writes `statusPath`, for a launch the daemon recorded but died before
- * learning its PID. The status path is unique per sandbox and is the reaper's first argument.
+ * Finds the reaper and VMM of a launch the daemon recorded but died before learning the PIDs of:
+ * the reaper writes them to `<status>.pids` before it answers. Both are checked against /proc (the
+ * reaper is a live vmprocd-reaper; the VMM is its child), so a reused PID is never taken for ours.
  */
-export async function findReaperByStatusPath(statusPath: string): Promise<FoundReaper | undefined> {
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let argv: string[];
-    try {
-      argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
-    } catch {
-      continue;
-    }
-    if (basename(argv[0] ?? '') !== 'vmprocd-reaper' || argv[1] !== statusPath) continue;
-    const reaperPid = Number(entry);
-    const reaper = await readProcessStat(reaperPid);
-    if (reaper === undefined) return undefined;
-    const children = await readFile(`/proc/${entry}/task/${entry}/children`, 'utf8').catch(() => '');
-    const childPid = Number(children.trim().split(' ')[0]);
-    const child = childPid > 0 ? await readProcessStat(childPid) : undefined;
-    return {
-      reaperPid,
-      reaperStartTime: reaper.startTime,
-      ...(child ? { child: { pid: childPid, startTime: child.startTime } } : {}),
-    };
-  }
-  return undefined;
+export async function findLaunchByStatusPath(statusPath: string): Promise<FoundLaunch | undefined> {
+  const text = await readFile(`${statusPath}.pids`, 'utf8').catch(() => '');
+  const [reaperPid, vmmPid] = text.trim().split(' ').map(Number);
+  if (!reaperPid || !vmmPid) return undefined;
+  const reaper = await readProcessStat(reaperPid);
+  const reaperArgv0 = (await readFile(`/proc/${reaperPid}/cmdline`, 'utf8').catch(() => '')).split('\0')[0] ?? '';
+  if (!reaper || reaper.state === 'Z' || basename(reaperArgv0) !== 'vmprocd-reaper') return undefined;
+  const vmm = await readProcessStat(vmmPid);
+  return {
+    reaperPid,
+    reaperStartTime: reaper.startTime,
+    ...(vmm && vmm.parentPid === reaperPid ? { vmm: { pid: vmmPid, startTime: vmm.startTime } } : {}),
+  };
 }

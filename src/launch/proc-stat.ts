@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 export interface ProcessStat {
   /** One letter: R, S, D, Z (zombie: dead, not yet reaped), T, ... */
   readonly state: string;
+  readonly parentPid: number;
   /** Clock ticks since boot (field 22): PID plus start time identify one process for good. */
   readonly startTime: bigint;
 }
@@ -44,10 +45,15 @@ function parseStat(stat: string): ProcessStat | undefined {
   const state = afterComm[0];
   const field = afterComm[19];
   if (!state || field === undefined || !/^\d+$/.test(field)) return undefined;
-  return { state, startTime: BigInt(field) };
+  return { state, parentPid: Number(afterComm[1]), startTime: BigInt(field) };
 }
 
 function isNoSuchProcess(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException).code;
   return code === 'ENOENT' || code === 'ESRCH';
+}
+
+/** This boot of the host: PIDs and start times only identify a process within one boot. */
+export async function readBootId(): Promise<string> {
+  return (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
 }

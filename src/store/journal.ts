@@ -15,11 +15,12 @@ import { VmprocError } from '../errors.js';
  * and renames it over the old one (atomic), after an fsync of the file and its directory.
  *
  * Appends are group-committed: all records queued while a write is in flight go out in the next
- * single write (and, with `sync`, one fdatasync), and callers resolve in append order.
+ * single write (followed by one fdatasync if any of them asked for it), and callers resolve in
+ * append order.
  */
 export interface JournalOptions {
-  /** fdatasync after every group of appends (survives a host crash, not only a daemon crash). */
-  readonly sync: boolean;
+  /** fdatasync every group of appends, whatever each asks (survives a host crash, not only a daemon crash). */
+  readonly syncAll: boolean;
 }
 
 export interface LoadedJournal {
@@ -30,6 +31,7 @@ export interface LoadedJournal {
 
 interface PendingAppend {
   readonly line: string;
+  readonly sync: boolean;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
 }
@@ -70,11 +72,14 @@ export class Journal {
     return this.#recordCount;
   }
 
-  /** Resolves once the record is in the file (and synced, with `sync`). */
-  append(record: unknown): Promise<void> {
+  /**
+   * Resolves once the record is in the file: in the page cache, which survives any crash of this
+   * process, and on disk too when `sync` (or `syncAll`) is set.
+   */
+  append(record: unknown, options: { sync?: boolean } = {}): Promise<void> {
     if (this.#closed) return Promise.reject(new VmprocError('unavailable', `journal ${this.path} is closed`));
     return new Promise((resolve, reject) => {
-      this.#queue.push({ line: encodeRecord(record), resolve, reject });
+      this.#queue.push({ line: encodeRecord(record), sync: options.sync === true || this.#options.syncAll, resolve, reject });
       this.#recordCount++;
       this.#kick();
     });
@@ -133,7 +138,7 @@ export class Journal {
       this.#queue = [];
       try {
         await this.#handle.write(batch.map((p) => p.line).join(''));
-        if (this.#options.sync) await this.#handle.datasync();
+        if (batch.some((p) => p.sync)) await this.#handle.datasync();
         for (const pending of batch) pending.resolve();
       } catch (error) {
         const failure = new VmprocError('internal', `cannot write to the state journal ${this.path}: ${(error as Error).message}`, { cause: error });

@@ -34,7 +34,20 @@ export interface PersistedState {
   readonly lastSequence: number;
   /** Bytes of a torn final record dropped at load (a crash mid-write), 0 normally. */
   readonly droppedTailBytes: number;
+  /** The host boot the last daemon ran in; undefined for a new store. */
+  readonly lastBootId?: string;
 }
+
+/**
+ * What is fdatasync'd before it is acknowledged. Everything is written before it is acknowledged,
+ * so a daemon crash loses nothing whatever the mode; the modes differ on a host crash:
+ * - `always`: every record.
+ * - `launches`: launch and boot records, so that a VMM the host crash killed is never forgotten
+ *   (it gets a `lost` exit at the next start). Exits written but not yet on disk when the host
+ *   died are covered by a jump in sequence numbers after a reboot (see src/daemon/daemon.ts).
+ * - `none`: nothing; the journal reaches the disk at the kernel's pace.
+ */
+export type SyncMode = 'always' | 'launches' | 'none';
 
 /**
  * The supervisor's durable memory. Each method writes one journal record and resolves once it
@@ -51,6 +64,8 @@ export interface StateStore {
   exited(event: ProcessExitEvent): Promise<void>;
   /** A launch that never produced a process: forget it. */
   abandoned(sandboxId: string): Promise<void>;
+  /** This daemon runs in host boot `bootId` (recorded once at start-up). */
+  booted(bootId: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -64,6 +79,7 @@ export const ephemeralStore: StateStore = {
   startFailed: async () => {},
   exited: async () => {},
   abandoned: async () => {},
+  booted: async () => {},
   close: async () => {},
 };
 
@@ -79,6 +95,7 @@ type JournalRecord =
   | { k: 'startFailure'; id: string; reason: 'start-failed' | 'start-timeout'; message: string }
   | { k: 'exit'; event: Json }
   | { k: 'abandon'; id: string }
+  | { k: 'boot'; bootId: string }
   | { k: 'process'; process: Json };
 
 export interface JournalStoreOptions {
@@ -87,7 +104,7 @@ export interface JournalStoreOptions {
   readonly historyLimit: number;
   /** Exited processes kept for Get/Wait; older ones are pruned at compaction. */
   readonly exitedRecordLimit: number;
-  readonly sync: boolean;
+  readonly sync: SyncMode;
 }
 
 /**
@@ -99,6 +116,7 @@ export class JournalStateStore implements StateStore {
   readonly #options: JournalStoreOptions;
   readonly #processes: Map<string, PersistedProcess>;
   readonly #exits: ProcessExitEvent[];
+  #lastBootId: string | undefined;
   #compacting: Promise<void> | undefined;
 
   private constructor(journal: Journal, options: JournalStoreOptions, state: PersistedState) {
@@ -106,19 +124,28 @@ export class JournalStateStore implements StateStore {
     this.#options = options;
     this.#processes = new Map(state.processes);
     this.#exits = [...state.exits];
+    this.#lastBootId = state.lastBootId;
   }
 
   /** Opens (or creates) the store and returns what it held. */
   static async open(options: JournalStoreOptions): Promise<{ store: JournalStateStore; state: PersistedState }> {
     await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
-    const { journal, loaded } = await Journal.open(join(options.stateDir, 'state.journal'), { sync: options.sync });
+    const { journal, loaded } = await Journal.open(join(options.stateDir, 'state.journal'), { syncAll: options.sync === 'always' });
     const state = foldRecords(loaded.records as JournalRecord[], options, loaded.droppedTailBytes);
     const store = new JournalStateStore(journal, options, state);
     return { store, state };
   }
 
   launching(id: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Promise<void> {
-    return this.#append({ k: 'launch', id, spec: launch.spec, logPath: launch.logPath, statusPath: launch.statusPath, startedAt: launch.startedAt.getTime(), bootId: launch.bootId });
+    return this.#append(
+      { k: 'launch', id, spec: launch.spec, logPath: launch.logPath, statusPath: launch.statusPath, startedAt: launch.startedAt.getTime(), bootId: launch.bootId },
+      this.#options.sync !== 'none',
+    );
+  }
+
+  booted(bootId: string): Promise<void> {
+    this.#lastBootId = bootId;
+    return this.#append({ k: 'boot', bootId }, this.#options.sync !== 'none');
   }
 
   spawned(id: string, vmm: Required<Pick<PersistedProcess, 'pid' | 'startTime' | 'reaperPid' | 'reaperStartTime' | 'logOffset'>>): Promise<void> {
@@ -154,9 +181,9 @@ export class JournalStateStore implements StateStore {
     await this.#journal.close();
   }
 
-  async #append(record: JournalRecord): Promise<void> {
+  async #append(record: JournalRecord, sync = false): Promise<void> {
     applyRecord(this.#processes, this.#exits, record);
-    await this.#journal.append(record);
+    await this.#journal.append(record, { sync });
     this.#maybeCompact();
   }
 
@@ -168,6 +195,7 @@ export class JournalStateStore implements StateStore {
       .compact(() => {
         prune(this.#processes, this.#exits, this.#options);
         return [
+          ...(this.#lastBootId ? [{ k: 'boot', bootId: this.#lastBootId } satisfies JournalRecord] : []),
           ...[...this.#processes.values()].map((p): JournalRecord => ({ k: 'process', process: processToJson(p) })),
           ...this.#exits.map((e): JournalRecord => ({ k: 'exit', event: exitToJson(e) })),
         ];
@@ -185,10 +213,14 @@ export class JournalStateStore implements StateStore {
 export function foldRecords(records: readonly JournalRecord[], limits: Pick<JournalStoreOptions, 'historyLimit' | 'exitedRecordLimit'>, droppedTailBytes = 0): PersistedState {
   const processes = new Map<string, PersistedProcess>();
   const exits: ProcessExitEvent[] = [];
-  for (const record of records) applyRecord(processes, exits, record);
-  const lastSequence = exits.reduce((max, e) => Math.max(max, e.sequence), 0);
+  let lastBootId: string | undefined;
+  for (const record of records) {
+    if (record.k === 'boot') lastBootId = record.bootId;
+    else applyRecord(processes, exits, record);
+  }
   prune(processes, exits, limits);
-  return { processes, exits, lastSequence: Math.max(lastSequence, exits.at(-1)?.sequence ?? 0), droppedTailBytes };
+  // Pruning keeps the newest exit, so the last sequence is always still there.
+  return { processes, exits, lastSequence: exits.at(-1)?.sequence ?? 0, droppedTailBytes, ...(lastBootId ? { lastBootId } : {}) };
 }
 
 function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExitEvent[], record: JournalRecord): void {
@@ -241,6 +273,8 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
     }
     case 'abandon':
       if (!processes.get(record.id)?.pid) processes.delete(record.id);
+      break;
+    case 'boot':
       break;
     case 'process': {
       const process = processFromJson(record.process);

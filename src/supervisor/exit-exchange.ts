@@ -10,7 +10,7 @@ export interface ExitExchangeOptions {
   readonly subscriberBufferLimit: number;
   /** The last sequence already used (continues numbering, e.g. after a restart). */
   readonly initialSequence?: number;
-  /** Retained history to start from, oldest first, contiguous, ending at initialSequence. */
+  /** Retained history to start from, oldest first, increasing, ending at or before initialSequence. */
   readonly initialHistory?: readonly ProcessExitEvent[];
 }
 
@@ -117,7 +117,15 @@ export class ExitExchange {
         `after_sequence ${after} is older than the retained exit history (oldest retained is ${oldest}); resync with ListProcesses`,
       );
     }
-    return this.#history.slice(after - oldest + 1);
+    // Sequences are increasing but may jump (after a host crash, see src/daemon), so search.
+    let low = 0;
+    let high = this.#history.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (this.#history[mid]!.sequence <= after) low = mid + 1;
+      else high = mid;
+    }
+    return this.#history.slice(low);
   }
 
   /** Ends every subscription with `error` (e.g. `unavailable` on shutdown). */

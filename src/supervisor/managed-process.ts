@@ -27,6 +27,7 @@ export class ManagedProcess {
   #settleExit!: (snapshot: ProcessSnapshot) => void;
   readonly #spawned: Promise<VmmProcess | undefined>;
   #settleSpawn!: (vmm: VmmProcess | undefined) => void;
+  #snapshot: ProcessSnapshot | undefined;
 
   /** Aborted when the start must give up (timeout, exit, stop, cancel); its reason says which. */
   readonly startAbort = new AbortController();
@@ -81,6 +82,7 @@ export class ManagedProcess {
 
   attach(vmm: VmmProcess): void {
     this.#vmm = vmm;
+    this.#snapshot = undefined;
     this.#settleSpawn(vmm);
   }
 
@@ -112,12 +114,14 @@ export class ManagedProcess {
   moveTo(state: ProcessState): void {
     assertTransition(this.sandboxId, this.#state, state);
     this.#state = state;
+    this.#snapshot = undefined;
   }
 
   /** A record that had already exited before this daemon started: keep it for Get and Wait. */
   restoreExited(exit: ProcessExitEvent): void {
     this.#state = 'exited';
     this.#exit = exit;
+    this.#snapshot = undefined;
     this.#settleSpawn(undefined);
     this.#settleExit(this.snapshot());
   }
@@ -126,10 +130,20 @@ export class ManagedProcess {
   markExited(exit: ProcessExitEvent): void {
     this.moveTo('exited');
     this.#exit = exit;
+    this.#snapshot = undefined;
     this.#settleExit(this.snapshot());
   }
 
+  /**
+   * The same frozen object until the process changes, so that its wire encoding can be cached
+   * (a ListProcesses of a thousand processes re-encodes only what changed).
+   */
   snapshot(): ProcessSnapshot {
+    this.#snapshot ??= Object.freeze(this.#makeSnapshot());
+    return this.#snapshot;
+  }
+
+  #makeSnapshot(): ProcessSnapshot {
     const { spec } = this;
     return {
       sandboxId: spec.sandboxId,

@@ -1,15 +1,16 @@
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { VmprocError, asVmprocError } from '../errors.js';
-import { AdoptedExitWatch } from '../launch/adopted-exit-watch.js';
 import { describeExitStatus, type ExitStatus } from '../launch/exit-status.js';
-import { findReaperByStatusPath } from '../launch/find-reaper.js';
+import { findLaunchByStatusPath } from '../launch/find-reaper.js';
 import { buildLaunchCommand, buildLaunchEnvironment } from '../launch/launch-command.js';
 import { readLogTail } from '../launch/log-tail.js';
 import { signalProcessGroup } from '../launch/process-group.js';
+import { readBootId } from '../launch/proc-stat.js';
 import { parseSignalName } from '../launch/signals.js';
 import { removeSocketFiles, removeStaleSocket } from '../launch/socket-files.js';
-import { readExitStatus, spawnVmm, type SpawnVmmOptions, UNKNOWN_START_TIME, type VmmProcess } from '../launch/vmm-process.js';
+import type { VmmLauncher } from '../launch/vmm-launcher.js';
+import { readExitStatus, UNKNOWN_START_TIME, type VmmProcess } from '../launch/vmm-process.js';
 import { type Logger, silentLogger } from '../logger.js';
 import { ephemeralStore, type PersistedProcess, type PersistedState, type StateStore } from '../store/state-store.js';
 import { type StartDefaults, checkStartPreconditions, validateStartRequest } from '../validation/start-request.js';
@@ -27,7 +28,8 @@ export const KILL_BACKSTOP_MS = 5_000;
 
 export interface SupervisorOptions {
   readonly defaults: StartDefaults;
-  readonly reaperBin: string;
+  /** Starts VMMs under reapers and reports their ends (src/launch/vmm-launcher.ts). */
+  readonly launcher: VmmLauncher;
   readonly exchange: ExitExchange;
   readonly vmmApi: VmmApi;
   /** How many exited processes stay visible to Get/List/Wait before the oldest are forgotten. */
@@ -35,10 +37,7 @@ export interface SupervisorOptions {
   /** Durable memory; the default remembers nothing across restarts. */
   readonly store?: StateStore;
   readonly logger?: Logger;
-  readonly spawn?: (options: SpawnVmmOptions) => Promise<VmmProcess>;
   readonly now?: () => Date;
-  /** Watches exits of VMMs adopted from a previous daemon (they are not our children). */
-  readonly adoptedExits?: AdoptedExitWatch;
 }
 
 export interface ListFilter {
@@ -58,9 +57,8 @@ export class Supervisor {
   readonly #options: SupervisorOptions;
   readonly #logger: Logger;
   readonly #store: StateStore;
-  readonly #spawn: (options: SpawnVmmOptions) => Promise<VmmProcess>;
+  readonly #launcher: VmmLauncher;
   readonly #now: () => Date;
-  readonly #adoptedExits: AdoptedExitWatch;
   readonly #records = new Map<string, ManagedProcess>();
   /** Live processes by socket path: a socket belongs to one live process at a time. */
   readonly #socketOwners = new Map<string, ManagedProcess>();
@@ -73,9 +71,8 @@ export class Supervisor {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     this.#store = options.store ?? ephemeralStore;
-    this.#spawn = options.spawn ?? spawnVmm;
+    this.#launcher = options.launcher;
     this.#now = options.now ?? (() => new Date());
-    this.#adoptedExits = options.adoptedExits ?? new AdoptedExitWatch();
   }
 
   /** Creates the run directory layout the launches write to. */
@@ -83,7 +80,7 @@ export class Supervisor {
     const { runDir } = this.#options.defaults;
     await mkdir(posix.join(runDir, 'logs'), { recursive: true, mode: 0o750 });
     await mkdir(posix.join(runDir, 'exits'), { recursive: true, mode: 0o750 });
-    this.#bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+    this.#bootId = await readBootId();
   }
 
   get exchange(): ExitExchange {
@@ -137,8 +134,8 @@ export class Supervisor {
       // Recorded before the spawn: a daemon that dies right after it can still find the reaper.
       await this.#store.launching(spec.sandboxId, { spec, logPath: record.logPath, statusPath: record.statusPath, startedAt: record.startedAt, bootId: this.#bootId });
       await removeStaleSocket(spec.socketPath);
-      vmm = await this.#spawn({
-        reaperBin: this.#options.reaperBin,
+      vmm = await this.#launcher.launch({
+        sandboxId: spec.sandboxId,
         command: buildLaunchCommand({ ...spec, vmmBin: defaults.vmmBin }),
         env: buildLaunchEnvironment(spec.sandboxId, spec.sandboxDir),
         logPath: record.logPath,
@@ -349,7 +346,7 @@ export class Supervisor {
     const starting = [...this.#records.values()].filter((r) => r.state === 'starting');
     for (const record of starting) record.startAbort.abort({ kind: 'shutdown' } satisfies StartAbortReason);
     await Promise.allSettled(starting.map((r) => withinTimeout(r.exited, KILL_BACKSTOP_MS)));
-    this.#adoptedExits.close();
+    this.#launcher.close();
   }
 
   /**
@@ -393,9 +390,9 @@ export class Supervisor {
     }
     if (!identity) {
       // The previous daemon died between spawning and recording the PID: find the reaper.
-      const found = await findReaperByStatusPath(record.statusPath);
-      if (found?.child) {
-        identity = { pid: found.child.pid, startTime: found.child.startTime, reaperPid: found.reaperPid, reaperStartTime: found.reaperStartTime };
+      const found = await findLaunchByStatusPath(record.statusPath);
+      if (found?.vmm) {
+        identity = { pid: found.vmm.pid, startTime: found.vmm.startTime, reaperPid: found.reaperPid, reaperStartTime: found.reaperStartTime };
       } else {
         const status = await readExitStatus(record.statusPath);
         if (!status) {
@@ -413,7 +410,7 @@ export class Supervisor {
     const vmm: VmmProcess = {
       ...identity,
       logOffset: persisted.logOffset ?? 0,
-      exited: this.#adoptedExits.wait({ ...identity, statusPath: record.statusPath }),
+      exited: this.#launcher.adopt({ ...identity, statusPath: record.statusPath }),
     };
     if (persisted.pid === undefined) {
       const { pid, startTime, reaperPid, reaperStartTime } = identity;
@@ -440,11 +437,12 @@ export class Supervisor {
     }
   }
 
-  /** Status files with no live record: left by a previous daemon after it recorded the exit. */
+  /** Reaper files with no live record: left by a previous daemon after it recorded the exit. */
   async #removeOrphanStatusFiles(): Promise<void> {
     const live = new Set([...this.#records.values()].filter((r) => isLive(r.state)).map((r) => posix.basename(r.statusPath)));
     for (const name of await readdir(this.exitsDir).catch(() => [] as string[])) {
-      if (!live.has(name)) await rm(posix.join(this.exitsDir, name), { force: true });
+      // <id>.status, <id>.status.pids, <id>.status.tmp all belong to <id>.status.
+      if (!live.has(name.replace(/\.status(\..*)?$/, '.status'))) await rm(posix.join(this.exitsDir, name), { force: true });
     }
   }
 
@@ -486,6 +484,9 @@ export class Supervisor {
       // Publishing matters more than the record: a watcher must not miss this exit.
       this.#logger.error({ sandboxId: spec.sandboxId, sequence: event.sequence, err: error }, 'cannot record the exit; publishing it anyway');
     }
+    // Only now that the exit is recorded may the reaper's files go; once it is published, nothing
+    // of this process is left.
+    await Promise.all([rm(record.statusPath, { force: true }), rm(`${record.statusPath}.pids`, { force: true })]).catch(() => undefined);
     // Publishing and the state change happen in one synchronous step, so a List taken at any
     // moment agrees with the exit sequence it reports.
     exchange.deliver(event);
@@ -496,8 +497,6 @@ export class Supervisor {
       { sandboxId: spec.sandboxId, pid: vmm.pid, sequence: event.sequence, reason, exitCode: event.exitCode, signal: event.signal },
       'vmm exited',
     );
-    // Only now that the exit is recorded may the reaper's status go.
-    await rm(record.statusPath, { force: true }).catch(() => undefined);
   }
 
   #retainExited(sandboxId: string): void {

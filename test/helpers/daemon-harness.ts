@@ -24,7 +24,7 @@ export async function startDaemonHarness(fixture: SandboxFixture, overrides: Par
     reaperBin: nativeBin('vmprocd-reaper'),
     runDir: fixture.runDir,
     stateDir: join(fixture.root, 'state'),
-    stateSync: true,
+    stateSync: 'launches',
     sandboxDir: fixture.sandboxDir,
     netnsDir: '/var/run/netns',
     exitHistory: 10_000,

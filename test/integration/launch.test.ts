@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isVmprocError } from '../../src/errors.js';
+import { ReaperLauncher } from '../../src/launch/vmm-launcher.js';
 import { nativeBin } from '../../src/package-paths.js';
 import { cloudHypervisorApi } from '../../src/supervisor/cloud-hypervisor-api.js';
 import { ExitExchange } from '../../src/supervisor/exit-exchange.js';
@@ -41,7 +42,7 @@ describeAsRoot('launch through unshare, tmpfs and ip netns exec (supervisor, no 
     const exchange = new ExitExchange({ historyLimit: 1000, subscriberBufferLimit: 1000 });
     supervisor = new Supervisor({
       defaults: { runDir: fixture.runDir, sandboxDir: fixture.sandboxDir, vmmBin: nativeBin('standin-vmm'), netnsDir: '/var/run/netns' },
-      reaperBin: nativeBin('vmprocd-reaper'),
+      launcher: new ReaperLauncher(nativeBin('vmprocd-reaper')),
       exchange,
       vmmApi: cloudHypervisorApi(),
       exitedRecordLimit: 1000,
@@ -61,6 +62,7 @@ describeAsRoot('launch through unshare, tmpfs and ip netns exec (supervisor, no 
   });
 
   afterAll(async () => {
+    await supervisor.shutdown();
     const leftovers = await processesMentioning(fixture.root);
     await killProcessesMentioning(fixture.root);
     await netns.remove();
@@ -98,6 +100,7 @@ describeAsRoot('launch through unshare, tmpfs and ip netns exec (supervisor, no 
     expect(existsSync(socketPath)).toBe(false);
     expect(existsSync(`${socketPath}.lock`)).toBe(false);
     expect(existsSync(join(fixture.runDir, 'exits', `${sandboxId}.status`))).toBe(false);
+    expect(existsSync(join(fixture.runDir, 'exits', `${sandboxId}.status.pids`))).toBe(false);
   }
 
   it('boots a VMM in its own session, private tmpfs and the requested network namespace', async () => {

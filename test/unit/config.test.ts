@@ -20,7 +20,7 @@ describe('parseDaemonConfig defaults', () => {
       reaperBin: nativeBin('vmprocd-reaper'),
       runDir: '/run/vmprocd',
       stateDir: '/var/lib/vmprocd',
-      stateSync: true,
+      stateSync: 'launches',
       sandboxDir: '/run/vmprocd/sandbox',
       netnsDir: '/var/run/netns',
       exitHistory: 10000,
@@ -200,10 +200,10 @@ describe('parseDaemonConfig --help', () => {
 });
 
 describe('parseDaemonConfig --state-sync', () => {
-  it('defaults to always, accepts none from flag or environment, and refuses anything else', () => {
-    expect(config(VMM).stateSync).toBe(true);
-    expect(config([...VMM, '--state-sync', 'none']).stateSync).toBe(false);
-    expect(config(VMM, { VMPROCD_STATE_SYNC: 'none' }).stateSync).toBe(false);
+  it('defaults to launches, accepts always and none from flag or environment, and refuses anything else', () => {
+    expect(config(VMM).stateSync).toBe('launches');
+    expect(config([...VMM, '--state-sync', 'none']).stateSync).toBe('none');
+    expect(config(VMM, { VMPROCD_STATE_SYNC: 'always' }).stateSync).toBe('always');
     expectThrowsVmprocError(() => config([...VMM, '--state-sync', 'sometimes']), 'invalid-argument', '--state-sync');
   });
 });

@@ -1,0 +1,139 @@
+import { type FSWatcher, watch } from 'node:fs';
+import { dirname } from 'node:path';
+import type { ExitStatus } from './exit-status.js';
+import { isSameLiveProcess } from './proc-stat.js';
+import { readExitStatus } from './vmm-process.js';
+
+/** Identity of a VMM and its reaper (PID plus start time each), and where the reaper records. */
+export interface WatchedProcess {
+  readonly pid: number;
+  readonly startTime: bigint;
+  readonly reaperPid: number;
+  readonly reaperStartTime: bigint;
+  readonly statusPath: string;
+}
+
+/**
+ * How often orphaned processes are checked by hand: those whose reaper is not a child of our
+ * spawner (adopted after a restart) or has died without a record. Nothing else is polled.
+ */
+export const ORPHAN_SWEEP_MS = 1_000;
+
+interface Waiter {
+  readonly process: WatchedProcess;
+  readonly resolve: (status: ExitStatus | undefined) => void;
+  /** Nobody will tell us when its reaper ends: the sweep must look. */
+  orphan: boolean;
+  /** The reaper is known to be gone without a record: only the VMM's own liveness is left. */
+  reaperGone: boolean;
+}
+
+/**
+ * Learns how VMMs ended, from their reapers' status files. The one inotify watch per exits
+ * directory sees each status file appear (events dispatched by file name); the spawner's
+ * `reaped` notices, passed to reaped(), cover a reaper that died without writing one; a slow
+ * sweep covers orphans, whose reapers nobody reports on.
+ *
+ * Resolves with the recorded status, or undefined when the reaper ended without recording and
+ * the VMM is gone too: then the status is lost.
+ */
+export class ExitWatch {
+  readonly #waiters = new Map<string, Waiter>();
+  readonly #byReaper = new Map<number, Waiter>();
+  readonly #watchers = new Map<string, FSWatcher>();
+  readonly #sweepMs: number;
+  #sweep: NodeJS.Timeout | undefined;
+
+  constructor(sweepMs = ORPHAN_SWEEP_MS) {
+    this.#sweepMs = sweepMs;
+  }
+
+  get size(): number {
+    return this.#waiters.size;
+  }
+
+  /** `orphan`: the reaper is not our spawner's child, so its end is never reported to us. */
+  wait(process: WatchedProcess, options: { orphan: boolean }): Promise<ExitStatus | undefined> {
+    return new Promise((resolve) => {
+      const waiter: Waiter = { process, resolve, orphan: options.orphan, reaperGone: false };
+      this.#waiters.set(process.statusPath, waiter);
+      this.#byReaper.set(process.reaperPid, waiter);
+      this.#watchDirectory(dirname(process.statusPath));
+      if (waiter.orphan) this.#startSweep();
+      // The status may have been written before the watch existed.
+      void this.#check(waiter, false);
+    });
+  }
+
+  /** The spawner reports that a reaper ended: its status file is final. */
+  reaped(reaperPid: number): void {
+    const waiter = this.#byReaper.get(reaperPid);
+    if (waiter) void this.#check(waiter, true);
+  }
+
+  /** The spawner is gone: no reaper's end will be reported any more. */
+  orphanAll(): void {
+    for (const waiter of this.#waiters.values()) waiter.orphan = true;
+    if (this.#waiters.size > 0) this.#startSweep();
+  }
+
+  close(): void {
+    for (const watcher of this.#watchers.values()) watcher.close();
+    this.#watchers.clear();
+    clearInterval(this.#sweep);
+    this.#sweep = undefined;
+  }
+
+  #startSweep(): void {
+    this.#sweep ??= setInterval(() => {
+      for (const waiter of this.#waiters.values()) if (waiter.orphan) void this.#check(waiter, true);
+    }, this.#sweepMs).unref();
+  }
+
+  #watchDirectory(dir: string): void {
+    if (this.#watchers.has(dir)) return;
+    const watcher = watch(dir, { persistent: false }, (_event, name) => {
+      if (name === null) {
+        // The kernel dropped events: look at everything once.
+        for (const waiter of this.#waiters.values()) void this.#check(waiter, false);
+        return;
+      }
+      const waiter = this.#waiters.get(`${dir}/${name}`);
+      if (waiter) void this.#check(waiter, false);
+    });
+    watcher.on('error', () => {
+      // Without the watch, the sweep must cover everyone: slower, but nothing is missed.
+      this.#watchers.delete(dir);
+      this.orphanAll();
+    });
+    this.#watchers.set(dir, watcher);
+  }
+
+  async #check(waiter: Waiter, thorough: boolean): Promise<void> {
+    const { process } = waiter;
+    const status = await readExitStatus(process.statusPath).catch(() => undefined);
+    if (status) return this.#settle(waiter, status);
+    if (!thorough) return;
+    if (!waiter.reaperGone && (await isSameLiveProcess(process.reaperPid, process.reaperStartTime))) return;
+    // The reaper is gone. It may have recorded just before it ended: look once more.
+    const late = await readExitStatus(process.statusPath).catch(() => undefined);
+    if (late) return this.#settle(waiter, late);
+    waiter.reaperGone = true;
+    if (!(await isSameLiveProcess(process.pid, process.startTime))) return this.#settle(waiter, undefined);
+    // The VMM outlived its reaper: only the sweep can see it end now.
+    waiter.orphan = true;
+    this.#startSweep();
+  }
+
+  #settle(waiter: Waiter, status: ExitStatus | undefined): void {
+    const { statusPath, reaperPid } = waiter.process;
+    if (this.#waiters.get(statusPath) !== waiter) return;
+    this.#waiters.delete(statusPath);
+    if (this.#byReaper.get(reaperPid) === waiter) this.#byReaper.delete(reaperPid);
+    waiter.resolve(status);
+    if (![...this.#waiters.values()].some((w) => w.orphan)) {
+      clearInterval(this.#sweep);
+      this.#sweep = undefined;
+    }
+  }
+}

@@ -1,0 +1,122 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { VmprocError } from '../errors.js';
+
+export interface SpawnRequest {
+  /** Matches the answer to the request; one launch per ID at a time. */
+  readonly id: string;
+  readonly statusPath: string;
+  readonly logPath: string;
+  /** argv[0] must be an absolute path. */
+  readonly argv: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+}
+
+export interface Spawned {
+  readonly reaperPid: number;
+  readonly vmmPid: number;
+  /** Where this run's output starts in the log. */
+  readonly logOffset: number;
+}
+
+/**
+ * The daemon's side of `vmprocd-reaper --spawner` (see native/vmprocd-reaper.c): one small helper
+ * process that forks a reaper per launch, so the daemon never forks itself (forking a large Node
+ * process costs milliseconds of blocked event loop; forking the helper costs microseconds).
+ *
+ * Node's child_process and not execa: this is one long-lived helper spoken to over raw pipes
+ * with a binary request framing; execa's buffering and result promise do not fit that.
+ */
+export class Spawner {
+  readonly #child: ChildProcess;
+  readonly #pending = new Map<string, { resolve: (spawned: Spawned) => void; reject: (error: unknown) => void }>();
+  readonly #reapedListeners = new Set<(reaperPid: number) => void>();
+  readonly #exitListeners = new Set<() => void>();
+  #exited = false;
+
+  private constructor(child: ChildProcess) {
+    this.#child = child;
+    createInterface({ input: child.stdout! }).on('line', (line) => this.#onAnswer(line));
+    child.once('exit', (code, signal) => {
+      this.#exited = true;
+      const error = new VmprocError('unavailable', `the spawner helper ended (${signal ?? `exit code ${code}`}); retry the start`);
+      for (const pending of this.#pending.values()) pending.reject(error);
+      this.#pending.clear();
+      for (const listener of this.#exitListeners) listener();
+    });
+    // A request written to a dead helper: the exit handler above reports it.
+    child.stdin!.on('error', () => {});
+  }
+
+  /** Starts the helper and waits until it runs. */
+  static async start(reaperBin: string): Promise<Spawner> {
+    const child = spawn(reaperBin, ['--spawner'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', () => resolve());
+      child.once('error', (cause) =>
+        reject(new VmprocError('failed-precondition', `cannot run ${reaperBin} --spawner: ${cause.message}`, { cause })));
+    });
+    return new Spawner(child);
+  }
+
+  get alive(): boolean {
+    return !this.#exited;
+  }
+
+  /** Resolves once the VMM exists (its reaper has forked it). */
+  spawn(request: SpawnRequest): Promise<Spawned> {
+    if (this.#exited) return Promise.reject(new VmprocError('unavailable', 'the spawner helper is not running; retry the start'));
+    if (this.#pending.has(request.id)) return Promise.reject(new VmprocError('internal', `a launch of ${request.id} is already in flight`));
+    return new Promise((resolve, reject) => {
+      this.#pending.set(request.id, { resolve, reject });
+      this.#child.stdin!.write(encodeRequest(request));
+    });
+  }
+
+  /** Called with the PID of every reaper that ends; its status file is final by then. */
+  onReaped(listener: (reaperPid: number) => void): void {
+    this.#reapedListeners.add(listener);
+  }
+
+  /** Called once if the helper ends; its reapers live on, but no longer report to us. */
+  onExit(listener: () => void): void {
+    this.#exitListeners.add(listener);
+  }
+
+  /** Ends the helper (reapers it forked keep running). */
+  close(): void {
+    this.#child.stdin!.end();
+  }
+
+  #onAnswer(line: string): void {
+    const [kind, ...rest] = line.split(' ');
+    if (kind === 'reaped') {
+      const reaperPid = Number(rest[0]);
+      for (const listener of this.#reapedListeners) listener(reaperPid);
+      return;
+    }
+    const id = rest[0] ?? '';
+    const pending = this.#pending.get(id);
+    if (!pending) return;
+    this.#pending.delete(id);
+    if (kind === 'spawned') {
+      pending.resolve({ reaperPid: Number(rest[1]), vmmPid: Number(rest[2]), logOffset: Number(rest[3]) });
+    } else {
+      pending.reject(new VmprocError('internal', `cannot launch: ${rest.slice(1).join(' ')}`));
+    }
+  }
+}
+
+/** A 4-byte little-endian length, then NUL-terminated fields: id, status, log, argc, argv, envc, env. */
+export function encodeRequest(request: SpawnRequest): Buffer {
+  const env = Object.entries(request.env).map(([key, value]) => `${key}=${value}`);
+  const fields = [request.id, request.statusPath, request.logPath, String(request.argv.length), ...request.argv, String(env.length), ...env];
+  for (const field of fields) {
+    // Validation keeps NUL out of every value; this guards the framing itself.
+    if (field.includes('\0')) throw new VmprocError('invalid-argument', 'a launch argument contains a NUL byte');
+  }
+  const payload = Buffer.from(fields.map((f) => `${f}\0`).join(''));
+  const header = Buffer.alloc(4);
+  header.writeUInt32LE(payload.length);
+  return Buffer.concat([header, payload]);
+}

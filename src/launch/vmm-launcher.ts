@@ -1,0 +1,117 @@
+import { access, constants } from 'node:fs/promises';
+import { VmprocError } from '../errors.js';
+import type { ExitStatus } from './exit-status.js';
+import { ExitWatch, type WatchedProcess } from './exit-watch.js';
+import type { LaunchCommand } from './launch-command.js';
+import { readProcessStartTime } from './proc-stat.js';
+import { Spawner } from './spawner.js';
+import { UNKNOWN_START_TIME, type VmmProcess } from './vmm-process.js';
+
+export interface LaunchRequest {
+  readonly sandboxId: string;
+  readonly command: LaunchCommand;
+  readonly env: Readonly<Record<string, string>>;
+  /** The VMM's stdout and stderr are appended here. */
+  readonly logPath: string;
+  /** Where its reaper records the exit status. */
+  readonly statusPath: string;
+}
+
+/** Starts VMMs under reapers and tells how each ended; the supervisor's only door to processes. */
+export interface VmmLauncher {
+  launch(request: LaunchRequest): Promise<VmmProcess>;
+  /** Supervises a VMM a previous daemon launched (its reaper is not our child). */
+  adopt(process: WatchedProcess): Promise<ExitStatus | undefined>;
+  close(): void;
+}
+
+/**
+ * Launches through the spawner helper (restarted if it dies) and watches exits through the
+ * reapers' status files.
+ */
+export class ReaperLauncher implements VmmLauncher {
+  readonly #reaperBin: string;
+  readonly #exits = new ExitWatch();
+  #spawner: Promise<Spawner> | undefined;
+  readonly #resolved = new Map<string, string>();
+
+  constructor(reaperBin: string) {
+    this.#reaperBin = reaperBin;
+  }
+
+  async launch(request: LaunchRequest): Promise<VmmProcess> {
+    const spawner = await this.#currentSpawner();
+    const file = await this.#resolve(request.command.file, request.env.PATH ?? '');
+    const spawned = await spawner.spawn({
+      id: request.sandboxId,
+      statusPath: request.statusPath,
+      logPath: request.logPath,
+      argv: [file, ...request.command.args],
+      env: request.env,
+    });
+    // Neither can have been reaped yet (the reaper holds the VMM's zombie until it has recorded
+    // the status), but a launch that fails at once may be over before we look: then there is no
+    // start time to match, and UNKNOWN_START_TIME never matches one, so nothing is ever signalled.
+    const [startTime, reaperStartTime] = await Promise.all([
+      readProcessStartTime(spawned.vmmPid),
+      readProcessStartTime(spawned.reaperPid),
+    ]);
+    const identity: WatchedProcess = {
+      pid: spawned.vmmPid,
+      startTime: startTime ?? UNKNOWN_START_TIME,
+      reaperPid: spawned.reaperPid,
+      reaperStartTime: reaperStartTime ?? UNKNOWN_START_TIME,
+      statusPath: request.statusPath,
+    };
+    return { ...identity, logOffset: spawned.logOffset, exited: this.#exits.wait(identity, { orphan: !spawner.alive }) };
+  }
+
+  adopt(process: WatchedProcess): Promise<ExitStatus | undefined> {
+    return this.#exits.wait(process, { orphan: true });
+  }
+
+  close(): void {
+    void this.#spawner?.then((spawner) => spawner.close(), () => undefined);
+    this.#exits.close();
+  }
+
+  /** The running spawner, started on first use and again after it died. */
+  #currentSpawner(): Promise<Spawner> {
+    const current = this.#spawner;
+    if (current) {
+      return current.then((spawner) => (spawner.alive ? spawner : this.#startSpawner()));
+    }
+    return this.#startSpawner();
+  }
+
+  #startSpawner(): Promise<Spawner> {
+    const starting = Spawner.start(this.#reaperBin).then((spawner) => {
+      spawner.onReaped((reaperPid) => this.#exits.reaped(reaperPid));
+      spawner.onExit(() => this.#exits.orphanAll());
+      return spawner;
+    });
+    this.#spawner = starting;
+    starting.catch(() => {
+      if (this.#spawner === starting) this.#spawner = undefined;
+    });
+    return starting;
+  }
+
+  /** The spawner execs argv[0] as given: resolve bare names on the launch's PATH once. */
+  async #resolve(file: string, path: string): Promise<string> {
+    if (file.startsWith('/')) return file;
+    const cached = this.#resolved.get(file);
+    if (cached) return cached;
+    for (const dir of path.split(':').filter(Boolean)) {
+      const candidate = `${dir}/${file}`;
+      try {
+        await access(candidate, constants.X_OK);
+        this.#resolved.set(file, candidate);
+        return candidate;
+      } catch {
+        // next
+      }
+    }
+    throw new VmprocError('failed-precondition', `${file} is not installed (looked in ${path}); install util-linux`);
+  }
+}
