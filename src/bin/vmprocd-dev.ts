@@ -5,6 +5,7 @@
  * listens on .run/vmprocd.sock and 127.0.0.1:50051 unless VMPROCD_LISTEN says otherwise.
  * Flags given to `npm start -- ...` still win.
  */
+import './threadpool.js';
 import { join } from 'node:path';
 import { main } from '../daemon/main.js';
 import { nativeBin, packageRoot } from '../package-paths.js';

@@ -25,10 +25,16 @@ export function grpcServiceDefinition(service: DescService): ServiceDefinition {
   return definition;
 }
 
-/** `create` returns a message as is, and makes one of a plain init object: both encode. */
+/**
+ * Encodes a message, or a plain init object (`create` returns a message as is and makes one of an
+ * init object). Bytes pass through untouched: a handler may answer with an encoding it made and
+ * cached already (src/rpc/wire-cache.ts).
+ */
 function serializer<Desc extends DescMessage>(schema: Desc) {
-  return (value: unknown): Buffer =>
-    Buffer.from(toBinary(schema, create(schema, value as MessageShape<Desc>)));
+  return (value: unknown): Buffer => {
+    if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    return Buffer.from(toBinary(schema, create(schema, value as MessageShape<Desc>)));
+  };
 }
 
 function deserializer<Desc extends DescMessage>(schema: Desc) {

@@ -1,39 +1,26 @@
-import { create } from '@bufbuild/protobuf';
 import type {
   sendUnaryData,
   ServerUnaryCall,
   ServerWritableStream,
   UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import {
-  GetProcessResponseSchema,
-  type GetProcessRequest,
-  ListProcessesResponseSchema,
-  type ListProcessesRequest,
-  type ProcessExit,
-  SignalProcessResponseSchema,
-  type SignalProcessRequest,
-  StartProcessResponseSchema,
-  type StartProcessRequest,
-  StopProcessResponseSchema,
-  type StopProcessRequest,
-  WaitProcessResponseSchema,
-  type WaitProcessRequest,
-  type WatchExitsRequest,
+import type {
+  GetProcessRequest,
+  ListProcessesRequest,
+  ProcessExit,
+  SignalProcessRequest,
+  StartProcessRequest,
+  StopProcessRequest,
+  WaitProcessRequest,
+  WatchExitsRequest,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import type { Logger } from '../logger.js';
 import type { ExitSubscription } from '../supervisor/exit-exchange.js';
 import type { ProcessExitEvent } from '../supervisor/process-types.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
-import {
-  durationToMs,
-  processExitToProto,
-  processInfoToProto,
-  processStatesFromProto,
-  sequenceFromProto,
-  startRequestFromProto,
-} from './convert.js';
+import { durationToMs, processStatesFromProto, sequenceFromProto, startRequestFromProto } from './convert.js';
 import { toGrpcStatus } from './status-mapping.js';
+import { encodedProcessExit, encodeListResponse, encodeProcessResponse } from './wire-cache.js';
 
 /**
  * The gRPC face of the supervisor: each handler decodes, calls one supervisor method and
@@ -42,40 +29,30 @@ import { toGrpcStatus } from './status-mapping.js';
 export function vmProcessServiceImplementation(supervisor: Supervisor, logger: Logger): UntypedServiceImplementation {
   return {
     startProcess: unary<StartProcessRequest>(logger, async (request, signal) =>
-      create(StartProcessResponseSchema, {
-        process: processInfoToProto(await supervisor.start(startRequestFromProto(request), signal)),
-      })),
+      encodeProcessResponse(await supervisor.start(startRequestFromProto(request), signal))),
 
     stopProcess: unary<StopProcessRequest>(logger, async (request) => {
       const graceMs = request.gracePeriod ? durationToMs('grace_period', request.gracePeriod) : undefined;
-      return create(StopProcessResponseSchema, {
-        process: processInfoToProto(await supervisor.stop(request.sandboxId, graceMs)),
-      });
+      return encodeProcessResponse(await supervisor.stop(request.sandboxId, graceMs));
     }),
 
     signalProcess: unary<SignalProcessRequest>(logger, async (request) =>
-      create(SignalProcessResponseSchema, {
-        process: processInfoToProto(await supervisor.signal(request.sandboxId, request.signal)),
-      })),
+      encodeProcessResponse(await supervisor.signal(request.sandboxId, request.signal))),
 
-    getProcess: unary<GetProcessRequest>(logger, async (request) =>
-      create(GetProcessResponseSchema, { process: processInfoToProto(supervisor.get(request.sandboxId)) })),
+    getProcess: unary<GetProcessRequest>(logger, async (request) => encodeProcessResponse(supervisor.get(request.sandboxId))),
 
     listProcesses: unary<ListProcessesRequest>(logger, async (request) => {
       const { processes, exitSequence } = supervisor.list({
         states: processStatesFromProto(request.states),
         labels: request.labels,
       });
-      return create(ListProcessesResponseSchema, {
-        processes: processes.map(processInfoToProto),
-        exitSequence: BigInt(exitSequence),
-      });
+      return encodeListResponse(processes, exitSequence);
     }),
 
     waitProcess: unary<WaitProcessRequest>(logger, async (request, signal) =>
-      create(WaitProcessResponseSchema, { process: processInfoToProto(await supervisor.wait(request.sandboxId, signal)) })),
+      encodeProcessResponse(await supervisor.wait(request.sandboxId, signal))),
 
-    watchExits: (call: ServerWritableStream<WatchExitsRequest, ProcessExit>) => {
+    watchExits: (call: ServerWritableStream<WatchExitsRequest, EncodedOrMessage<ProcessExit>>) => {
       let subscription: ExitSubscription;
       try {
         subscription = supervisor.watchExits({
@@ -93,6 +70,9 @@ export function vmProcessServiceImplementation(supervisor: Supervisor, logger: L
     },
   };
 }
+
+/** What a response stream takes: a message, or its encoding made earlier (wire-cache.ts). */
+type EncodedOrMessage<Message> = Message | Uint8Array;
 
 /** Runs a unary handler with an AbortSignal that fires if the client cancels or disconnects. */
 function unary<Request>(
@@ -119,7 +99,7 @@ function unary<Request>(
  * wait in the subscription's bounded queue; when that overflows the subscription fails and the
  * stream ends with RESOURCE_EXHAUSTED, so a stuck client never grows the daemon's memory.
  */
-async function relayExits(subscription: ExitSubscription, call: ServerWritableStream<WatchExitsRequest, ProcessExit>): Promise<void> {
+async function relayExits(subscription: ExitSubscription, call: ServerWritableStream<WatchExitsRequest, EncodedOrMessage<ProcessExit>>): Promise<void> {
   call.once('cancelled', () => subscription.close());
   for (;;) {
     let next: IteratorResult<ProcessExitEvent>;
@@ -133,12 +113,12 @@ async function relayExits(subscription: ExitSubscription, call: ServerWritableSt
       if (!call.cancelled) call.end();
       return;
     }
-    if (!call.write(processExitToProto(next.value))) await writable(call, subscription);
+    if (!call.write(encodedProcessExit(next.value))) await writable(call, subscription);
   }
 }
 
 /** Resolves when the stream takes writes again, or when waiting has become pointless. */
-function writable(call: ServerWritableStream<WatchExitsRequest, ProcessExit>, subscription: ExitSubscription): Promise<void> {
+function writable(call: ServerWritableStream<WatchExitsRequest, EncodedOrMessage<ProcessExit>>, subscription: ExitSubscription): Promise<void> {
   return new Promise((resolve) => {
     let stopWatchingEnd = (): void => {};
     const done = () => {

@@ -161,18 +161,37 @@ export async function checkStartPreconditions(spec: StartSpec, defaults: StartDe
  */
 async function checkCanonicalSandboxDir(spec: StartSpec, defaults: StartDefaults): Promise<void> {
   const needed = pathsTheLaunchNeeds(spec, defaults);
-  const [sandboxDir, ...resolved] = await Promise.all([canonicalPath(spec.sandboxDir), ...needed.map(([, path]) => canonicalPath(path))]);
+  const [sandboxDir, ...resolved] = await Promise.all([
+    canonicalPath(spec.sandboxDir, defaults),
+    ...needed.map(([, path]) => canonicalPath(path, defaults)),
+  ]);
   checkSandboxDirCoversNothingNeeded(sandboxDir!, needed.map(([what], i) => [what, resolved[i]!] as const));
 }
 
+/**
+ * Resolved forms of the configured paths, which every start compares against: resolved once per
+ * configuration instead of once per request (a start is on the hot path; the configuration is fixed).
+ */
+const canonicalDefaults = new WeakMap<StartDefaults, Map<string, Promise<string>>>();
+
+function canonicalPath(path: string, defaults: StartDefaults): Promise<string> {
+  const configured = [defaults.runDir, defaults.sandboxDir, defaults.vmmBin, defaults.netnsDir];
+  if (!configured.includes(path)) return resolveCanonical(path);
+  let cache = canonicalDefaults.get(defaults);
+  if (!cache) canonicalDefaults.set(defaults, (cache = new Map()));
+  let resolved = cache.get(path);
+  if (!resolved) cache.set(path, (resolved = resolveCanonical(path)));
+  return resolved;
+}
+
 /** realpath of the longest existing prefix, with the rest appended: works for paths not yet created. */
-async function canonicalPath(path: string): Promise<string> {
+async function resolveCanonical(path: string): Promise<string> {
   try {
     return await realpath(path);
   } catch (error) {
     const parent = posix.dirname(path);
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || parent === path) return path;
-    return posix.join(await canonicalPath(parent), posix.basename(path));
+    return posix.join(await resolveCanonical(parent), posix.basename(path));
   }
 }
 

@@ -1,0 +1,42 @@
+import { toBinary } from '@bufbuild/protobuf';
+import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
+import { ProcessExitSchema, ProcessInfoSchema } from '../../gen/vmprocess/v1/vmprocess_pb.js';
+import type { ProcessExitEvent, ProcessSnapshot } from '../supervisor/process-types.js';
+import { processExitToProto, processInfoToProto } from './convert.js';
+
+/**
+ * Wire encodings of processes and exits, made once and reused. protobuf-es encodes by reflection,
+ * which costs a fraction of a millisecond per ProcessInfo: a ListProcesses of a thousand processes
+ * would spend its whole budget re-encoding what did not change, and an exit fanned out to a
+ * hundred watchers would be encoded a hundred times. Snapshots and exit events are immutable
+ * objects (a process gets a new snapshot when it changes), so their bytes are cached by identity.
+ *
+ * Responses built here are handed to grpc-js as bytes (see grpc-service-definition.ts).
+ */
+const processInfoBytes = new WeakMap<ProcessSnapshot, Uint8Array>();
+const processExitBytes = new WeakMap<ProcessExitEvent, Uint8Array>();
+
+export function encodedProcessInfo(snapshot: ProcessSnapshot): Uint8Array {
+  let bytes = processInfoBytes.get(snapshot);
+  if (!bytes) processInfoBytes.set(snapshot, (bytes = toBinary(ProcessInfoSchema, processInfoToProto(snapshot))));
+  return bytes;
+}
+
+export function encodedProcessExit(event: ProcessExitEvent): Uint8Array {
+  let bytes = processExitBytes.get(event);
+  if (!bytes) processExitBytes.set(event, (bytes = toBinary(ProcessExitSchema, processExitToProto(event))));
+  return bytes;
+}
+
+/** Any of the `{ ProcessInfo process = 1; }` responses (Start, Stop, Signal, Get, Wait). */
+export function encodeProcessResponse(snapshot: ProcessSnapshot): Uint8Array {
+  return new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(encodedProcessInfo(snapshot)).finish();
+}
+
+/** ListProcessesResponse: `repeated ProcessInfo processes = 1; uint64 exit_sequence = 2;` */
+export function encodeListResponse(snapshots: readonly ProcessSnapshot[], exitSequence: number): Uint8Array {
+  const writer = new BinaryWriter();
+  for (const snapshot of snapshots) writer.tag(1, WireType.LengthDelimited).bytes(encodedProcessInfo(snapshot));
+  if (exitSequence > 0) writer.tag(2, WireType.Varint).uint64(exitSequence);
+  return writer.finish();
+}
