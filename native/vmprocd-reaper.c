@@ -130,13 +130,16 @@ static void redirect_to_devnull(int fd, int flags) {
     }
 }
 
-/* In the VMM's process: its own session, default signals, stdout = stderr = the log, exec. */
-static void run_child(char **argv, char **envp) {
+/* In the VMM's process: its own session, default signals, stdout = stderr = the log, exec.
+ * `ready_fd` gets one byte once the session exists: until then the VMM's process group does not
+ * exist either, and a signal to it would miss. */
+static void run_child(char **argv, char **envp, int ready_fd) {
     reset_signals();
     if (setsid() < 0) {
         dprintf(STDERR_FILENO, "vmprocd-reaper: setsid: %s\n", strerror(errno));
         _exit(127);
     }
+    write_all(ready_fd, "", 1);
     if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0) _exit(127);
     close_fds_from(3);
     if (envp) execve(argv[0], argv, envp);
@@ -167,12 +170,26 @@ static void run_reaper(const char *id, const char *status_path, char **argv, cha
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
 
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0) {
+        answer(report_fd, "failed %s pipe: %s", id, strerror(errno));
+        _exit(EX_SOFTWARE);
+    }
     pid_t pid = fork();
     if (pid < 0) {
         answer(report_fd, "failed %s fork: %s", id, strerror(errno));
         _exit(EX_SOFTWARE);
     }
-    if (pid == 0) run_child(argv, envp);
+    if (pid == 0) {
+        close(ready[0]);
+        run_child(argv, envp, ready[1]);
+    }
+    /* Report only once the child leads its own process group (or is already gone). */
+    close(ready[1]);
+    char byte;
+    while (read(ready[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    close(ready[0]);
 
     char pids_path[PATH_MAX], pids[64];
     if (snprintf(pids_path, sizeof pids_path, "%s.pids", status_path) < (int)sizeof pids_path) {
