@@ -114,8 +114,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       stop() {
         stopping ??= (async () => {
           logger.info({}, 'vmprocd shutting down; VMMs keep running');
-          // Streams end with UNAVAILABLE first, so the server's grace period is not spent on them.
+          // Streams end with UNAVAILABLE and unready starts are abandoned first, so that the
+          // server's grace period is spent only on calls that can still finish.
           exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
+          await supervisor.shutdown();
           await undo();
         })();
         return stopping;

@@ -1,13 +1,13 @@
 import { chmod, lstat, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
 import { file_grpc_health_v1_health } from '../../gen/grpc/health/v1/health_pb.js';
 import { file_vmprocess_v1_vmprocess, VmProcessService } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { VmprocError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import { grpcServiceDefinition } from './grpc-service-definition.js';
+import { HealthService, ServingStatus } from './health-service.js';
 import { grpcTarget, type ListenAddress } from './listen-address.js';
 import { addReflection } from './reflection.js';
 import { vmProcessServiceImplementation } from './vm-process-service.js';
@@ -40,7 +40,7 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     'grpc.keepalive_permit_without_calls': 1,
   });
   server.addService(grpcServiceDefinition(VmProcessService), vmProcessServiceImplementation(options.supervisor, options.logger));
-  const health = new HealthImplementation({ '': 'SERVING', [SERVICE_NAME]: 'SERVING' });
+  const health = new HealthService({ '': ServingStatus.SERVING, [SERVICE_NAME]: ServingStatus.SERVING });
   health.addToServer(server);
   addReflection(server, [file_vmprocess_v1_vmprocess, file_grpc_health_v1_health]);
 
@@ -56,8 +56,10 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   return {
     addresses,
     async shutdown(graceMs: number) {
-      health.setStatus('', 'NOT_SERVING');
-      health.setStatus(SERVICE_NAME, 'NOT_SERVING');
+      health.setStatus('', ServingStatus.NOT_SERVING);
+      health.setStatus(SERVICE_NAME, ServingStatus.NOT_SERVING);
+      // Watchers have been told; what holds the server open now is unary calls finishing.
+      health.endWatches();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           server.forceShutdown();

@@ -704,7 +704,8 @@ export enum ExitReason {
   SIGNALED = 2,
 
   /**
-   * Ended after StopProcess, whatever the code or signal.
+   * Ended after StopProcess, whatever the code or signal (including a stop that
+   * arrived before the VMM was ready).
    *
    * @generated from enum value: EXIT_REASON_STOPPED = 3;
    */
@@ -712,7 +713,7 @@ export enum ExitReason {
 
   /**
    * The start failed: the VMM exited before ready, the restore failed, the
-   * client cancelled, or the start was stopped.
+   * client cancelled, or the daemon shut down during the start.
    *
    * @generated from enum value: EXIT_REASON_START_FAILED = 4;
    */
@@ -755,9 +756,11 @@ export const VmProcessService: GenService<{
   /**
    * Launches a VMM and returns once it is ready: its API socket answers
    * `GET /api/v1/vmm.ping` and, in restore mode with `restore` set,
-   * `PUT /api/v1/vm.restore` succeeded. A start that fails for any reason
-   * (exit before ready, timeout, restore error, client cancel) leaves no process
-   * and no socket behind and still publishes a ProcessExit.
+   * `PUT /api/v1/vm.restore` succeeded. A start that fails for any reason once its
+   * VMM was spawned (exit before ready, timeout, restore error, client cancel)
+   * leaves no process and no socket behind and still publishes a ProcessExit; a
+   * request refused before anything was spawned (invalid, precondition) publishes
+   * nothing.
    *
    * Errors: INVALID_ARGUMENT (malformed request), FAILED_PRECONDITION (missing
    * kernel, rootfs or network namespace; VMM exited before ready; restore failed),

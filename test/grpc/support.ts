@@ -1,0 +1,427 @@
+/**
+ * Shared plumbing for the gRPC end-to-end suites: one network namespace, one sandbox fixture and
+ * one real daemon (in-process, on a unix socket) per suite, an exit recorder that sees every exit
+ * the daemon publishes, and helpers for starts, RPC errors and leak checks.
+ */
+import { afterAll, beforeAll, expect } from '@jest/globals';
+import { execa } from 'execa';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { type ServiceError, status } from '@grpc/grpc-js';
+import {
+  LaunchMode,
+  type ProcessExit,
+  ProcessState,
+  type StartProcessRequest,
+  type StartProcessRequestSchema,
+  type StartProcessResponse,
+} from '../../gen/vmprocess/v1/vmprocess_pb.js';
+import type { Init, VmProcessClient } from '../../src/client/vm-process-client.js';
+import type { DaemonConfig } from '../../src/daemon/config.js';
+import { type DaemonHarness, startDaemonHarness } from '../helpers/daemon-harness.js';
+import { createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { createSandboxFixture, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
+
+export { eventually, processesMentioning };
+
+/** Generous bound for anything event-driven on a noisy 2-core machine. */
+export const WAIT_MS = 10_000;
+
+// ------------------------------------------------------------------------------------------------
+// Exit recorder
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * Every exit the daemon publishes, in order, from one WatchExits{after_sequence: 0} stream opened
+ * before the suite's first start. Lets tests wait for "the exit of X" without sleeping, and lets
+ * the suite check at the end that the stream saw each sequence exactly once.
+ */
+export class ExitRecorder {
+  readonly exits: ProcessExit[] = [];
+  readonly #waiters = new Set<{ match: (e: ProcessExit) => boolean; resolve: (e: ProcessExit) => void }>();
+  readonly #abort = new AbortController();
+  #done: Promise<void>;
+  #failure: unknown;
+
+  constructor(client: VmProcessClient) {
+    this.#done = (async () => {
+      try {
+        for await (const exit of client.watchExits({ afterSequence: 0n }, { signal: this.#abort.signal })) {
+          this.exits.push(exit);
+          for (const waiter of [...this.#waiters]) {
+            if (waiter.match(exit)) {
+              this.#waiters.delete(waiter);
+              waiter.resolve(exit);
+            }
+          }
+        }
+      } catch (error) {
+        if (!this.#abort.signal.aborted) this.#failure = error;
+      }
+    })();
+  }
+
+  /** The first recorded exit matching `match`, waiting for it if need be. */
+  waitFor(match: (e: ProcessExit) => boolean, timeoutMs = WAIT_MS, what = 'a matching exit'): Promise<ProcessExit> {
+    const found = this.exits.find(match);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        match,
+        resolve: (e: ProcessExit) => {
+          clearTimeout(timer);
+          resolve(e);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(waiter);
+        reject(new Error(`no ${what} within ${timeoutMs}ms (recorder failure: ${String(this.#failure)})`));
+      }, timeoutMs);
+      this.#waiters.add(waiter);
+    });
+  }
+
+  /** The (single) exit of `sandboxId` with a sequence after `afterSequence`. */
+  exitOf(sandboxId: string, afterSequence = 0n, timeoutMs = WAIT_MS): Promise<ProcessExit> {
+    return this.waitFor((e) => e.sandboxId === sandboxId && e.sequence > afterSequence, timeoutMs, `exit of ${sandboxId}`);
+  }
+
+  exitsOf(sandboxId: string): ProcessExit[] {
+    return this.exits.filter((e) => e.sandboxId === sandboxId);
+  }
+
+  get lastSequence(): bigint {
+    return this.exits.at(-1)?.sequence ?? 0n;
+  }
+
+  /** Ends the stream and returns whatever broke it unexpectedly, if anything. */
+  async close(): Promise<unknown> {
+    this.#abort.abort();
+    await this.#done;
+    return this.#failure;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Suite setup
+// ------------------------------------------------------------------------------------------------
+
+/** A StartProcess request as a plain object (the init form, not a built message). */
+export type StartInit = Exclude<Init<typeof StartProcessRequestSchema>, StartProcessRequest>;
+
+export interface GrpcSuite {
+  fixture: SandboxFixture;
+  netns: TestNetns;
+  harness: DaemonHarness;
+  client: VmProcessClient;
+  recorder: ExitRecorder;
+  /** A fresh sandbox ID, unique within the suite. */
+  id(prefix: string): string;
+  /** StartProcess in boot mode with a rootfs carrying `knobs`; `extra` overrides request fields. */
+  startBoot(sandboxId: string, knobs?: StandinKnobs, extra?: Partial<StartInit>): Promise<StartProcessResponse>;
+  /** The request startBoot would send (for tests that call the client themselves). */
+  bootRequest(sandboxId: string, knobs?: StandinKnobs, extra?: Partial<StartInit>): Promise<StartInit>;
+  /** Default API socket path of a sandbox. */
+  socketOf(sandboxId: string): string;
+}
+
+/**
+ * Registers beforeAll/afterAll for one suite and returns its context (filled in by beforeAll).
+ * afterAll stops every process the daemon still has live, stops the daemon, then FAILS the suite
+ * if any process mentioning the fixture is left (after killing them, so nothing leaks anyway).
+ */
+export interface SuiteOptions {
+  /** A test stops the daemon itself: afterAll then neither lists nor stops through it, and the
+   * recorder's stream ending with UNAVAILABLE is expected. */
+  readonly daemonStoppedByTest?: boolean;
+}
+
+/** Daemon configuration overrides, or a function of the suite's fixture that returns them. */
+export type SuiteOverrides = Partial<DaemonConfig> | ((fixture: SandboxFixture) => Promise<Partial<DaemonConfig>>);
+
+export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptions = {}): GrpcSuite {
+  let counter = 0;
+  const suite = {
+    id: (prefix: string) => `${prefix}-${++counter}`,
+    socketOf: (sandboxId: string) => `${suite.fixture.runDir}/${sandboxId}.sock`,
+    async bootRequest(sandboxId: string, knobs: StandinKnobs = {}, extra: Partial<StartInit> = {}): Promise<StartInit> {
+      return {
+        sandboxId,
+        mode: LaunchMode.BOOT,
+        kernelPath: suite.fixture.kernelPath,
+        rootfsPath: await suite.fixture.rootfs(sandboxId, knobs),
+        networkNamespace: suite.netns.name,
+        ...extra,
+      };
+    },
+    async startBoot(sandboxId: string, knobs: StandinKnobs = {}, extra: Partial<StartInit> = {}) {
+      return suite.client.startProcess(await suite.bootRequest(sandboxId, knobs, extra));
+    },
+  } as GrpcSuite;
+
+  beforeAll(async () => {
+    suite.netns = await createTestNetns('vmpg');
+    suite.fixture = await createSandboxFixture();
+    const requested = typeof overrides === 'function' ? await overrides(suite.fixture) : overrides;
+    suite.harness = await startDaemonHarness(suite.fixture, requested);
+    suite.client = suite.harness.client;
+    await suite.client.waitForReady(WAIT_MS);
+    suite.recorder = new ExitRecorder(suite.harness.newClient());
+    await eventually(() => suite.harness.daemon.supervisor.exchange.subscriberCount >= 1, WAIT_MS);
+  });
+
+  afterAll(async () => {
+    const problems: string[] = [];
+    let leftovers: string[] = [];
+    // Every step is bounded, so the netns and fixture are always removed within the hook's timeout.
+    const step = async (what: string, work: () => Promise<unknown>, timeoutMs: number) => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          work(),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs}ms`)), timeoutMs);
+          }),
+        ]);
+      } catch (error) {
+        problems.push(`${what}: ${String(error)}`);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    try {
+      if (suite.harness && !options.daemonStoppedByTest) {
+        // Stop what is still live (the tests should have; this is the backstop before the leak check).
+        await step('stopping live processes', async () => {
+          const { processes } = await suite.client.listProcesses(
+            { states: [ProcessState.STARTING, ProcessState.RUNNING, ProcessState.STOPPING] },
+            { timeoutMs: 5_000 },
+          );
+          await Promise.allSettled(
+            processes.map((p) => suite.client.stopProcess({ sandboxId: p.sandboxId, gracePeriod: { seconds: 0n } }, { timeoutMs: 10_000 })),
+          );
+        }, 15_000);
+      }
+      if (suite.recorder) {
+        await step('closing the exit recorder', async () => {
+          const recorderFailure = await suite.recorder.close();
+          const expectedEnd = options.daemonStoppedByTest && (recorderFailure as ServiceError | undefined)?.code === status.UNAVAILABLE;
+          if (recorderFailure && !expectedEnd) problems.push(`the exit recorder stream failed: ${String(recorderFailure)}`);
+        }, 5_000);
+        const sequences = suite.recorder.exits.map((e) => Number(e.sequence));
+        const expected = sequences.map((_, i) => i + 1);
+        if (JSON.stringify(sequences) !== JSON.stringify(expected)) {
+          problems.push(`the recorder did not see sequences 1..n exactly once: ${JSON.stringify(sequences)}`);
+        }
+      }
+      if (suite.harness) await step('stopping the daemon', () => suite.harness.stop(), 15_000);
+      if (suite.fixture) {
+        leftovers = await describeProcesses(await processesMentioning(suite.fixture.root));
+        await killProcessesMentioning(suite.fixture.root);
+        await step('waiting for killed leftovers', () =>
+          eventually(async () => (await processesMentioning(suite.fixture.root)).length === 0, WAIT_MS),
+        12_000);
+      }
+    } finally {
+      await suite.netns?.remove();
+      await suite.fixture?.remove();
+    }
+    expect({ leftovers, problems }).toEqual({ leftovers: [], problems: [] });
+  }, 90_000);
+
+  return suite;
+}
+
+async function describeProcesses(pids: number[]): Promise<string[]> {
+  return Promise.all(
+    pids.map(async (pid) => {
+      try {
+        return `${pid}: ${(await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').join(' ').slice(0, 300)}`;
+      } catch {
+        return `${pid}: (gone)`;
+      }
+    }),
+  );
+}
+
+// ------------------------------------------------------------------------------------------------
+// RPC errors
+// ------------------------------------------------------------------------------------------------
+
+/** Awaits a call expected to fail; asserts its gRPC code and that `details` contains each fragment. */
+export async function expectRpcError(call: Promise<unknown>, code: status, ...fragments: string[]): Promise<ServiceError> {
+  let error: unknown;
+  try {
+    const value = await call;
+    throw new Error(`expected ${status[code]}, but the call succeeded with ${JSON.stringify(value, bigintJson)}`);
+  } catch (caught) {
+    error = caught;
+  }
+  const serviceError = error as ServiceError;
+  expect({ code: status[serviceError.code] ?? serviceError.code, details: serviceError.details }).toEqual({
+    code: status[code],
+    details: expect.any(String),
+  });
+  for (const fragment of fragments) expect(serviceError.details).toContain(fragment);
+  return serviceError;
+}
+
+function bigintJson(_key: string, value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Leak checks and the stand-in's inspect endpoint
+// ------------------------------------------------------------------------------------------------
+
+/** After a failed start: no process mentions the socket path, and no socket file is left. */
+export async function expectNothingLeft(socketPath: string): Promise<void> {
+  expect({ processes: await processesMentioning(socketPath), socketExists: existsSync(socketPath) }).toEqual({
+    processes: [],
+    socketExists: false,
+  });
+}
+
+export interface StandinInspect {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  netns: string | null;
+  mntns: string | null;
+  sandbox_dir: string | null;
+  sandbox_fstype: string | null;
+  links: { vmlinux: string | null; 'rootfs.ext4': string | null };
+  last_restore: Record<string, unknown> | null;
+  restore_count: number;
+  argv: string[];
+  state: string | null;
+  api_socket: string | null;
+  version: string;
+}
+
+/** GET /api/v1/standin.inspect over the VMM's API socket. */
+export function inspectStandin(socketPath: string): Promise<StandinInspect> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath, path: '/api/v1/standin.inspect', method: 'GET', timeout: WAIT_MS }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const body = Buffer.concat(chunks).toString('utf8');
+        if (res.statusCode !== 200) reject(new Error(`standin.inspect answered ${res.statusCode}: ${body}`));
+        else resolve(JSON.parse(body) as StandinInspect);
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('standin.inspect timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The network namespace inode link (`net:[...]`) of a process started inside `netnsName`. */
+export async function netnsIdentity(netnsName: string): Promise<string> {
+  const { stdout } = await execa('ip', ['netns', 'exec', netnsName, 'readlink', '/proc/self/ns/net']);
+  return stdout.trim();
+}
+
+/** Resolves with `value` after `ms` (for "has it settled yet?" races, never for waiting on events). */
+export function delay<T>(ms: number, value?: T): Promise<T | undefined> {
+  return new Promise((resolve) => setTimeout(() => resolve(value), ms));
+}
+
+/** True when the promise has settled by the time a macrotask has run. */
+export async function hasSettled(promise: Promise<unknown>, withinMs = 0): Promise<boolean> {
+  const marker = Symbol('pending');
+  const winner = await Promise.race([promise.then(() => true, () => true), delay(withinMs, marker)]);
+  return winner === true;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Reading a WatchExits stream step by step
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * One WatchExits call read on demand: `next()` with a timeout, `until()` a condition holds.
+ * `close()` cancels the call (the client's iterator cancels on return()).
+ */
+export class ExitStream {
+  readonly received: ProcessExit[] = [];
+  readonly #iterator: AsyncIterator<ProcessExit>;
+  #pending: Promise<IteratorResult<ProcessExit>> | undefined;
+  #error: unknown;
+  #ended = false;
+
+  constructor(client: VmProcessClient, request: Parameters<VmProcessClient['watchExits']>[0] = {}) {
+    this.#iterator = client.watchExits(request)[Symbol.asyncIterator]();
+    // Ask for the first exit at once: an error the server sends before anyone reads must land in
+    // this promise (see the client test in watch-exits.test.ts for what happens otherwise).
+    this.#pending = this.#iterator.next();
+    this.#pending.catch(() => undefined);
+  }
+
+  /** The next exit, or rejects with the stream's error; `undefined` at a normal end. */
+  async next(timeoutMs = WAIT_MS): Promise<ProcessExit | undefined> {
+    if (this.#error) throw this.#error;
+    if (this.#ended) return undefined;
+    this.#pending ??= this.#iterator.next();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = Symbol('timeout');
+    try {
+      const result = await Promise.race([
+        this.#pending,
+        new Promise<typeof timedOut>((resolve) => {
+          timer = setTimeout(() => resolve(timedOut), timeoutMs);
+        }),
+      ]);
+      if (result === timedOut) throw new Error(`no exit on the stream within ${timeoutMs}ms (received so far: ${this.received.length})`);
+      this.#pending = undefined;
+      if (result.done) {
+        this.#ended = true;
+        return undefined;
+      }
+      this.received.push(result.value);
+      return result.value;
+    } catch (error) {
+      if (!(error instanceof Error && error.message.startsWith('no exit on the stream'))) {
+        this.#pending = undefined;
+        this.#error = error;
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Reads until `done(received)` is true; returns everything received so far. */
+  async until(done: (received: ProcessExit[]) => boolean, timeoutMs = WAIT_MS): Promise<ProcessExit[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (!done(this.received)) {
+      const exit = await this.next(Math.max(1, deadline - Date.now()));
+      if (!exit) throw new Error(`the stream ended after ${this.received.length} exits`);
+    }
+    return this.received;
+  }
+
+  /** Reads until an exit of each of `sandboxIds` has arrived. */
+  untilExitsOf(sandboxIds: readonly string[], timeoutMs = WAIT_MS): Promise<ProcessExit[]> {
+    return this.until((r) => sandboxIds.every((id) => r.some((e) => e.sandboxId === id)), timeoutMs);
+  }
+
+  async close(): Promise<void> {
+    this.#ended = true;
+    await this.#iterator.return?.();
+  }
+}
+
+/** Sequences as numbers, for readable diffs. */
+export function sequencesOf(exits: readonly ProcessExit[]): number[] {
+  return exits.map((e) => Number(e.sequence));
+}
+
+/** [from, from+1, ..., to] */
+export function range(from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
+}
