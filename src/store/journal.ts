@@ -168,11 +168,11 @@ export async function readJournal(path: string): Promise<LoadedJournal> {
   while (offset < text.length) {
     lineNumber++;
     const end = text.indexOf('\n', offset);
-    const isLast = end === -1 || end === text.length - 1;
-    const line = end === -1 ? text.slice(offset) : text.slice(offset, end);
-    const record = end === -1 ? undefined : decodeRecord(line);
+    // Only a last record without its newline can be a torn write: appends write whole lines, so a
+    // complete line that fails its checksum was damaged afterwards, which is corruption.
+    if (end === -1) return { records, droppedTailBytes: Buffer.byteLength(text.slice(offset)) };
+    const record = decodeRecord(text.slice(offset, end));
     if (record === undefined) {
-      if (isLast) return { records, droppedTailBytes: Buffer.byteLength(text.slice(offset)) };
       throw new VmprocError(
         'failed-precondition',
         `state journal ${path} is corrupt at line ${lineNumber} (byte ${Buffer.byteLength(text.slice(0, offset))}): ` +

@@ -23,6 +23,8 @@ export interface PersistedProcess {
   readonly signalsSent: readonly string[];
   readonly startFailure?: { readonly reason: Extract<ExitReason, 'start-failed' | 'start-timeout'>; readonly message: string };
   readonly exit?: ProcessExitEvent;
+  /** The exited record a launch not yet spawned replaced; restored if the launch is abandoned. */
+  readonly replaced?: PersistedProcess;
 }
 
 export interface PersistedState {
@@ -229,8 +231,10 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
     if (current) processes.set(id, { ...current, ...patch });
   };
   switch (record.k) {
-    case 'launch':
-      // A relaunch replaces the previous (exited) record; delete first so Map order follows launches.
+    case 'launch': {
+      // A relaunch replaces the previous (exited) record, which comes back if the launch is
+      // abandoned; delete first so Map order follows launches.
+      const previous = processes.get(record.id);
       processes.delete(record.id);
       processes.set(record.id, {
         spec: record.spec,
@@ -239,10 +243,13 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
         startedAt: new Date(record.startedAt),
         bootId: record.bootId,
         signalsSent: [],
+        ...(previous?.exit ? { replaced: previous } : {}),
       });
       break;
+    }
     case 'spawn':
       update(record.id, {
+        replaced: undefined,
         pid: record.pid,
         startTime: BigInt(record.startTime),
         reaperPid: record.reaperPid,
@@ -268,12 +275,18 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
       const event = exitFromJson(record.event);
       if (exits.length === 0 || event.sequence > exits.at(-1)!.sequence) exits.push(event);
       const current = processes.get(event.sandboxId);
-      if (current && current.pid === event.pid && !current.exit) update(event.sandboxId, { exit: event });
+      // A launch whose PID was never recorded still gets its exit (the PID comes from the reaper).
+      if (current && (current.pid === undefined || current.pid === event.pid) && !current.exit) update(event.sandboxId, { exit: event, pid: event.pid });
       break;
     }
-    case 'abandon':
-      if (!processes.get(record.id)?.pid) processes.delete(record.id);
+    case 'abandon': {
+      const current = processes.get(record.id);
+      if (current && !current.pid) {
+        processes.delete(record.id);
+        if (current.replaced) processes.set(record.id, current.replaced);
+      }
       break;
+    }
     case 'boot':
       break;
     case 'process': {
@@ -296,6 +309,7 @@ function prune(processes: Map<string, PersistedProcess>, exits: ProcessExitEvent
 function processToJson(p: PersistedProcess): Json {
   return {
     ...p,
+    replaced: undefined,
     startedAt: p.startedAt.getTime(),
     startTime: p.startTime?.toString(),
     reaperStartTime: p.reaperStartTime?.toString(),

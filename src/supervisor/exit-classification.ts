@@ -18,8 +18,8 @@ export function classifyExit(
   lostBecause?: string,
 ): { reason: ExitReason; message: string } {
   const how = status ? describeExitStatus(status) : 'an unknown status';
+  if (record.stopRequested) return { reason: 'stopped', message: `stopped (${how}${!status && lostBecause ? `: ${lostBecause}` : ''})` };
   if (!status && lostBecause) return { reason: 'lost', message: lostBecause };
-  if (record.stopRequested) return { reason: 'stopped', message: `stopped (${how})` };
   if (record.startFailure) return { reason: record.startFailure.reason, message: record.startFailure.message };
   if (record.state === 'starting') return { reason: 'start-failed', message: `exited before it was ready (${how})` };
   if (!status) return { reason: 'lost', message: 'the exit status could not be observed: its reaper ended without recording it' };

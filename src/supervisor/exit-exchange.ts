@@ -37,6 +37,7 @@ export class ExitExchange {
   #sequence: number;
   /** Assigned events delivered out of order, waiting for their predecessors. */
   readonly #early = new Map<number, ProcessExitEvent>();
+  #closedWith: VmprocError | undefined;
 
   constructor(options: ExitExchangeOptions) {
     if (options.historyLimit < 1 || options.subscriberBufferLimit < 1) throw new RangeError('limits must be positive');
@@ -93,6 +94,7 @@ export class ExitExchange {
    * retained history or newer than the latest sequence.
    */
   subscribe(options: SubscribeOptions = {}): ExitSubscription {
+    if (this.#closedWith) throw this.#closedWith;
     const filter = options.sandboxIds && options.sandboxIds.length > 0 ? new Set(options.sandboxIds) : undefined;
     const subscription = new ExitSubscription(filter, this.#bufferLimit, () => this.#subscribers.delete(subscription));
     if (options.afterSequence !== undefined) {
@@ -128,8 +130,9 @@ export class ExitExchange {
     return this.#history.slice(low);
   }
 
-  /** Ends every subscription with `error` (e.g. `unavailable` on shutdown). */
+  /** Ends every subscription with `error` (e.g. `unavailable` on shutdown) and refuses new ones with it. */
   closeAll(error: VmprocError): void {
+    this.#closedWith = error;
     for (const subscriber of [...this.#subscribers]) subscriber.fail(error);
   }
 }

@@ -6,7 +6,7 @@ import { findLaunchByStatusPath } from '../launch/find-reaper.js';
 import { buildLaunchCommand, buildLaunchEnvironment } from '../launch/launch-command.js';
 import { readLogTail } from '../launch/log-tail.js';
 import { signalProcessGroup } from '../launch/process-group.js';
-import { readBootId } from '../launch/proc-stat.js';
+import { isSameLiveProcess, readBootId } from '../launch/proc-stat.js';
 import { parseSignalName } from '../launch/signals.js';
 import { removeSocketFiles, removeStaleSocket } from '../launch/socket-files.js';
 import type { VmmLauncher } from '../launch/vmm-launcher.js';
@@ -66,6 +66,8 @@ export class Supervisor {
   readonly #exitedOrder = new Set<string>();
   #bootId = '';
   #closed = false;
+  /** Set once shut down: ends seen from then on are left for the next daemon to record. */
+  #detached = false;
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -128,6 +130,21 @@ export class Supervisor {
     this.#records.set(spec.sandboxId, record);
     this.#exitedOrder.delete(spec.sandboxId);
     this.#socketOwners.set(spec.socketPath, record);
+    // From here on a cancel must reach the start, whichever step it is at (a listener added later
+    // would never hear an abort that already happened).
+    const onCallerAbort = () => record.startAbort.abort({ kind: 'cancelled' } satisfies StartAbortReason);
+    signal?.addEventListener('abort', onCallerAbort, { once: true });
+    try {
+      return await this.#launch(record, previous);
+    } finally {
+      signal?.removeEventListener('abort', onCallerAbort);
+    }
+  }
+
+  /** Spawns the reserved record's VMM and waits until it is ready. */
+  async #launch(record: ManagedProcess, previous: ManagedProcess | undefined): Promise<ProcessSnapshot> {
+    const { spec } = record;
+    const { defaults } = this.#options;
 
     let vmm: VmmProcess;
     try {
@@ -157,7 +174,7 @@ export class Supervisor {
     this.#watch(record, vmm, vmm.exited);
     this.#logger.info({ sandboxId: spec.sandboxId, pid: vmm.pid, mode: spec.mode }, 'vmm spawned');
     await this.#recordSpawn(record, vmm);
-    return this.#awaitReady(record, signal, spec.readyTimeoutMs);
+    return this.#awaitReady(record, spec.readyTimeoutMs);
   }
 
   #newRecord(spec: StartSpec, startedAt: Date): ManagedProcess {
@@ -187,12 +204,14 @@ export class Supervisor {
       this.#logger.error({ sandboxId: record.sandboxId, err: error }, 'cannot record the spawned process'));
   }
 
-  async #awaitReady(record: ManagedProcess, callerSignal: AbortSignal | undefined, timeoutMs: number): Promise<ProcessSnapshot> {
+  /**
+   * Waits for readiness until the first of: ready, exit, timeout, stop, cancel (all of which abort
+   * `record.startAbort` with their reason).
+   */
+  async #awaitReady(record: ManagedProcess, timeoutMs: number): Promise<ProcessSnapshot> {
     const { spec, startAbort } = record;
     const abort = (reason: StartAbortReason) => startAbort.abort(reason);
     const timer = setTimeout(() => abort({ kind: 'timeout' }), timeoutMs);
-    const onCallerAbort = () => abort({ kind: 'cancelled' });
-    callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
     record.exited.then(() => abort({ kind: 'exited' }));
     try {
       const api = this.#options.vmmApi;
@@ -212,7 +231,6 @@ export class Supervisor {
       throw await this.#abandonStart(record, error);
     } finally {
       clearTimeout(timer);
-      callerSignal?.removeEventListener('abort', onCallerAbort);
     }
   }
 
@@ -228,6 +246,11 @@ export class Supervisor {
       record.startFailure = failure.exit;
       await this.#store.startFailed(spec.sandboxId, failure.exit).catch(() => undefined);
       await signalProcessGroup(vmm.pid, vmm.startTime, 'SIGKILL');
+    }
+    if (aborted?.kind === 'stopped') {
+      // The stop owns the process now, with its own grace period and SIGKILL backstop.
+      const stopped = await (record.stopping ?? record.exited).then(() => undefined, (stopError: unknown) => stopError);
+      return stopped ? asVmprocError(stopped, `stopping sandbox ${spec.sandboxId}`) : new VmprocError(failure.code, `sandbox ${spec.sandboxId}: ${failure.callerMessage}`, { cause: error });
     }
     const ended = await withinTimeout(record.exited, KILL_BACKSTOP_MS);
     if (ended === TIMED_OUT) {
@@ -342,10 +365,12 @@ export class Supervisor {
    * published). Running VMMs are left alone: they outlive the daemon.
    */
   async shutdown(): Promise<void> {
+    if (this.#closed) return;
     this.#closed = true;
     const starting = [...this.#records.values()].filter((r) => r.state === 'starting');
     for (const record of starting) record.startAbort.abort({ kind: 'shutdown' } satisfies StartAbortReason);
     await Promise.allSettled(starting.map((r) => withinTimeout(r.exited, KILL_BACKSTOP_MS)));
+    this.#detached = true;
     this.#launcher.close();
   }
 
@@ -357,13 +382,14 @@ export class Supervisor {
    * Call before serving; resolves once every record is settled or supervised again.
    */
   async recover(state: PersistedState): Promise<void> {
+    const exited: ManagedProcess[] = [];
     const resumed: Array<Promise<void>> = [];
     for (const persisted of state.processes.values()) {
       const record = this.#newRecord(persisted.spec, persisted.startedAt);
       this.#records.set(record.sandboxId, record);
       if (persisted.exit) {
         record.restoreExited(persisted.exit);
-        this.#retainExited(record.sandboxId);
+        exited.push(record);
         continue;
       }
       this.#socketOwners.set(persisted.spec.socketPath, record);
@@ -374,51 +400,63 @@ export class Supervisor {
           this.#logger.error({ sandboxId: record.sandboxId, err: error }, 'cannot re-adopt vmm')),
       );
     }
+    // Retention forgets the oldest exits first, so they go in in the order they exited.
+    exited.sort((a, b) => a.exit!.sequence - b.exit!.sequence);
+    for (const record of exited) this.#retainExited(record.sandboxId);
     await Promise.all(resumed);
     await this.#removeOrphanStatusFiles();
   }
 
+  /**
+   * Picks one live record up again. Resolves once it is either supervised again or, when it ended
+   * while nobody watched, once its exit is published: nothing is served before that.
+   */
   async #readopt(record: ManagedProcess, persisted: PersistedProcess): Promise<void> {
     const { sandboxId } = record;
+    // Where it was in its lifecycle first: an exit found now is classified by it.
+    record.resume({ ...(persisted.readyAt ? { readyAt: persisted.readyAt, vmmVersion: persisted.vmmVersion } : {}), stopping: persisted.stopKillAt !== undefined });
+    const settle = async (pid: number, status: ExitStatus | undefined, lostBecause?: string) => {
+      this.#watch(record, pseudoProcess(pid, persisted.logOffset), Promise.resolve(status), lostBecause);
+      await record.exited;
+    };
     let identity = persisted.pid !== undefined
       ? { pid: persisted.pid, startTime: persisted.startTime!, reaperPid: persisted.reaperPid!, reaperStartTime: persisted.reaperStartTime! }
       : undefined;
     if (persisted.bootId !== this.#bootId) {
       // The host rebooted: whatever the PID names now is not ours.
-      this.#watch(record, pseudoProcess(identity?.pid ?? 0, persisted.logOffset), Promise.resolve(undefined), 'the host rebooted while vmprocd was down; the VMM ended with it');
-      return;
+      return settle(identity?.pid ?? 0, undefined, 'the host rebooted while vmprocd was down; the VMM ended with it');
     }
     if (!identity) {
       // The previous daemon died between spawning and recording the PID: find the reaper.
       const found = await findLaunchByStatusPath(record.statusPath);
       if (found?.vmm) {
         identity = { pid: found.vmm.pid, startTime: found.vmm.startTime, reaperPid: found.reaperPid, reaperStartTime: found.reaperStartTime };
+        const { pid, startTime, reaperPid, reaperStartTime } = identity;
+        await this.#store.spawned(sandboxId, { pid, startTime, reaperPid, reaperStartTime, logOffset: 0 });
       } else {
         const status = await readExitStatus(record.statusPath);
-        if (!status) {
-          // It never got as far as a process: nothing ran, so there is no exit to publish.
-          this.#records.delete(sandboxId);
-          this.#socketOwners.delete(record.spec.socketPath);
-          await this.#store.abandoned(sandboxId);
-          this.#logger.warn({ sandboxId }, 'dropped a launch that never produced a process');
-          return;
-        }
-        this.#watch(record, pseudoProcess(status.pid, 0), Promise.resolve(status));
+        if (status) return settle(status.pid, status);
+        // It never got as far as a process: nothing ran, so there is no exit to publish.
+        this.#records.delete(sandboxId);
+        this.#socketOwners.delete(record.spec.socketPath);
+        await this.#store.abandoned(sandboxId);
+        this.#logger.warn({ sandboxId }, 'dropped a launch that never produced a process');
         return;
       }
     }
+    // Ended while nobody watched: its reaper recorded how, or (reaper gone too) nobody knows.
+    const status = await readExitStatus(record.statusPath);
+    if (status) return settle(identity.pid, status);
+    if (!(await isSameLiveProcess(identity.pid, identity.startTime)) && !(await isSameLiveProcess(identity.reaperPid, identity.reaperStartTime))) {
+      return settle(identity.pid, undefined, 'it ended while vmprocd was down, and its reaper left no status');
+    }
+
     const vmm: VmmProcess = {
       ...identity,
       logOffset: persisted.logOffset ?? 0,
       exited: this.#launcher.adopt({ ...identity, statusPath: record.statusPath }),
     };
-    if (persisted.pid === undefined) {
-      const { pid, startTime, reaperPid, reaperStartTime } = identity;
-      await this.#store.spawned(sandboxId, { pid, startTime, reaperPid, reaperStartTime, logOffset: 0 });
-    }
-    // The lifecycle position first: the exit may already be recorded and is classified by it.
-    record.resume({ ...(persisted.readyAt ? { readyAt: persisted.readyAt, vmmVersion: persisted.vmmVersion } : {}), stopping: persisted.stopKillAt !== undefined });
-    this.#watch(record, vmm, vmm.exited, 'its reaper ended without recording the exit status while vmprocd was down');
+    this.#watch(record, vmm, vmm.exited, 'its reaper ended without recording the exit status');
     this.#logger.info({ sandboxId, pid: vmm.pid, state: record.state }, 're-adopted vmm');
 
     if (record.state === 'stopping') {
@@ -432,7 +470,7 @@ export class Supervisor {
       // Finish the start the previous daemon began, within what is left of its ready timeout.
       const remainingMs = record.startedAt.getTime() + record.spec.readyTimeoutMs - this.#now().getTime();
       if (remainingMs <= 0) record.startAbort.abort({ kind: 'timeout' } satisfies StartAbortReason);
-      this.#awaitReady(record, undefined, Math.max(remainingMs, 1)).catch((error: unknown) =>
+      this.#awaitReady(record, Math.max(remainingMs, 1)).catch((error: unknown) =>
         this.#logger.warn({ sandboxId, err: error }, 'interrupted start did not complete'));
     }
   }
@@ -448,6 +486,8 @@ export class Supervisor {
 
   /** The single place a process's end becomes an exit event. */
   async #onEnded(record: ManagedProcess, status: ExitStatus | undefined, lostBecause?: string): Promise<void> {
+    // After shutdown the journal is closed: leave the reaper's record for the next daemon.
+    if (this.#detached) return;
     const { spec } = record;
     const vmm = record.vmm!;
     const { reason, message } = classifyExit(record, status, lostBecause);
@@ -478,15 +518,20 @@ export class Supervisor {
     };
     const { exchange } = this.#options;
     const event = exchange.assign(exit);
+    let recorded = true;
     try {
       await this.#store.exited(event);
     } catch (error) {
-      // Publishing matters more than the record: a watcher must not miss this exit.
+      // Publishing matters more than the record: a watcher must not miss this exit. The reaper's
+      // status stays, so a restarted daemon still knows how the VMM ended.
+      recorded = false;
       this.#logger.error({ sandboxId: spec.sandboxId, sequence: event.sequence, err: error }, 'cannot record the exit; publishing it anyway');
     }
-    // Only now that the exit is recorded may the reaper's files go; once it is published, nothing
-    // of this process is left.
-    await Promise.all([rm(record.statusPath, { force: true }), rm(`${record.statusPath}.pids`, { force: true })]).catch(() => undefined);
+    // Only once the exit is recorded may the reaper's files go; once it is published, nothing of
+    // this process is left.
+    if (recorded) {
+      await Promise.all([rm(record.statusPath, { force: true }), rm(`${record.statusPath}.pids`, { force: true })]).catch(() => undefined);
+    }
     // Publishing and the state change happen in one synchronous step, so a List taken at any
     // moment agrees with the exit sequence it reports.
     exchange.deliver(event);
