@@ -23,14 +23,15 @@
  *
  * Answers (one line each, written with a single write(), so lines from the spawner and from
  * reapers never interleave):
- *   spawned <id> <reaper pid> <vmm pid> <log offset>
- *                                           the VMM exists (written by the reaper itself); its
+ *   spawned <id> <reaper pid> <vmm pid> <log offset> <reaper start time> <vmm start time>
+ *                                           the VMM exists, in its own session (written by the
+ *                                           VMM's process itself, just before it execs); its
  *                                           output starts at that byte of the log
  *   failed <id> <reason>                    no VMM was started
  *   reaped <reaper pid>                     a reaper ended (its status file is final by then)
  *
- * The reaper also writes STATUS_FILE.pids ("<reaper pid> <vmm pid>") before it answers, so a
- * daemon that dies before it reads the answer can still find the VMM after a restart.
+ * STATUS_FILE.pids ("<reaper pid> <vmm pid>") is written before the answer, so a daemon that dies
+ * before it reads the answer can still find the VMM after a restart.
  *
  * The reaper: setsid(); stdout and stderr go to the log file; it forks the child, which calls
  * setsid() too (the VMM gets its own session and process group, so signals to the VMM's group never
@@ -39,6 +40,7 @@
  * When the child has ended, STATUS_FILE gets one line of key=value pairs:
  *   "pid=<PID> code=<N> at_ms=<unix ms>"                 exited with code N
  *   "pid=<PID> signal=<N> core=<0|1> at_ms=<unix ms>"    killed by signal N
+ * followed by the end of what this run wrote to the log (at most 4 KiB, from a line start), all
  * written atomically (temp file + rename), so a reader sees all of it or nothing. It is not
  * fsync'd: it must survive a crash of the daemon, not of the host, and a host crash ends the VMM.
  * The child is observed with waitid(WNOWAIT) and reaped only after the status is recorded, so its
@@ -55,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -130,16 +133,58 @@ static void redirect_to_devnull(int fd, int flags) {
     }
 }
 
-/* In the VMM's process: its own session, default signals, stdout = stderr = the log, exec.
- * `ready_fd` gets one byte once the session exists: until then the VMM's process group does not
- * exist either, and a signal to it would miss. */
-static void run_child(char **argv, char **envp, int ready_fd) {
+/* Field 22 of /proc/<pid>/stat: the start time that, with the PID, identifies a process. */
+static unsigned long long start_time_of(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
+    if (!p) return 0;
+    p += 2;
+    for (int field = 3; field < 22 && p; field++) {
+        p = strchr(p, ' ');
+        if (p) p++;
+    }
+    return p ? strtoull(p, NULL, 10) : 0;
+}
+
+struct launch {
+    const char *id;
+    const char *status_path;
+    long long log_offset;
+    int report_fd;
+};
+
+static int record_status(const char *path, const char *status, const char *extra, size_t extra_len);
+
+/*
+ * In the VMM's process: its own session, default signals, stdout = stderr = the log, exec.
+ * It answers the daemon itself, once its session (and so its process group) exists: before that
+ * a signal to the group would miss. The PIDs go to <status>.pids first, so a daemon that dies
+ * before reading the answer can still find them.
+ */
+static void run_child(const struct launch *launch, char **argv, char **envp) {
     reset_signals();
     if (setsid() < 0) {
-        dprintf(STDERR_FILENO, "vmprocd-reaper: setsid: %s\n", strerror(errno));
+        answer(launch->report_fd, "failed %s setsid: %s", launch->id, strerror(errno));
         _exit(127);
     }
-    write_all(ready_fd, "", 1);
+    pid_t self = getpid(), reaper = getppid();
+    unsigned long long self_start = start_time_of(self), reaper_start = start_time_of(reaper);
+    char pids_path[PATH_MAX], pids[64];
+    if (snprintf(pids_path, sizeof pids_path, "%s.pids", launch->status_path) < (int)sizeof pids_path) {
+        snprintf(pids, sizeof pids, "%d %d", (int)reaper, (int)self);
+        if (record_status(pids_path, pids, "", 0) < 0) {
+            dprintf(STDERR_FILENO, "vmprocd-reaper: cannot write %s: %s\n", pids_path, strerror(errno));
+        }
+    }
+    answer(launch->report_fd, "spawned %s %d %d %lld %llu %llu", launch->id, (int)reaper, (int)self,
+           launch->log_offset, reaper_start, self_start);
     if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0) _exit(127);
     close_fds_from(3);
     if (envp) execve(argv[0], argv, envp);
@@ -148,16 +193,48 @@ static void run_child(char **argv, char **envp, int ready_fd) {
     _exit(127);
 }
 
-static int record_status(const char *path, const char *status) {
+static int record_status(const char *path, const char *status, const char *extra, size_t extra_len) {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return -1;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return -1;
     char line[256];
     int len = snprintf(line, sizeof line, "%s\n", status);
-    int ok = write_all(fd, line, (size_t)len) == 0;
+    int ok = write_all(fd, line, (size_t)len) == 0 && write_all(fd, extra, extra_len) == 0;
     ok = close(fd) == 0 && ok;
     return ok && rename(tmp, path) == 0 ? 0 : -1;
+}
+
+#define TAIL_BYTES 4096
+
+/*
+ * The end of what this run wrote to the log (our stderr), from `log_offset` on, at most
+ * TAIL_BYTES, starting at a line boundary. Read here, where it costs a pread, so the daemon gets
+ * the whole exit record in one file.
+ */
+static size_t read_log_tail(long long log_offset, char *out) {
+    /* Our stderr is open for appending only: read the same file through a fresh descriptor. */
+    int fd = open("/proc/self/fd/2", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= log_offset) {
+        close(fd);
+        return 0;
+    }
+    long long start = st.st_size - TAIL_BYTES;
+    if (start < log_offset) start = log_offset;
+    /* One byte more than the tail, to see whether the cut falls at a line start. */
+    long long from = start > log_offset ? start - 1 : start;
+    ssize_t n = pread(fd, out, (size_t)(st.st_size - from), from);
+    close(fd);
+    if (n <= 0) return 0;
+    size_t skip = 0;
+    if (from < start) {
+        char *newline = memchr(out, '\n', (size_t)n);
+        skip = newline ? (size_t)(newline - out) + 1 : (size_t)n;
+    }
+    memmove(out, out + skip, (size_t)n - skip);
+    return (size_t)n - skip;
 }
 
 /*
@@ -170,36 +247,18 @@ static void run_reaper(const char *id, const char *status_path, char **argv, cha
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
 
-    int ready[2];
-    if (pipe2(ready, O_CLOEXEC) < 0) {
-        answer(report_fd, "failed %s pipe: %s", id, strerror(errno));
-        _exit(EX_SOFTWARE);
-    }
     pid_t pid = fork();
     if (pid < 0) {
         answer(report_fd, "failed %s fork: %s", id, strerror(errno));
         _exit(EX_SOFTWARE);
     }
     if (pid == 0) {
-        close(ready[0]);
-        run_child(argv, envp, ready[1]);
+        struct launch launch = { id, status_path, log_offset, report_fd };
+        run_child(&launch, argv, envp);
     }
-    /* Report only once the child leads its own process group (or is already gone). */
-    close(ready[1]);
-    char byte;
-    while (read(ready[0], &byte, 1) < 0 && errno == EINTR) {
-    }
-    close(ready[0]);
-
-    char pids_path[PATH_MAX], pids[64];
-    if (snprintf(pids_path, sizeof pids_path, "%s.pids", status_path) < (int)sizeof pids_path) {
-        snprintf(pids, sizeof pids, "%d %d", (int)getpid(), (int)pid);
-        if (record_status(pids_path, pids) < 0) {
-            dprintf(STDERR_FILENO, "vmprocd-reaper: cannot write %s: %s\n", pids_path, strerror(errno));
-        }
-    }
-    answer(report_fd, "spawned %s %d %d %lld", id, (int)getpid(), (int)pid, log_offset);
-    redirect_to_devnull(report_fd, O_WRONLY);
+    /* The child answers; the reaper lets go of the daemon's pipe. */
+    if (report_fd != STDOUT_FILENO) close(report_fd);
+    else redirect_to_devnull(report_fd, O_WRONLY);
 
     siginfo_t info;
     for (;;) {
@@ -218,7 +277,9 @@ static void run_reaper(const char *id, const char *status_path, char **argv, cha
         snprintf(status, sizeof status, "pid=%d signal=%d core=%d at_ms=%lld", (int)pid, info.si_status,
                  info.si_code == CLD_DUMPED ? 1 : 0, at);
     }
-    int recorded = record_status(status_path, status);
+    static char tail[TAIL_BYTES + 1];
+    size_t tail_len = read_log_tail(log_offset, tail);
+    int recorded = record_status(status_path, status, tail, tail_len);
     if (recorded < 0) dprintf(STDERR_FILENO, "vmprocd-reaper: cannot record %s in %s: %s\n", status, status_path, strerror(errno));
     /* Only now may the PID be reused. */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {

@@ -7,13 +7,33 @@ export interface ExitStatus {
   readonly signal?: string;
   readonly coreDumped: boolean;
   readonly exitedAt: Date;
+  /** The end of what this run wrote to its log, as the reaper read it at the exit. */
+  readonly logTail?: string;
 }
 
+/** How many of the log's last lines an exit carries. */
+export const TAIL_LINES = 20;
+
 /**
- * Parses the reaper's status line: `pid=12 code=0 at_ms=...` or `pid=12 signal=9 core=0 at_ms=...`
- * (see native/vmprocd-reaper.c). Undefined when the line is not a complete status.
+ * Parses a reaper's status file: a line `pid=12 code=0 at_ms=...` or `pid=12 signal=9 core=0
+ * at_ms=...`, then the end of the run's log (see native/vmprocd-reaper.c). Undefined when the
+ * first line is not a complete status.
  */
-export function parseReaperStatus(line: string): ExitStatus | undefined {
+export function parseReaperStatus(text: string): ExitStatus | undefined {
+  const newline = text.indexOf('\n');
+  const line = newline === -1 ? text : text.slice(0, newline);
+  const status = parseStatusLine(line);
+  if (!status || newline === -1) return status;
+  return { ...status, logTail: lastLines(text.slice(newline + 1), TAIL_LINES) };
+}
+
+/** The last `count` lines of `text`, without the final newline. */
+export function lastLines(text: string, count: number): string {
+  const lines = text.replace(/\n$/, '').split('\n');
+  return lines.slice(-count).join('\n');
+}
+
+function parseStatusLine(line: string): ExitStatus | undefined {
   const fields = new Map<string, string>();
   for (const pair of line.trim().split(' ')) {
     const eq = pair.indexOf('=');

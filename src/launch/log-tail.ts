@@ -1,15 +1,17 @@
 import { open } from 'node:fs/promises';
+import { lastLines, TAIL_LINES } from './exit-status.js';
 
 export interface TailOptions {
   readonly maxLines: number;
   readonly maxBytes: number;
 }
 
-export const DEFAULT_TAIL: TailOptions = { maxLines: 20, maxBytes: 4096 };
+export const DEFAULT_TAIL: TailOptions = { maxLines: TAIL_LINES, maxBytes: 4096 };
 
 /**
  * The last lines written to a log since byte `fromOffset` (where this run began), at most
- * `maxLines` lines and `maxBytes` bytes. An absent log gives an empty tail.
+ * `maxLines` lines and `maxBytes` bytes. An absent log gives an empty tail. Normally the reaper
+ * reads the tail at the exit (it comes with the status); this is for exits nobody recorded.
  */
 export async function readLogTail(path: string, fromOffset: number, options: TailOptions = DEFAULT_TAIL): Promise<string> {
   let handle;
@@ -30,8 +32,7 @@ export async function readLogTail(path: string, fromOffset: number, options: Tai
     let text = buffer.subarray(0, bytesRead).toString('utf8');
     // Drop the partial line the byte limit cut into (none when the byte before the cut is a newline).
     if (readFrom < start) text = text.slice(text.indexOf('\n') + 1);
-    const lines = text.replace(/\n$/, '').split('\n');
-    return lines.slice(-options.maxLines).join('\n');
+    return lastLines(text, options.maxLines);
   } finally {
     await handle.close();
   }

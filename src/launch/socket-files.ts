@@ -1,4 +1,4 @@
-import { lstat, rm } from 'node:fs/promises';
+import { lstat, unlink } from 'node:fs/promises';
 import { VmprocError } from '../errors.js';
 
 /** Removes a socket left by a dead VMM; anything else at that path is the caller's mistake. */
@@ -18,5 +18,17 @@ export async function removeStaleSocket(socketPath: string): Promise<void> {
 
 /** The socket and the `<socket>.lock` Cloud Hypervisor v53+ leaves beside it. */
 export async function removeSocketFiles(socketPath: string): Promise<void> {
-  await Promise.all([rm(socketPath, { force: true }), rm(`${socketPath}.lock`, { force: true })]);
+  await Promise.all([removeFile(socketPath), removeFile(`${socketPath}.lock`)]);
+}
+
+/**
+ * unlink(2), where one that is already gone is fine. Not fs.rm: that looks before it removes,
+ * one more trip through the thread pool on the way of every exit.
+ */
+export async function removeFile(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
 }

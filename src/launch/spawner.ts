@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { VmprocError } from '../errors.js';
+import { UNKNOWN_START_TIME } from './vmm-process.js';
 
 export interface SpawnRequest {
   /** Matches the answer to the request; one launch per ID at a time. */
@@ -17,6 +18,9 @@ export interface Spawned {
   readonly vmmPid: number;
   /** Where this run's output starts in the log. */
   readonly logOffset: number;
+  /** /proc/PID/stat start times, read by the VMM's process itself (UNKNOWN_START_TIME if unreadable). */
+  readonly reaperStartTime: bigint;
+  readonly vmmStartTime: bigint;
 }
 
 /**
@@ -100,11 +104,22 @@ export class Spawner {
     if (!pending) return;
     this.#pending.delete(id);
     if (kind === 'spawned') {
-      pending.resolve({ reaperPid: Number(rest[1]), vmmPid: Number(rest[2]), logOffset: Number(rest[3]) });
+      pending.resolve({
+        reaperPid: Number(rest[1]),
+        vmmPid: Number(rest[2]),
+        logOffset: Number(rest[3]),
+        reaperStartTime: startTime(rest[4]),
+        vmmStartTime: startTime(rest[5]),
+      });
     } else {
       pending.reject(new VmprocError('internal', `cannot launch: ${rest.slice(1).join(' ')}`));
     }
   }
+}
+
+/** 0 means the helper could not read it. */
+function startTime(text: string | undefined): bigint {
+  return text && /^[1-9]\d*$/.test(text) ? BigInt(text) : UNKNOWN_START_TIME;
 }
 
 /** A 4-byte little-endian length, then NUL-terminated fields: id, status, log, argc, argv, envc, env. */

@@ -3,9 +3,8 @@ import { VmprocError } from '../errors.js';
 import type { ExitStatus } from './exit-status.js';
 import { ExitWatch, type WatchedProcess } from './exit-watch.js';
 import type { LaunchCommand } from './launch-command.js';
-import { readProcessStartTime } from './proc-stat.js';
 import { Spawner } from './spawner.js';
-import { UNKNOWN_START_TIME, type VmmProcess } from './vmm-process.js';
+import type { VmmProcess } from './vmm-process.js';
 
 export interface LaunchRequest {
   readonly sandboxId: string;
@@ -49,18 +48,14 @@ export class ReaperLauncher implements VmmLauncher {
       argv: [file, ...request.command.args],
       env: request.env,
     });
-    // Neither can have been reaped yet (the reaper holds the VMM's zombie until it has recorded
-    // the status), but a launch that fails at once may be over before we look: then there is no
-    // start time to match, and UNKNOWN_START_TIME never matches one, so nothing is ever signalled.
-    const [startTime, reaperStartTime] = await Promise.all([
-      readProcessStartTime(spawned.vmmPid),
-      readProcessStartTime(spawned.reaperPid),
-    ]);
+    // Start times come from the VMM's process itself, read before it exec'd: an identity the
+    // daemon can check before every signal. One it could not read never matches, so nothing is
+    // signalled then.
     const identity: WatchedProcess = {
       pid: spawned.vmmPid,
-      startTime: startTime ?? UNKNOWN_START_TIME,
+      startTime: spawned.vmmStartTime,
       reaperPid: spawned.reaperPid,
-      reaperStartTime: reaperStartTime ?? UNKNOWN_START_TIME,
+      reaperStartTime: spawned.reaperStartTime,
       statusPath: request.statusPath,
     };
     return { ...identity, logOffset: spawned.logOffset, exited: this.#exits.wait(identity, { orphan: !spawner.alive }) };

@@ -32,8 +32,20 @@ export interface LoadedJournal {
 interface PendingAppend {
   readonly line: string;
   readonly sync: boolean;
+  readonly written: Settle;
+  readonly durable: Settle;
+}
+
+interface Settle {
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
+}
+
+/** An append's two moments: in the file (survives a crash of this process), and on disk. */
+export interface Appended {
+  readonly written: Promise<void>;
+  /** Settles with `written` for a record that need not be synced. */
+  readonly durable: Promise<void>;
 }
 
 export class Journal {
@@ -47,6 +59,9 @@ export class Journal {
   #paused = false;
   #recordCount: number;
   #closed = false;
+  /** The fdatasync in flight, and the appends waiting for the next one. */
+  #syncing: Promise<void> | undefined;
+  readonly #awaitingSync: Settle[] = [];
 
   private constructor(path: string, options: JournalOptions, handle: FileHandle, recordCount: number) {
     this.path = path;
@@ -77,12 +92,38 @@ export class Journal {
    * process, and on disk too when `sync` (or `syncAll`) is set.
    */
   append(record: unknown, options: { sync?: boolean } = {}): Promise<void> {
-    if (this.#closed) return Promise.reject(new VmprocError('unavailable', `journal ${this.path} is closed`));
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ line: encodeRecord(record), sync: options.sync === true || this.#options.syncAll, resolve, reject });
-      this.#recordCount++;
-      this.#kick();
+    return this.appendStaged(record, options).durable;
+  }
+
+  /**
+   * Like append(), with the two moments apart, so a caller can go on once the record is written
+   * and wait for the disk only when it must (the fdatasync of a launch record overlaps the launch).
+   */
+  appendStaged(record: unknown, options: { sync?: boolean } = {}): Appended {
+    if (this.#closed) {
+      const closed = Promise.reject(new VmprocError('unavailable', `journal ${this.path} is closed`));
+      closed.catch(() => undefined);
+      return { written: closed, durable: closed };
+    }
+    const sync = options.sync === true || this.#options.syncAll;
+    let written!: Settle;
+    let durable!: Settle;
+    const writtenPromise = new Promise<void>((resolve, reject) => {
+      written = { resolve, reject };
     });
+    const durablePromise = sync
+      ? new Promise<void>((resolve, reject) => {
+          durable = { resolve, reject };
+        })
+      : writtenPromise;
+    durable ??= { resolve: () => {}, reject: () => {} };
+    // A caller that waits on one moment only must not see the other's failure as unhandled.
+    writtenPromise.catch(() => undefined);
+    durablePromise.catch(() => undefined);
+    this.#queue.push({ line: encodeRecord(record), sync, written, durable });
+    this.#recordCount++;
+    this.#kick();
+    return { written: writtenPromise, durable: durablePromise };
   }
 
   /**
@@ -93,6 +134,7 @@ export class Journal {
     this.#paused = true;
     try {
       await this.#idle();
+      await this.#syncing;
       const records = snapshot();
       const tmp = `${this.path}.compact`;
       const out = await open(tmp, 'w', 0o600);
@@ -116,6 +158,7 @@ export class Journal {
   async close(): Promise<void> {
     this.#closed = true;
     await this.#idle();
+    await this.#syncing;
     await this.#handle.close();
   }
 
@@ -131,20 +174,52 @@ export class Journal {
     while (this.#draining) await this.#draining;
   }
 
-  /** Writes everything queued, one batch per write, until the queue is empty. */
+  /**
+   * Writes everything queued, one batch per write, until the queue is empty. Syncs run beside the
+   * writes: a batch waiting for the disk does not hold up the next batch's write.
+   */
   async #drain(): Promise<void> {
     while (this.#queue.length > 0 && !this.#paused) {
       const batch = this.#queue;
       this.#queue = [];
       try {
         await this.#handle.write(batch.map((p) => p.line).join(''));
-        if (batch.some((p) => p.sync)) await this.#handle.datasync();
-        for (const pending of batch) pending.resolve();
       } catch (error) {
-        const failure = new VmprocError('internal', `cannot write to the state journal ${this.path}: ${(error as Error).message}`, { cause: error });
-        for (const pending of batch) pending.reject(failure);
+        const failure = this.#failure('write to', error);
+        for (const pending of batch) {
+          pending.written.reject(failure);
+          pending.durable.reject(failure);
+        }
+        continue;
       }
+      for (const pending of batch) pending.written.resolve();
+      const toSync = batch.filter((p) => p.sync).map((p) => p.durable);
+      if (toSync.length > 0) this.#sync(toSync);
     }
+  }
+
+  /** fdatasync for records already written; one sync at a time, later ones join the next. */
+  #sync(waiting: Settle[]): void {
+    this.#awaitingSync.push(...waiting);
+    if (this.#syncing) return;
+    const round = this.#awaitingSync.splice(0);
+    this.#syncing = this.#handle
+      .datasync()
+      .then(
+        () => round.forEach((w) => w.resolve()),
+        (error: unknown) => {
+          const failure = this.#failure('sync', error);
+          round.forEach((w) => w.reject(failure));
+        },
+      )
+      .finally(() => {
+        this.#syncing = undefined;
+        if (this.#awaitingSync.length > 0) this.#sync([]);
+      });
+  }
+
+  #failure(what: string, error: unknown): VmprocError {
+    return new VmprocError('internal', `cannot ${what} the state journal ${this.path}: ${(error as Error).message}`, { cause: error });
   }
 }
 

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ExitReason, ProcessExitEvent, StartSpec } from '../supervisor/process-types.js';
-import { Journal } from './journal.js';
+import { type Appended, Journal } from './journal.js';
 
 /** What the daemon must remember about one process to pick it up again after a restart. */
 export interface PersistedProcess {
@@ -57,7 +57,11 @@ export type SyncMode = 'always' | 'launches' | 'none';
  * and an exit is not published, before it is recorded).
  */
 export interface StateStore {
-  launching(sandboxId: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Promise<void>;
+  /**
+   * Records a launch. `written` settles once it is in the journal (enough to survive a daemon
+   * crash: the spawn may go ahead); `durable` once it is on disk as the sync mode asks.
+   */
+  launching(sandboxId: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Appended;
   spawned(sandboxId: string, vmm: Required<Pick<PersistedProcess, 'pid' | 'startTime' | 'reaperPid' | 'reaperStartTime' | 'logOffset'>>): Promise<void>;
   ready(sandboxId: string, readyAt: Date, vmmVersion: string): Promise<void>;
   stopping(sandboxId: string, killAt: Date): Promise<void>;
@@ -72,8 +76,10 @@ export interface StateStore {
 }
 
 /** A store that remembers nothing, for a supervisor that need not survive restarts (tests). */
+const done: Appended = { written: Promise.resolve(), durable: Promise.resolve() };
+
 export const ephemeralStore: StateStore = {
-  launching: async () => {},
+  launching: () => done,
   spawned: async () => {},
   ready: async () => {},
   stopping: async () => {},
@@ -138,11 +144,12 @@ export class JournalStateStore implements StateStore {
     return { store, state };
   }
 
-  launching(id: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Promise<void> {
-    return this.#append(
-      { k: 'launch', id, spec: launch.spec, logPath: launch.logPath, statusPath: launch.statusPath, startedAt: launch.startedAt.getTime(), bootId: launch.bootId },
-      this.#options.sync !== 'none',
-    );
+  launching(id: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Appended {
+    const record: JournalRecord = { k: 'launch', id, spec: launch.spec, logPath: launch.logPath, statusPath: launch.statusPath, startedAt: launch.startedAt.getTime(), bootId: launch.bootId };
+    applyRecord(this.#processes, this.#exits, record);
+    const appended = this.#journal.appendStaged(record, { sync: this.#options.sync !== 'none' });
+    appended.written.then(() => this.#maybeCompact(), () => undefined);
+    return appended;
   }
 
   booted(bootId: string): Promise<void> {

@@ -1,4 +1,4 @@
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { VmprocError, asVmprocError } from '../errors.js';
 import { describeExitStatus, type ExitStatus } from '../launch/exit-status.js';
@@ -8,10 +8,11 @@ import { readLogTail } from '../launch/log-tail.js';
 import { signalProcessGroup } from '../launch/process-group.js';
 import { isSameLiveProcess, readBootId } from '../launch/proc-stat.js';
 import { parseSignalName } from '../launch/signals.js';
-import { removeSocketFiles, removeStaleSocket } from '../launch/socket-files.js';
+import { removeFile, removeSocketFiles, removeStaleSocket } from '../launch/socket-files.js';
 import type { VmmLauncher } from '../launch/vmm-launcher.js';
 import { readExitStatus, UNKNOWN_START_TIME, type VmmProcess } from '../launch/vmm-process.js';
 import { type Logger, silentLogger } from '../logger.js';
+import type { Appended } from '../store/journal.js';
 import { ephemeralStore, type PersistedProcess, type PersistedState, type StateStore } from '../store/state-store.js';
 import { type StartDefaults, checkStartPreconditions, validateStartRequest } from '../validation/start-request.js';
 import { classifyExit, describeStartFailure, type StartAbortReason } from './exit-classification.js';
@@ -147,10 +148,12 @@ export class Supervisor {
     const { defaults } = this.#options;
 
     let vmm: VmmProcess;
+    let launchRecord: Appended;
     try {
-      // Recorded before the spawn: a daemon that dies right after it can still find the reaper.
-      await this.#store.launching(spec.sandboxId, { spec, logPath: record.logPath, statusPath: record.statusPath, startedAt: record.startedAt, bootId: this.#bootId });
-      await removeStaleSocket(spec.socketPath);
+      // Recorded before the spawn, so a daemon that dies right after it can still find the reaper.
+      // Written is enough for that; the disk sync (against a host crash) overlaps the launch.
+      launchRecord = this.#store.launching(spec.sandboxId, { spec, logPath: record.logPath, statusPath: record.statusPath, startedAt: record.startedAt, bootId: this.#bootId });
+      await Promise.all([launchRecord.written, removeStaleSocket(spec.socketPath)]);
       vmm = await this.#launcher.launch({
         sandboxId: spec.sandboxId,
         command: buildLaunchCommand({ ...spec, vmmBin: defaults.vmmBin }),
@@ -173,8 +176,10 @@ export class Supervisor {
     }
     this.#watch(record, vmm, vmm.exited);
     this.#logger.info({ sandboxId: spec.sandboxId, pid: vmm.pid, mode: spec.mode }, 'vmm spawned');
-    await this.#recordSpawn(record, vmm);
-    return this.#awaitReady(record, spec.readyTimeoutMs);
+    // The PID is journalled while the VMM comes up; both records are on file before ready.
+    const recorded = Promise.all([launchRecord.durable, this.#recordSpawn(record, vmm)]).then(() => undefined);
+    recorded.catch(() => undefined); // awaited before ready; a failure then abandons the start
+    return this.#awaitReady(record, spec.readyTimeoutMs, recorded);
   }
 
   #newRecord(spec: StartSpec, startedAt: Date): ManagedProcess {
@@ -208,7 +213,7 @@ export class Supervisor {
    * Waits for readiness until the first of: ready, exit, timeout, stop, cancel (all of which abort
    * `record.startAbort` with their reason).
    */
-  async #awaitReady(record: ManagedProcess, timeoutMs: number): Promise<ProcessSnapshot> {
+  async #awaitReady(record: ManagedProcess, timeoutMs: number, recorded: Promise<void> = Promise.resolve()): Promise<ProcessSnapshot> {
     const { spec, startAbort } = record;
     const abort = (reason: StartAbortReason) => startAbort.abort(reason);
     const timer = setTimeout(() => abort({ kind: 'timeout' }), timeoutMs);
@@ -221,6 +226,7 @@ export class Supervisor {
         await api.restore(spec.socketPath, spec.restore, startAbort.signal);
       }
       if (startAbort.signal.aborted) throw startAbort.signal.reason;
+      await recorded;
       const readyAt = this.#now();
       await this.#store.ready(spec.sandboxId, readyAt, ready.version);
       if (startAbort.signal.aborted) throw startAbort.signal.reason;
@@ -480,7 +486,7 @@ export class Supervisor {
     const live = new Set([...this.#records.values()].filter((r) => isLive(r.state)).map((r) => posix.basename(r.statusPath)));
     for (const name of await readdir(this.exitsDir).catch(() => [] as string[])) {
       // <id>.status, <id>.status.pids, <id>.status.tmp all belong to <id>.status.
-      if (!live.has(name.replace(/\.status(\..*)?$/, '.status'))) await rm(posix.join(this.exitsDir, name), { force: true });
+      if (!live.has(name.replace(/\.status(\..*)?$/, '.status'))) await removeFile(posix.join(this.exitsDir, name));
     }
   }
 
@@ -491,13 +497,14 @@ export class Supervisor {
     const { spec } = record;
     const vmm = record.vmm!;
     const { reason, message } = classifyExit(record, status, lostBecause);
-    let stderrTail = '';
-    try {
-      stderrTail = await readLogTail(record.logPath, vmm.logOffset);
-    } catch (error) {
-      this.#logger.warn({ sandboxId: spec.sandboxId, err: error }, 'cannot read the vmm log tail');
+    // The reaper read the log's tail at the exit; only an exit nobody recorded needs the log here.
+    let stderrTail = status?.logTail;
+    if (stderrTail === undefined) {
+      stderrTail = await readLogTail(record.logPath, vmm.logOffset).catch((error: unknown) => {
+        this.#logger.warn({ sandboxId: spec.sandboxId, err: error }, 'cannot read the vmm log tail');
+        return '';
+      });
     }
-    await removeSocketFiles(spec.socketPath).catch(() => undefined);
 
     const exit: UnsequencedExit = {
       sandboxId: spec.sandboxId,
@@ -518,19 +525,16 @@ export class Supervisor {
     };
     const { exchange } = this.#options;
     const event = exchange.assign(exit);
-    let recorded = true;
-    try {
-      await this.#store.exited(event);
-    } catch (error) {
+    // The socket goes while the exit is recorded: once the exit is published, the sandbox ID and
+    // its socket path may be taken again at once.
+    const [written] = await Promise.allSettled([this.#store.exited(event), removeSocketFiles(spec.socketPath)]);
+    if (written.status === 'fulfilled') {
+      // Only once the exit is recorded may the reaper's files go.
+      await Promise.all([removeFile(record.statusPath), removeFile(`${record.statusPath}.pids`)]).catch(() => undefined);
+    } else {
       // Publishing matters more than the record: a watcher must not miss this exit. The reaper's
       // status stays, so a restarted daemon still knows how the VMM ended.
-      recorded = false;
-      this.#logger.error({ sandboxId: spec.sandboxId, sequence: event.sequence, err: error }, 'cannot record the exit; publishing it anyway');
-    }
-    // Only once the exit is recorded may the reaper's files go; once it is published, nothing of
-    // this process is left.
-    if (recorded) {
-      await Promise.all([rm(record.statusPath, { force: true }), rm(`${record.statusPath}.pids`, { force: true })]).catch(() => undefined);
+      this.#logger.error({ sandboxId: spec.sandboxId, sequence: event.sequence, err: written.reason }, 'cannot record the exit; publishing it anyway');
     }
     // Publishing and the state change happen in one synchronous step, so a List taken at any
     // moment agrees with the exit sequence it reports.

@@ -160,7 +160,9 @@ export async function checkStartPreconditions(spec: StartSpec, defaults: StartDe
  * /run/netns would hide /var/run/netns although the strings differ.
  */
 async function checkCanonicalSandboxDir(spec: StartSpec, defaults: StartDefaults): Promise<void> {
-  const needed = pathsTheLaunchNeeds(spec, defaults);
+  // The socket does not exist yet: its directory does, and covering that is covering the socket.
+  const needed = pathsTheLaunchNeeds(spec, defaults).map(([what, path]) =>
+    what === 'socket_path' ? ([what, posix.dirname(path)] as const) : ([what, path] as const));
   const [sandboxDir, ...resolved] = await Promise.all([
     canonicalPath(spec.sandboxDir, defaults),
     ...needed.map(([, path]) => canonicalPath(path, defaults)),

@@ -1,8 +1,8 @@
 /**
  * StopProcess and client cancellation that arrive while a start is still spawning, i.e. before
  * the VMM's PID is known (GetProcess shows STARTING with pid 0). On a loaded host that window is
- * the fork/exec of the reaper and the launch chain; here a reaper wrapper that sleeps before
- * exec'ing the real reaper widens it to ~1 s so the race is deterministic. The contract is the
+ * the launch request's trip through the spawner helper; here a stand-in for the spawner that holds
+ * each request for ~1 s widens it so the race is deterministic. The contract is the
  * same as for any other moment of a start: ABORTED / CANCELLED, a published START_FAILED exit,
  * and no process or socket left behind.
  */
@@ -19,8 +19,18 @@ const SPAWN_DELAY_S = 1;
 
 describeAsRoot('gRPC end to end: stop and cancel before the VMM PID is known', () => {
   const s = useGrpcSuite(async (fixture) => {
-    const wrapper = `${fixture.root}/slow-reaper`;
-    await writeFile(wrapper, `#!/bin/sh\nsleep ${SPAWN_DELAY_S}\nexec ${nativeBin('vmprocd-reaper')} "$@"\n`);
+    // The daemon forks reapers through one long-lived `vmprocd-reaper --spawner`: this stand-in
+    // for it holds every launch request for SPAWN_DELAY_S before passing it to the real spawner.
+    const wrapper = `${fixture.root}/slow-spawner`;
+    await writeFile(
+      wrapper,
+      `#!${process.execPath}\n` +
+        `const { spawn } = require('node:child_process');\n` +
+        `const real = spawn(${JSON.stringify(nativeBin('vmprocd-reaper'))}, process.argv.slice(2), { stdio: ['pipe', 'inherit', 'inherit'] });\n` +
+        `process.stdin.on('data', (chunk) => setTimeout(() => real.stdin.write(chunk), ${SPAWN_DELAY_S * 1000}));\n` +
+        `process.stdin.on('end', () => setTimeout(() => real.stdin.end(), ${SPAWN_DELAY_S * 1000}));\n` +
+        `real.on('exit', (code) => process.exit(code ?? 1));\n`,
+    );
     await chmod(wrapper, 0o755);
     return { reaperBin: wrapper };
   });

@@ -119,7 +119,8 @@ describeAsRoot('recovery: SIGKILL of the daemon mid-StopProcess', () => {
 
   it('classifies a VMM that honoured the SIGTERM while the daemon was down as STOPPED with its exit code', async () => {
     const id = 'polite';
-    const { pid, stopping } = await startThenStop(id, { sigterm_delay_ms: 1_000 }, 10_000);
+    // Wide enough that the daemon is surely down before the VMM obeys, even on a loaded host.
+    const { pid, stopping } = await startThenStop(id, { sigterm_delay_ms: 3_000 }, 10_000);
     await daemon!.kill('SIGKILL');
     await stopping;
     const recordedBy = await waitRecorded(pid, suite.statusFileOf(id));

@@ -11,8 +11,18 @@ describe('parseReaperStatus', () => {
     });
   });
 
-  it('parses a non-zero exit with a trailing newline and surrounding spaces', () => {
-    expect(parseReaperStatus('  pid=99 code=137 at_ms=5\n')).toEqual({ pid: 99, exitCode: 137, coreDumped: false, exitedAt: new Date(5) });
+  it('parses a non-zero exit with a trailing newline and surrounding spaces (an empty log tail)', () => {
+    expect(parseReaperStatus('  pid=99 code=137 at_ms=5\n')).toEqual({ pid: 99, exitCode: 137, coreDumped: false, exitedAt: new Date(5), logTail: '' });
+  });
+
+  it('takes the log tail after the status line, keeping its last 20 lines', () => {
+    const lines = Array.from({ length: 30 }, (_, i) => `line ${i}`);
+    const status = parseReaperStatus(`pid=7 signal=11 core=1 at_ms=9\n${lines.join('\n')}\n`);
+    expect(status).toMatchObject({ pid: 7, signal: 'SIGSEGV', coreDumped: true, logTail: lines.slice(10).join('\n') });
+  });
+
+  it('has no log tail when the reaper wrote none (a status line alone)', () => {
+    expect(parseReaperStatus('pid=7 code=0 at_ms=9')).not.toHaveProperty('logTail');
   });
 
   it('parses a death by signal, with its name and no exit code', () => {
