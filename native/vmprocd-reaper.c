@@ -19,7 +19,11 @@
  *       Runs one reaper directly (for debugging; output goes to this process's stderr).
  *
  * Request framing (daemon -> spawner): a 4-byte little-endian payload length, then NUL-terminated
- * fields: id, status file, log file, argc, argv..., envc, env... (argv[0] is an absolute path).
+ * fields: id, status file, log file, kind, [sandbox fields], argc, argv..., envc, env... where
+ * argv[0] is an absolute path and kind is
+ *   "exec"      run argv as it is (the script launch: argv is `unshare -m -- bash -c ...`), or
+ *   "sandbox"   followed by sandbox dir, kernel ("" in restore mode), rootfs, netns path and netns
+ *               name: set the sandbox up in the VMM's own process (setup_sandbox), then exec argv.
  *
  * Answers (one line each, written with a single write(), so lines from the spawner and from
  * reapers never interleave):
@@ -56,7 +60,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -153,12 +161,104 @@ static unsigned long long start_time_of(pid_t pid) {
     return p ? strtoull(p, NULL, 10) : 0;
 }
 
+/* The namespaced sandbox the native launch sets up before exec (see setup_sandbox). */
+struct sandbox {
+    const char *dir;
+    const char *kernel; /* "" in restore mode */
+    const char *rootfs;
+    const char *netns_path; /* e.g. /var/run/netns/NAME */
+    const char *netns_name;
+};
+
 struct launch {
     const char *id;
     const char *status_path;
     long long log_offset;
     int report_fd;
+    const struct sandbox *sandbox; /* NULL: exec argv as it is (the script launch) */
 };
+
+static int fail_setup(const char *what, const char *path) {
+    dprintf(STDERR_FILENO, "vmprocd-reaper: %s%s%s: %s\n", what, path ? " " : "", path ? path : "", strerror(errno));
+    return -1;
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path) {
+    char buf[PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* `ip netns exec`'s bind_etc: /etc/netns/NAME/<file> over /etc/<file>, warnings only. */
+static void bind_netns_etc(const char *name) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "/etc/netns/%s", name);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+        char src[PATH_MAX * 2], dst[PATH_MAX];
+        snprintf(src, sizeof src, "%s/%s", dir, entry->d_name);
+        snprintf(dst, sizeof dst, "/etc/%s", entry->d_name);
+        if (mount(src, dst, "none", MS_BIND, NULL) < 0) {
+            dprintf(STDERR_FILENO, "vmprocd-reaper: bind %s -> %s failed: %s\n", src, dst, strerror(errno));
+        }
+    }
+    closedir(d);
+}
+
+/*
+ * The native launch: in this process, what `unshare -m -- bash -c <script>` and then
+ * `ip netns exec NETNS` do, step for step, without their eight fork/execs:
+ *   unshare -m; mount --make-rprivate /; mkdir -p DIR; mount -t tmpfs ... DIR;
+ *   ln -s KERNEL DIR/vmlinux (boot only); ln -s ROOTFS DIR/rootfs.ext4;
+ *   ip netns exec: setns(net), unshare -m, make / rslave, a fresh /sys for this netns,
+ *   /etc/netns/NAME files bound over /etc.
+ * Any failure is reported on stderr (the log) and ends the launch, like the script's `set -e`.
+ */
+static int setup_sandbox(const struct sandbox *sb) {
+    if (unshare(CLONE_NEWNS) < 0) return fail_setup("unshare(CLONE_NEWNS)", NULL);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return fail_setup("mount --make-rprivate", "/");
+    if (make_dirs(sb->dir) < 0) return fail_setup("mkdir -p", sb->dir);
+    if (mount("vmprocd-sandbox", sb->dir, "tmpfs", 0, "mode=0755,size=16m") < 0) return fail_setup("mount tmpfs on", sb->dir);
+    char link[PATH_MAX];
+    if (sb->kernel[0]) {
+        snprintf(link, sizeof link, "%s/vmlinux", sb->dir);
+        if (symlink(sb->kernel, link) < 0) return fail_setup("ln -s", link);
+    }
+    snprintf(link, sizeof link, "%s/rootfs.ext4", sb->dir);
+    if (symlink(sb->rootfs, link) < 0) return fail_setup("ln -s", link);
+
+    int netns = open(sb->netns_path, O_RDONLY | O_CLOEXEC);
+    if (netns < 0) return fail_setup("cannot open network namespace", sb->netns_path);
+    if (setns(netns, CLONE_NEWNET) < 0) {
+        close(netns);
+        return fail_setup("setns to", sb->netns_path);
+    }
+    close(netns);
+    if (unshare(CLONE_NEWNS) < 0) return fail_setup("unshare(CLONE_NEWNS) for /sys", NULL);
+    if (mount("", "/", "none", MS_SLAVE | MS_REC, NULL) < 0) return fail_setup("mount --make-rslave", "/");
+    unsigned long sysfs_flags = 0;
+    if (umount2("/sys", MNT_DETACH) < 0) {
+        struct statvfs fs;
+        /* A read-only /sys cannot be shadowed by a read-write one. */
+        if (statvfs("/sys", &fs) == 0 && (fs.f_flag & ST_RDONLY)) sysfs_flags = MS_RDONLY;
+    }
+    if (mount(sb->netns_name, "/sys", "sysfs", sysfs_flags, NULL) < 0) return fail_setup("mount sysfs on", "/sys");
+    bind_netns_etc(sb->netns_name);
+    return 0;
+}
 
 static int record_status(const char *path, const char *status, const char *extra, size_t extra_len);
 
@@ -186,6 +286,7 @@ static void run_child(const struct launch *launch, char **argv, char **envp) {
     answer(launch->report_fd, "spawned %s %d %d %lld %llu %llu", launch->id, (int)reaper, (int)self,
            launch->log_offset, reaper_start, self_start);
     if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0) _exit(127);
+    if (launch->sandbox && setup_sandbox(launch->sandbox) < 0) _exit(1);
     close_fds_from(3);
     if (envp) execve(argv[0], argv, envp);
     else execvp(argv[0], argv);
@@ -241,7 +342,8 @@ static size_t read_log_tail(long long log_offset, char *out) {
  * The reaper proper, in a fresh process whose stderr is the log. Starts the child, reports
  * "spawned" on report_fd (then lets go of it), waits, records the status, reaps. Never returns.
  */
-static void run_reaper(const char *id, const char *status_path, char **argv, char **envp, int report_fd, long long log_offset) {
+static void run_reaper(const char *id, const char *status_path, char **argv, char **envp, int report_fd, long long log_offset,
+                       const struct sandbox *sandbox) {
     /* The daemon may vanish at any moment: a closed pipe or a hangup must not end us. SIGTERM and
      * SIGINT keep their default so an operator can still end a stray reaper. */
     signal(SIGPIPE, SIG_IGN);
@@ -253,7 +355,7 @@ static void run_reaper(const char *id, const char *status_path, char **argv, cha
         _exit(EX_SOFTWARE);
     }
     if (pid == 0) {
-        struct launch launch = { id, status_path, log_offset, report_fd };
+        struct launch launch = { id, status_path, log_offset, report_fd, sandbox };
         run_child(&launch, argv, envp);
     }
     /* The child answers; the reaper lets go of the daemon's pipe. */
@@ -315,21 +417,37 @@ static int parse_count(const char *text, int max) {
 
 /* Forks one reaper for a request. The spawner itself never waits here: it only forks. */
 static void spawn_reaper(struct request *rq, int request_fd, int signal_fd) {
-    if (rq->count < 5) {
-        answer(STDOUT_FILENO, "failed %s malformed request", rq->count > 0 ? rq->fields[0] : "?");
+    const char *id = rq->count > 0 ? rq->fields[0] : "?";
+    if (rq->count < 6) {
+        answer(STDOUT_FILENO, "failed %s malformed request", id);
         return;
     }
-    const char *id = rq->fields[0], *status_path = rq->fields[1], *log_path = rq->fields[2];
-    int argc = parse_count(rq->fields[3], rq->count - 5);
-    int envc = argc < 1 ? -1 : parse_count(rq->fields[4 + argc], rq->count - 5 - argc);
-    if (argc < 1 || envc < 0 || 5 + argc + envc != rq->count || rq->fields[4][0] != '/') {
+    const char *status_path = rq->fields[1], *log_path = rq->fields[2], *kind = rq->fields[3];
+    struct sandbox sandbox;
+    const struct sandbox *setup = NULL;
+    int at = 4;
+    if (strcmp(kind, "sandbox") == 0) {
+        if (rq->count < at + 5 + 2) {
+            answer(STDOUT_FILENO, "failed %s malformed request", id);
+            return;
+        }
+        sandbox = (struct sandbox){ rq->fields[at], rq->fields[at + 1], rq->fields[at + 2], rq->fields[at + 3], rq->fields[at + 4] };
+        setup = &sandbox;
+        at += 5;
+    } else if (strcmp(kind, "exec") != 0) {
+        answer(STDOUT_FILENO, "failed %s unknown launch kind %s", id, kind);
+        return;
+    }
+    int argc = parse_count(rq->fields[at], rq->count - at - 2);
+    int envc = argc < 1 ? -1 : parse_count(rq->fields[at + 1 + argc], rq->count - at - 2 - argc);
+    if (argc < 1 || envc < 0 || at + 2 + argc + envc != rq->count || rq->fields[at + 1][0] != '/') {
         answer(STDOUT_FILENO, "failed %s malformed request", id);
         return;
     }
     char *argv[MAX_FIELDS + 1], *envp[MAX_FIELDS + 1];
-    memcpy(argv, rq->fields + 4, (size_t)argc * sizeof *argv);
+    memcpy(argv, rq->fields + at + 1, (size_t)argc * sizeof *argv);
     argv[argc] = NULL;
-    memcpy(envp, rq->fields + 5 + argc, (size_t)envc * sizeof *envp);
+    memcpy(envp, rq->fields + at + 2 + argc, (size_t)envc * sizeof *envp);
     envp[envc] = NULL;
 
     /* Opened here, so a bad log path is a clean "failed" rather than a reaper that dies. */
@@ -356,7 +474,7 @@ static void spawn_reaper(struct request *rq, int request_fd, int signal_fd) {
             answer(STDOUT_FILENO, "failed %s setsid: %s", id, strerror(errno));
             _exit(EX_SOFTWARE);
         }
-        run_reaper(id, status_path, argv, envp, STDOUT_FILENO, log_offset);
+        run_reaper(id, status_path, argv, envp, STDOUT_FILENO, log_offset, setup);
     }
     close(log);
 }
@@ -428,5 +546,5 @@ int main(int argc, char **argv) {
         return 2;
     }
     unlink(argv[1]);
-    run_reaper("-", argv[1], argv + 2, NULL, STDOUT_FILENO, 0);
+    run_reaper("-", argv[1], argv + 2, NULL, STDOUT_FILENO, 0, NULL);
 }

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { VmprocError } from '../errors.js';
 import { nativeBin } from '../package-paths.js';
+import type { LaunchStrategy } from '../launch/launch-command.js';
 import type { SyncMode } from '../store/state-store.js';
 import { type ListenAddress, parseListenAddress } from '../rpc/listen-address.js';
 import { validatePath } from '../validation/paths.js';
@@ -11,6 +12,8 @@ export interface DaemonConfig {
   readonly listen: readonly ListenAddress[];
   readonly vmmBin: string;
   readonly reaperBin: string;
+  /** How a VMM gets into its sandbox (src/launch/launch-command.ts). */
+  readonly launcher: LaunchStrategy;
   readonly runDir: string;
   readonly stateDir: string;
   /** What the state journal fdatasyncs before acknowledging (see SyncMode). */
@@ -27,6 +30,7 @@ const SETTINGS = {
   listen: { env: 'VMPROCD_LISTEN', multiple: true, fallback: 'unix:///run/vmprocd/vmprocd.sock' },
   'vmm-bin': { env: 'VMPROCD_VMM_BIN', fallback: undefined },
   'reaper-bin': { env: 'VMPROCD_REAPER_BIN', fallback: nativeBin('vmprocd-reaper') },
+  launcher: { env: 'VMPROCD_LAUNCHER', fallback: 'native' },
   'run-dir': { env: 'VMPROCD_RUN_DIR', fallback: '/run/vmprocd' },
   'state-dir': { env: 'VMPROCD_STATE_DIR', fallback: '/var/lib/vmprocd' },
   'state-sync': { env: 'VMPROCD_STATE_SYNC', fallback: 'launches' },
@@ -58,6 +62,9 @@ Every flag can also be set by the environment variable named beside it (the flag
   --exit-history N      exits kept for WatchExits replay; default 10000  VMPROCD_EXIT_HISTORY
   --watch-buffer N      exits one watcher may lag before it is cut off; default 1024   VMPROCD_WATCH_BUFFER
   --log-level LEVEL     trace, debug, info, warn, error, fatal; default info   VMPROCD_LOG_LEVEL
+  --launcher KIND       native (default): the sandbox is set up in the VMM's own process; script:
+                        unshare -m -- bash -c <script> ... ip netns exec (same isolation, slower)
+                                                                         VMPROCD_LAUNCHER
   --reaper-bin PATH     the per-VMM reaper; default the one built with this package   VMPROCD_REAPER_BIN
   --netns-dir DIR       where named network namespaces live; default /var/run/netns   VMPROCD_NETNS_DIR
   -h, --help            show this help
@@ -110,6 +117,10 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(logLevel)) {
     throw new VmprocError('invalid-argument', `--log-level (or VMPROCD_LOG_LEVEL) ${logLevel} is not one of trace, debug, info, warn, error, fatal`);
   }
+  const launcher = one('launcher')!;
+  if (launcher !== 'native' && launcher !== 'script') {
+    throw new VmprocError('invalid-argument', `--launcher (or VMPROCD_LAUNCHER) ${launcher} is not one of native, script`);
+  }
   const stateSync = one('state-sync')!;
   if (stateSync !== 'always' && stateSync !== 'launches' && stateSync !== 'none') {
     throw new VmprocError('invalid-argument', `--state-sync (or VMPROCD_STATE_SYNC) ${stateSync} is not one of launches, always, none`);
@@ -120,6 +131,7 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
       listen: listenTexts.map(parseListenAddress),
       vmmBin: validatePath('--vmm-bin', vmmBin),
       reaperBin: validatePath('--reaper-bin', one('reaper-bin')!),
+      launcher,
       runDir: validatePath('--run-dir', one('run-dir')!),
       stateDir: validatePath('--state-dir', one('state-dir')!),
       stateSync,

@@ -78,6 +78,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const supervisor = new Supervisor({
       defaults: { runDir: config.runDir, sandboxDir: config.sandboxDir, vmmBin: config.vmmBin, netnsDir: config.netnsDir },
       launcher: new ReaperLauncher(config.reaperBin),
+      launchStrategy: config.launcher,
       exchange,
       vmmApi: cloudHypervisorApi(),
       exitedRecordLimit: config.exitHistory,

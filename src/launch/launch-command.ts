@@ -68,6 +68,50 @@ export function buildLaunchCommand(plan: LaunchPlan): LaunchCommand {
 }
 
 /**
+ * How a VMM gets into its sandbox:
+ * - `script`: `unshare -m -- bash -c <LAUNCH_SCRIPT> ...`, whose last step is
+ *   `exec ip netns exec <netns> <vmm>`: the reference launch, eight fork/execs.
+ * - `native`: the same steps in the VMM's own process before it execs the VMM
+ *   (native/vmprocd-reaper.c, setup_sandbox): same namespaces, mounts, links and PID.
+ */
+export type LaunchStrategy = 'script' | 'native';
+
+export interface SandboxSetup {
+  readonly dir: string;
+  /** Empty in restore mode: no vmlinux link. */
+  readonly kernel: string;
+  readonly rootfs: string;
+  readonly netnsPath: string;
+  readonly netnsName: string;
+}
+
+/** What the spawner runs: a command as it is, or the VMM after setting up its sandbox. */
+export type LaunchProgram =
+  | { readonly kind: 'exec'; readonly file: string; readonly args: readonly string[] }
+  | { readonly kind: 'sandbox'; readonly sandbox: SandboxSetup; readonly file: string; readonly args: readonly string[] };
+
+/** The VMM's own command line, the same for both strategies. */
+export function vmmArgs(socketPath: string): string[] {
+  return ['--api-socket', `path=${socketPath}`];
+}
+
+export function planLaunch(plan: LaunchPlan, strategy: LaunchStrategy, netnsDir: string): LaunchProgram {
+  if (strategy === 'script') return { kind: 'exec', ...buildLaunchCommand(plan) };
+  return {
+    kind: 'sandbox',
+    sandbox: {
+      dir: plan.sandboxDir,
+      kernel: plan.mode === 'boot' ? (plan.kernelPath ?? '') : '',
+      rootfs: plan.rootfsPath,
+      netnsPath: `${netnsDir}/${plan.networkNamespace}`,
+      netnsName: plan.networkNamespace,
+    },
+    file: plan.vmmBin,
+    args: vmmArgs(plan.socketPath),
+  };
+}
+
+/**
  * The VMM's environment: a fixed PATH (the daemon's own environment is not the VMM's business)
  * and where its sandbox is, for wrappers and the stand-in VMM.
  */

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { VmprocError } from '../errors.js';
+import type { SandboxSetup } from './launch-command.js';
 import { UNKNOWN_START_TIME } from './vmm-process.js';
 
 export interface SpawnRequest {
@@ -8,6 +9,8 @@ export interface SpawnRequest {
   readonly id: string;
   readonly statusPath: string;
   readonly logPath: string;
+  /** Set up this sandbox in the VMM's process before exec (the native launch). */
+  readonly sandbox?: SandboxSetup;
   /** argv[0] must be an absolute path. */
   readonly argv: readonly string[];
   readonly env: Readonly<Record<string, string>>;
@@ -122,10 +125,15 @@ function startTime(text: string | undefined): bigint {
   return text && /^[1-9]\d*$/.test(text) ? BigInt(text) : UNKNOWN_START_TIME;
 }
 
-/** A 4-byte little-endian length, then NUL-terminated fields: id, status, log, argc, argv, envc, env. */
+/**
+ * A 4-byte little-endian length, then NUL-terminated fields: id, status, log, kind ("exec", or
+ * "sandbox" and its five fields), argc, argv, envc, env.
+ */
 export function encodeRequest(request: SpawnRequest): Buffer {
   const env = Object.entries(request.env).map(([key, value]) => `${key}=${value}`);
-  const fields = [request.id, request.statusPath, request.logPath, String(request.argv.length), ...request.argv, String(env.length), ...env];
+  const sb = request.sandbox;
+  const kind = sb ? ['sandbox', sb.dir, sb.kernel, sb.rootfs, sb.netnsPath, sb.netnsName] : ['exec'];
+  const fields = [request.id, request.statusPath, request.logPath, ...kind, String(request.argv.length), ...request.argv, String(env.length), ...env];
   for (const field of fields) {
     // Validation keeps NUL out of every value; this guards the framing itself.
     if (field.includes('\0')) throw new VmprocError('invalid-argument', 'a launch argument contains a NUL byte');

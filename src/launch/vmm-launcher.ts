@@ -2,13 +2,13 @@ import { access, constants } from 'node:fs/promises';
 import { VmprocError } from '../errors.js';
 import type { ExitStatus } from './exit-status.js';
 import { ExitWatch, type WatchedProcess } from './exit-watch.js';
-import type { LaunchCommand } from './launch-command.js';
+import type { LaunchProgram } from './launch-command.js';
 import { Spawner } from './spawner.js';
 import type { VmmProcess } from './vmm-process.js';
 
 export interface LaunchRequest {
   readonly sandboxId: string;
-  readonly command: LaunchCommand;
+  readonly program: LaunchProgram;
   readonly env: Readonly<Record<string, string>>;
   /** The VMM's stdout and stderr are appended here. */
   readonly logPath: string;
@@ -40,12 +40,14 @@ export class ReaperLauncher implements VmmLauncher {
 
   async launch(request: LaunchRequest): Promise<VmmProcess> {
     const spawner = await this.#currentSpawner();
-    const file = await this.#resolve(request.command.file, request.env.PATH ?? '');
+    const { program } = request;
+    const file = await this.#resolve(program.file, request.env.PATH ?? '');
     const spawned = await spawner.spawn({
       id: request.sandboxId,
       statusPath: request.statusPath,
       logPath: request.logPath,
-      argv: [file, ...request.command.args],
+      ...(program.kind === 'sandbox' ? { sandbox: program.sandbox } : {}),
+      argv: [file, ...program.args],
       env: request.env,
     });
     // Start times come from the VMM's process itself, read before it exec'd: an identity the

@@ -3,7 +3,7 @@ import { posix } from 'node:path';
 import { VmprocError, asVmprocError } from '../errors.js';
 import { describeExitStatus, type ExitStatus } from '../launch/exit-status.js';
 import { findLaunchByStatusPath } from '../launch/find-reaper.js';
-import { buildLaunchCommand, buildLaunchEnvironment } from '../launch/launch-command.js';
+import { buildLaunchEnvironment, type LaunchStrategy, planLaunch } from '../launch/launch-command.js';
 import { readLogTail } from '../launch/log-tail.js';
 import { signalProcessGroup } from '../launch/process-group.js';
 import { isSameLiveProcess, readBootId } from '../launch/proc-stat.js';
@@ -31,6 +31,8 @@ export interface SupervisorOptions {
   readonly defaults: StartDefaults;
   /** Starts VMMs under reapers and reports their ends (src/launch/vmm-launcher.ts). */
   readonly launcher: VmmLauncher;
+  /** How a VMM gets into its sandbox (see LaunchStrategy); default `native`. */
+  readonly launchStrategy?: LaunchStrategy;
   readonly exchange: ExitExchange;
   readonly vmmApi: VmmApi;
   /** How many exited processes stay visible to Get/List/Wait before the oldest are forgotten. */
@@ -156,7 +158,7 @@ export class Supervisor {
       await Promise.all([launchRecord.written, removeStaleSocket(spec.socketPath)]);
       vmm = await this.#launcher.launch({
         sandboxId: spec.sandboxId,
-        command: buildLaunchCommand({ ...spec, vmmBin: defaults.vmmBin }),
+        program: planLaunch({ ...spec, vmmBin: defaults.vmmBin }, this.#options.launchStrategy ?? 'native', defaults.netnsDir),
         env: buildLaunchEnvironment(spec.sandboxId, spec.sandboxDir),
         logPath: record.logPath,
         statusPath: record.statusPath,

@@ -22,6 +22,7 @@ export async function startDaemonHarness(fixture: SandboxFixture, overrides: Par
     listen: [{ kind: 'unix', path: socket }],
     vmmBin: nativeBin('standin-vmm'),
     reaperBin: nativeBin('vmprocd-reaper'),
+    launcher: 'native',
     runDir: fixture.runDir,
     stateDir: join(fixture.root, 'state'),
     stateSync: 'launches',

@@ -29,7 +29,12 @@ interface Inspect {
   last_restore: Record<string, unknown> | null;
 }
 
-describeAsRoot('launch through unshare, tmpfs and ip netns exec (supervisor, no gRPC)', () => {
+/**
+ * Both launch strategies must give the same isolation: the same tests run against each.
+ * `script` is `unshare -m -- bash -c <script> ... ip netns exec`; `native` does the same steps in
+ * the VMM's own process (native/vmprocd-reaper.c).
+ */
+for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${strategy}): a private tmpfs, the netns, the VMM as the tracked PID (supervisor, no gRPC)`, () => {
   let netns: TestNetns;
   let fixture: SandboxFixture;
   let supervisor: Supervisor;
@@ -43,6 +48,7 @@ describeAsRoot('launch through unshare, tmpfs and ip netns exec (supervisor, no 
     supervisor = new Supervisor({
       defaults: { runDir: fixture.runDir, sandboxDir: fixture.sandboxDir, vmmBin: nativeBin('standin-vmm'), netnsDir: '/var/run/netns' },
       launcher: new ReaperLauncher(nativeBin('vmprocd-reaper')),
+      launchStrategy: strategy,
       exchange,
       vmmApi: cloudHypervisorApi(),
       exitedRecordLimit: 1000,
@@ -70,7 +76,7 @@ describeAsRoot('launch through unshare, tmpfs and ip netns exec (supervisor, no 
     expect(leftovers).toEqual([]);
   });
 
-  const nextId = () => `l${++counter}`;
+  const nextId = () => `${strategy[0]}${++counter}`;
 
   async function request(knobs: StandinKnobs = {}, overrides: Partial<StartRequest> = {}): Promise<StartRequest> {
     const sandboxId = overrides.sandboxId ?? nextId();
@@ -130,6 +136,20 @@ describeAsRoot('launch through unshare, tmpfs and ip netns exec (supervisor, no 
     const stopped = await supervisor.stop(req.sandboxId);
     expect(stopped.exit).toMatchObject({ reason: 'stopped', exitCode: 0, labels: { suite: 'launch' } });
     await expectNothingLeft(req.sandboxId, started.socketPath);
+  });
+
+  it('gives the VMM the mount table ip netns exec would: its own tmpfs, and a /sys of its netns', async () => {
+    const started = await supervisor.start(await request());
+    const own = await readFile(`/proc/${started.pid}/mountinfo`, 'utf8');
+    const host = await readFile('/proc/self/mountinfo', 'utf8');
+    const mountOf = (table: string, point: string) =>
+      table.split('\n').map((line) => line.split(' ')).filter((f) => f[4] === point).map((f) => ({ id: f[0], fstype: f[f.indexOf('-') + 1], source: f[f.indexOf('-') + 2] }));
+    expect(mountOf(own, fixture.sandboxDir)).toEqual([expect.objectContaining({ fstype: 'tmpfs', source: 'vmprocd-sandbox' })]);
+    // A sysfs mounted for the VMM (named after its netns, as ip netns exec does), not the host's.
+    const sys = mountOf(own, '/sys').at(-1)!;
+    expect(sys).toMatchObject({ fstype: 'sysfs', source: netns.name });
+    expect(mountOf(host, '/sys').map((m) => m.id)).not.toContain(sys.id);
+    expect(await readFile(`/proc/${started.pid}/cmdline`, 'utf8')).toBe(`${nativeBin('standin-vmm')}\0--api-socket\0path=${started.socketPath}\0`);
   });
 
   it('restores with OnDemand paging: the VMM receives the exact restore body', async () => {

@@ -18,6 +18,7 @@ describe('parseDaemonConfig defaults', () => {
       listen: [{ kind: 'unix', path: '/run/vmprocd/vmprocd.sock' }],
       vmmBin: '/usr/local/bin/cloud-hypervisor',
       reaperBin: nativeBin('vmprocd-reaper'),
+      launcher: 'native',
       runDir: '/run/vmprocd',
       stateDir: '/var/lib/vmprocd',
       stateSync: 'launches',
@@ -205,5 +206,14 @@ describe('parseDaemonConfig --state-sync', () => {
     expect(config([...VMM, '--state-sync', 'none']).stateSync).toBe('none');
     expect(config(VMM, { VMPROCD_STATE_SYNC: 'always' }).stateSync).toBe('always');
     expectThrowsVmprocError(() => config([...VMM, '--state-sync', 'sometimes']), 'invalid-argument', '--state-sync');
+  });
+});
+
+describe('parseDaemonConfig --launcher', () => {
+  it('defaults to native, accepts script from flag or environment, and refuses anything else', () => {
+    expect(config(VMM).launcher).toBe('native');
+    expect(config([...VMM, '--launcher', 'script']).launcher).toBe('script');
+    expect(config(VMM, { VMPROCD_LAUNCHER: 'script' }).launcher).toBe('script');
+    expectThrowsVmprocError(() => config([...VMM, '--launcher', 'bash']), 'invalid-argument', '--launcher');
   });
 });
