@@ -32,6 +32,10 @@
  *                                           VMM's process itself, just before it execs); its
  *                                           output starts at that byte of the log
  *   failed <id> <reason>                    no VMM was started
+ *   exited <id> [<base64 of the status file>]
+ *                                           the VMM ended and its status file is written (written
+ *                                           by the reaper; the content is left out when it would
+ *                                           not fit in one atomic pipe write)
  *   reaped <reaper pid>                     a reaper ended (its status file is final by then)
  *
  * STATUS_FILE.pids ("<reaper pid> <vmm pid>") is written before the answer, so a daemon that dies
@@ -318,7 +322,12 @@ static size_t read_log_tail(long long log_offset, char *out) {
     int fd = open("/proc/self/fd/2", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= log_offset) {
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return 0;
+    }
+    if (st.st_size < log_offset) log_offset = 0; /* the log was rotated (copy-truncate) meanwhile */
+    if (st.st_size <= log_offset) {
         close(fd);
         return 0;
     }
@@ -336,6 +345,47 @@ static size_t read_log_tail(long long log_offset, char *out) {
     }
     memmove(out, out + skip, (size_t)n - skip);
     return (size_t)n - skip;
+}
+
+static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static size_t base64_encode(const unsigned char *in, size_t len, char *out) {
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < len ? in[i + 2] : 0);
+        out[o++] = BASE64[v >> 18 & 63];
+        out[o++] = BASE64[v >> 12 & 63];
+        out[o++] = i + 1 < len ? BASE64[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < len ? BASE64[v & 63] : '=';
+    }
+    return o;
+}
+
+/* One write at most this long is atomic on a pipe: lines from many reapers never interleave. */
+#define ATOMIC_LINE PIPE_BUF
+
+/*
+ * Tells the daemon, if it is listening, what the status file now says: "exited <id> <base64 of the
+ * file>", or "exited <id>" when that would not fit in one atomic line (the daemon reads the file).
+ * The file stays the record; this only saves the daemon a file system round trip per exit.
+ */
+static void report_exit(int fd, const char *id, const char *status, const char *tail, size_t tail_len) {
+    static unsigned char content[256 + TAIL_BYTES];
+    static char line[ATOMIC_LINE];
+    int head = snprintf((char *)content, 256, "%s\n", status);
+    if (head < 0 || head >= 256) return;
+    memcpy(content + head, tail, tail_len);
+    size_t content_len = (size_t)head + tail_len;
+    int prefix = snprintf(line, sizeof line, "exited %s ", id);
+    if (prefix < 0 || (size_t)prefix >= sizeof line) return;
+    size_t len;
+    if ((size_t)prefix + (content_len + 2) / 3 * 4 + 1 <= sizeof line) {
+        len = (size_t)prefix + base64_encode(content, content_len, line + prefix);
+    } else {
+        len = (size_t)prefix - 1; /* drop the trailing space: no content */
+    }
+    line[len++] = '\n';
+    write_all(fd, line, len);
 }
 
 /*
@@ -358,9 +408,7 @@ static void run_reaper(const char *id, const char *status_path, char **argv, cha
         struct launch launch = { id, status_path, log_offset, report_fd, sandbox };
         run_child(&launch, argv, envp);
     }
-    /* The child answers; the reaper lets go of the daemon's pipe. */
-    if (report_fd != STDOUT_FILENO) close(report_fd);
-    else redirect_to_devnull(report_fd, O_WRONLY);
+    /* The child answers "spawned"; the reaper keeps the daemon's pipe for "exited". */
 
     siginfo_t info;
     for (;;) {
@@ -383,6 +431,8 @@ static void run_reaper(const char *id, const char *status_path, char **argv, cha
     size_t tail_len = read_log_tail(log_offset, tail);
     int recorded = record_status(status_path, status, tail, tail_len);
     if (recorded < 0) dprintf(STDERR_FILENO, "vmprocd-reaper: cannot record %s in %s: %s\n", status, status_path, strerror(errno));
+    else report_exit(report_fd, id, status, tail, tail_len);
+    redirect_to_devnull(report_fd, O_WRONLY);
     /* Only now may the PID be reused. */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
     }

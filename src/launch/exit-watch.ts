@@ -1,6 +1,6 @@
 import { type FSWatcher, watch } from 'node:fs';
 import { dirname } from 'node:path';
-import type { ExitStatus } from './exit-status.js';
+import { type ExitStatus, parseReaperStatus } from './exit-status.js';
 import { isSameLiveProcess } from './proc-stat.js';
 import { readExitStatus } from './vmm-process.js';
 
@@ -18,6 +18,18 @@ export interface WatchedProcess {
  * spawner (adopted after a restart) or has died without a record. Nothing else is polled.
  */
 export const ORPHAN_SWEEP_MS = 1_000;
+/** Every this many sweeps, orphans get the full check even when their process seems to exist. */
+const THOROUGH_EVERY = 30;
+
+/** kill(pid, 0): true while a process (possibly a zombie) has that PID. */
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 interface Waiter {
   readonly process: WatchedProcess;
@@ -43,6 +55,7 @@ export class ExitWatch {
   readonly #watchers = new Map<string, FSWatcher>();
   readonly #sweepMs: number;
   #sweep: NodeJS.Timeout | undefined;
+  #sweeps = 0;
 
   constructor(sweepMs = ORPHAN_SWEEP_MS) {
     this.#sweepMs = sweepMs;
@@ -63,6 +76,18 @@ export class ExitWatch {
       // The status may have been written before the watch existed.
       void this.#check(waiter, false);
     });
+  }
+
+  /**
+   * A reaper reported its VMM's end: with the status file's content when it came along (no need
+   * to read the file), else the file is there to read.
+   */
+  reported(statusPath: string, statusFile: string | undefined): void {
+    const waiter = this.#waiters.get(statusPath);
+    if (!waiter) return;
+    const status = statusFile === undefined ? undefined : parseReaperStatus(statusFile);
+    if (status) this.#settle(waiter, status);
+    else void this.#check(waiter, false);
   }
 
   /** The spawner reports that a reaper ended: its status file is final. */
@@ -86,7 +111,16 @@ export class ExitWatch {
 
   #startSweep(): void {
     this.#sweep ??= setInterval(() => {
-      for (const waiter of this.#waiters.values()) if (waiter.orphan) void this.#check(waiter, true);
+      const thorough = ++this.#sweeps % THOROUGH_EVERY === 0;
+      for (const waiter of this.#waiters.values()) {
+        if (!waiter.orphan) continue;
+        // Cheap first: a signal-0 probe is one syscall, no thread pool, no file read. Only a
+        // process that is gone (or every THOROUGH_EVERY sweeps, for a zombie or a reused PID) gets
+        // the full look at its status file and /proc. A thousand adopted VMMs cost ~nothing idle.
+        const watched = waiter.reaperGone ? waiter.process.pid : waiter.process.reaperPid;
+        if (!thorough && processExists(watched)) continue;
+        void this.#check(waiter, true);
+      }
     }, this.#sweepMs).unref();
   }
 

@@ -38,6 +38,7 @@ export class Spawner {
   readonly #child: ChildProcess;
   readonly #pending = new Map<string, { resolve: (spawned: Spawned) => void; reject: (error: unknown) => void }>();
   readonly #reapedListeners = new Set<(reaperPid: number) => void>();
+  readonly #exitedListeners = new Set<(id: string, statusFile: string | undefined) => void>();
   readonly #exitListeners = new Set<() => void>();
   #exited = false;
 
@@ -80,6 +81,14 @@ export class Spawner {
     });
   }
 
+  /**
+   * Called when a reaper reports its VMM's end, with the status file's content when it fitted in
+   * the report (the file is written first and stays the record).
+   */
+  onExited(listener: (id: string, statusFile: string | undefined) => void): void {
+    this.#exitedListeners.add(listener);
+  }
+
   /** Called with the PID of every reaper that ends; its status file is final by then. */
   onReaped(listener: (reaperPid: number) => void): void {
     this.#reapedListeners.add(listener);
@@ -100,6 +109,11 @@ export class Spawner {
     if (kind === 'reaped') {
       const reaperPid = Number(rest[0]);
       for (const listener of this.#reapedListeners) listener(reaperPid);
+      return;
+    }
+    if (kind === 'exited') {
+      const content = rest[1] ? Buffer.from(rest[1], 'base64').toString('utf8') : undefined;
+      for (const listener of this.#exitedListeners) listener(rest[0] ?? '', content);
       return;
     }
     const id = rest[0] ?? '';

@@ -43,7 +43,7 @@ export class ReaperLauncher implements VmmLauncher {
     const { program } = request;
     const file = await this.#resolve(program.file, request.env.PATH ?? '');
     const spawned = await spawner.spawn({
-      id: request.sandboxId,
+      id: request.statusPath,
       statusPath: request.statusPath,
       logPath: request.logPath,
       ...(program.kind === 'sandbox' ? { sandbox: program.sandbox } : {}),
@@ -84,6 +84,9 @@ export class ReaperLauncher implements VmmLauncher {
   #startSpawner(): Promise<Spawner> {
     const starting = Spawner.start(this.#reaperBin).then((spawner) => {
       spawner.onReaped((reaperPid) => this.#exits.reaped(reaperPid));
+      // The request ID is the launch's status path: unique per launch, so a late report from a
+      // previous run of the same sandbox can never be taken for the current one's.
+      spawner.onExited((statusPath, statusFile) => this.#exits.reported(statusPath, statusFile));
       spawner.onExit(() => this.#exits.orphanAll());
       return spawner;
     });

@@ -1,4 +1,5 @@
 import { mkdir, readdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { posix } from 'node:path';
 import { VmprocError, asVmprocError } from '../errors.js';
 import { describeExitStatus, type ExitStatus } from '../launch/exit-status.js';
@@ -184,13 +185,15 @@ export class Supervisor {
     return this.#awaitReady(record, spec.readyTimeoutMs, recorded);
   }
 
-  #newRecord(spec: StartSpec, startedAt: Date): ManagedProcess {
+  /** A record for a new launch, or (with `paths`) for one a previous daemon made. */
+  #newRecord(spec: StartSpec, startedAt: Date, paths?: { logPath: string; statusPath: string }): ManagedProcess {
     const { runDir } = this.#options.defaults;
     return new ManagedProcess(
       spec,
-      {
+      paths ?? {
         logPath: posix.join(runDir, 'logs', `${spec.sandboxId}.log`),
-        statusPath: posix.join(runDir, 'exits', `${spec.sandboxId}.status`),
+        // One name per launch: a relaunch of the same ID must never meet the last run's files.
+        statusPath: posix.join(runDir, 'exits', `${spec.sandboxId}.${randomBytes(4).toString('hex')}.status`),
       },
       startedAt,
     );
@@ -393,7 +396,7 @@ export class Supervisor {
     const exited: ManagedProcess[] = [];
     const resumed: Array<Promise<void>> = [];
     for (const persisted of state.processes.values()) {
-      const record = this.#newRecord(persisted.spec, persisted.startedAt);
+      const record = this.#newRecord(persisted.spec, persisted.startedAt, persisted);
       this.#records.set(record.sandboxId, record);
       if (persisted.exit) {
         record.restoreExited(persisted.exit);
@@ -530,10 +533,7 @@ export class Supervisor {
     // The socket goes while the exit is recorded: once the exit is published, the sandbox ID and
     // its socket path may be taken again at once.
     const [written] = await Promise.allSettled([this.#store.exited(event), removeSocketFiles(spec.socketPath)]);
-    if (written.status === 'fulfilled') {
-      // Only once the exit is recorded may the reaper's files go.
-      await Promise.all([removeFile(record.statusPath), removeFile(`${record.statusPath}.pids`)]).catch(() => undefined);
-    } else {
+    if (written.status === 'rejected') {
       // Publishing matters more than the record: a watcher must not miss this exit. The reaper's
       // status stays, so a restarted daemon still knows how the VMM ended.
       this.#logger.error({ sandboxId: spec.sandboxId, sequence: event.sequence, err: written.reason }, 'cannot record the exit; publishing it anyway');
@@ -544,6 +544,12 @@ export class Supervisor {
     record.markExited(event);
     this.#socketOwners.delete(spec.socketPath);
     this.#retainExited(spec.sandboxId);
+    if (written.status === 'fulfilled') {
+      // The exit is recorded, so the reaper's files may go; off the way to the watchers. (A restart
+      // before they are gone removes them as orphans: the journal has the exit.)
+      Promise.all([removeFile(record.statusPath), removeFile(`${record.statusPath}.pids`)]).catch((error: unknown) =>
+        this.#logger.warn({ sandboxId: spec.sandboxId, err: error }, 'cannot remove the reaper status files'));
+    }
     this.#logger.info(
       { sandboxId: spec.sandboxId, pid: vmm.pid, sequence: event.sequence, reason, exitCode: event.exitCode, signal: event.signal },
       'vmm exited',

@@ -27,8 +27,10 @@ describeAsRoot('gRPC end to end: stop and cancel before the VMM PID is known', (
       `#!${process.execPath}\n` +
         `const { spawn } = require('node:child_process');\n` +
         `const real = spawn(${JSON.stringify(nativeBin('vmprocd-reaper'))}, process.argv.slice(2), { stdio: ['pipe', 'inherit', 'inherit'] });\n` +
-        `process.stdin.on('data', (chunk) => setTimeout(() => real.stdin.write(chunk), ${SPAWN_DELAY_S * 1000}));\n` +
-        `process.stdin.on('end', () => setTimeout(() => real.stdin.end(), ${SPAWN_DELAY_S * 1000}));\n` +
+        `const held = new Set();\n` +
+        `process.stdin.on('data', (chunk) => { const t = setTimeout(() => { held.delete(t); real.stdin.write(chunk); }, ${SPAWN_DELAY_S * 1000}); held.add(t); });\n` +
+        // The daemon is gone: requests it can no longer hear are dropped, and the real spawner ends with us.
+        `process.stdin.on('end', () => { for (const t of held) clearTimeout(t); real.stdin.end(); });\n` +
         `real.on('exit', (code) => process.exit(code ?? 1));\n`,
     );
     await chmod(wrapper, 0o755);

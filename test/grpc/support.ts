@@ -7,7 +7,6 @@ import { afterAll, beforeAll, expect } from '@jest/globals';
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import {
   LaunchMode,
@@ -284,43 +283,6 @@ export async function expectNothingLeft(socketPath: string): Promise<void> {
   });
 }
 
-export interface StandinInspect {
-  pid: number;
-  ppid: number;
-  pgid: number;
-  sid: number;
-  netns: string | null;
-  mntns: string | null;
-  sandbox_dir: string | null;
-  sandbox_fstype: string | null;
-  links: { vmlinux: string | null; 'rootfs.ext4': string | null };
-  last_restore: Record<string, unknown> | null;
-  restore_count: number;
-  argv: string[];
-  state: string | null;
-  api_socket: string | null;
-  version: string;
-}
-
-/** GET /api/v1/standin.inspect over the VMM's API socket. */
-export function inspectStandin(socketPath: string): Promise<StandinInspect> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath, path: '/api/v1/standin.inspect', method: 'GET', timeout: WAIT_MS }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const body = Buffer.concat(chunks).toString('utf8');
-        if (res.statusCode !== 200) reject(new Error(`standin.inspect answered ${res.statusCode}: ${body}`));
-        else resolve(JSON.parse(body) as StandinInspect);
-      });
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('standin.inspect timed out')));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 /** The network namespace inode link (`net:[...]`) of a process started inside `netnsName`. */
 export async function netnsIdentity(netnsName: string): Promise<string> {
   const { stdout } = await execa('ip', ['netns', 'exec', netnsName, 'readlink', '/proc/self/ns/net']);
@@ -425,3 +387,5 @@ export function sequencesOf(exits: readonly ProcessExit[]): number[] {
 export function range(from: number, to: number): number[] {
   return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 }
+
+export { inspectStandin, type StandinInspect } from '../helpers/standin-inspect.js';

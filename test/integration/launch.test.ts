@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, expect, it } from '@jest/globals';
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isVmprocError } from '../../src/errors.js';
 import { ReaperLauncher } from '../../src/launch/vmm-launcher.js';
@@ -14,20 +14,8 @@ import { ChClient } from '../../src/vmm/index.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { eventually, hostMountsUnder, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
 import { describeAsRoot } from '../helpers/root.js';
+import { inspectStandin } from '../helpers/standin-inspect.js';
 import { createSandboxFixture, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
-
-/** What the stand-in reports about itself through GET /api/v1/standin.inspect. */
-interface Inspect {
-  pid: number;
-  ppid: number;
-  pgid: number;
-  sid: number;
-  netns: string;
-  sandbox_dir: string | null;
-  sandbox_fstype: string | null;
-  links: Record<string, string | null>;
-  last_restore: Record<string, unknown> | null;
-}
 
 /**
  * Both launch strategies must give the same isolation: the same tests run against each.
@@ -91,8 +79,7 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
     };
   }
 
-  const inspect = async (socketPath: string): Promise<Inspect> =>
-    JSON.parse((await new ChClient(socketPath).request('GET', 'standin.inspect', undefined, { timeoutMs: 2000 })).body) as Inspect;
+  const inspect = (socketPath: string) => inspectStandin(socketPath, 2000);
 
   const exitOf = async (sandboxId: string): Promise<ProcessExitEvent> => {
     await eventually(() => exits.some((e) => e.sandboxId === sandboxId));
@@ -105,8 +92,9 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
     expect(await processesMentioning(socketPath)).toEqual([]);
     expect(existsSync(socketPath)).toBe(false);
     expect(existsSync(`${socketPath}.lock`)).toBe(false);
-    expect(existsSync(join(fixture.runDir, 'exits', `${sandboxId}.status`))).toBe(false);
-    expect(existsSync(join(fixture.runDir, 'exits', `${sandboxId}.status.pids`))).toBe(false);
+    // The reaper's files (<id>.<launch>.status, .pids) go just after the exit is published.
+    const reaperFiles = async () => (await readdir(join(fixture.runDir, 'exits'))).filter((name) => name.startsWith(`${sandboxId}.`));
+    await eventually(async () => (await reaperFiles()).length === 0, 2000);
   }
 
   it('boots a VMM in its own session, private tmpfs and the requested network namespace', async () => {

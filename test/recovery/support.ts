@@ -8,9 +8,8 @@
  * process still mentions the fixture root (killing them anyway so nothing leaks).
  */
 import { afterAll, beforeAll, expect } from '@jest/globals';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { appendFile, readFile, readdir, writeFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
@@ -92,7 +91,7 @@ export function useRecoverySuite(): RecoverySuite {
       } as StartInit;
     },
     socketOf: (sandboxId: string) => join(suite.fixture.runDir, `${sandboxId}.sock`),
-    statusFileOf: (sandboxId: string) => join(suite.fixture.runDir, 'exits', `${sandboxId}.status`),
+    statusFileOf: (sandboxId: string) => statusFileIn(join(suite.fixture.runDir, 'exits'), sandboxId),
   } as RecoverySuite & { fixture: SandboxFixture; netns: TestNetns; daemons: typeof daemons };
 
   beforeAll(async () => {
@@ -382,6 +381,21 @@ export async function waitProcess(client: VmProcessClient, sandboxId: string, ma
   return last!;
 }
 
+/** A reaper file of a sandbox: `<id>.<launch>.status`, `.pids`, `.tmp` (or `<id>.status` in crafted journals). */
+function reaperFileOf(sandboxId: string): RegExp {
+  return new RegExp(`^${sandboxId.replace(/[.]/g, '\\.')}\\.([0-9a-f]{8}\\.)?status(\\..*)?$`);
+}
+
+/**
+ * The status file of a sandbox's current launch (each launch has its own name): found through the
+ * `.pids` or `.status` file its reaper wrote, else `<id>.status` (the name crafted journals use).
+ */
+function statusFileIn(exitsDir: string, sandboxId: string): string {
+  const pattern = reaperFileOf(sandboxId);
+  const name = (existsSync(exitsDir) ? readdirSync(exitsDir) : []).find((entry) => pattern.test(entry) && !entry.endsWith('.tmp'));
+  return join(exitsDir, name ? name.replace(/\.pids$/, '') : `${sandboxId}.status`);
+}
+
 /** Files a sandbox leaves while live: none of them may outlive its published exit. */
 export async function leftoverFilesOf(suite: RecoverySuite, sandboxIds: readonly string[]): Promise<string[]> {
   const runFiles = await readdir(suite.fixture.runDir);
@@ -389,7 +403,7 @@ export async function leftoverFilesOf(suite: RecoverySuite, sandboxIds: readonly
   const found: string[] = [];
   for (const id of sandboxIds) {
     for (const name of runFiles) if (name === `${id}.sock` || name === `${id}.sock.lock`) found.push(join(suite.fixture.runDir, name));
-    for (const name of exitFiles) if (name.startsWith(`${id}.status`)) found.push(join(suite.fixture.runDir, 'exits', name));
+    for (const name of exitFiles) if (reaperFileOf(id).test(name)) found.push(join(suite.fixture.runDir, 'exits', name));
   }
   return found;
 }
@@ -407,34 +421,6 @@ export async function expectRpcError(call: Promise<unknown>, code: status, ...fr
   return error!;
 }
 
-/** What the stand-in reports about itself (GET /api/v1/standin.inspect); the subset the tests use. */
-export interface StandinInspect {
-  pid: number;
-  restore_count: number;
-  last_restore: Record<string, unknown> | null;
-  state: string | null;
-}
-
-/** GET /api/v1/standin.inspect over the VMM's API socket; rejects after `timeoutMs` (the stand-in
- * serves one request at a time, so a long vm.restore keeps this waiting). */
-export function inspectStandin(socketPath: string, timeoutMs = RPC_MS): Promise<StandinInspect> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath, path: '/api/v1/standin.inspect', method: 'GET', timeout: timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const body = Buffer.concat(chunks).toString('utf8');
-        if (res.statusCode !== 200) reject(new Error(`standin.inspect answered ${res.statusCode}: ${body}`));
-        else resolve(JSON.parse(body) as StandinInspect);
-      });
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('standin.inspect timed out')));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -443,3 +429,5 @@ export function sleep(ms: number): Promise<void> {
 export function report(label: string, values: Record<string, unknown>): void {
   process.stderr.write(`[recovery] ${label}: ${JSON.stringify(values)}\n`);
 }
+
+export { inspectStandin, type StandinInspect } from '../helpers/standin-inspect.js';
