@@ -5,10 +5,13 @@ import type { LaunchStrategy } from '../launch/launch-command.js';
 import type { SyncMode } from '../store/state-store.js';
 import { type ListenAddress, parseListenAddress } from '../rpc/listen-address.js';
 import { validatePath } from '../validation/paths.js';
+import { checkListenSecurity } from '../rpc/transport-security.js';
+import { INSECURE_LISTEN, OPERATIONS_SETTINGS, OPERATIONS_USAGE, type OperationsSettings, parseOperationsSettings } from './operations-config.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 
-export interface DaemonConfig {
+/** The daemon's settings; the operations ones (logs, metrics, TLS) are in OperationsSettings. */
+export interface DaemonConfig extends OperationsSettings {
   readonly listen: readonly ListenAddress[];
   readonly vmmBin: string;
   readonly reaperBin: string;
@@ -39,6 +42,7 @@ const SETTINGS = {
   'exit-history': { env: 'VMPROCD_EXIT_HISTORY', fallback: '10000' },
   'watch-buffer': { env: 'VMPROCD_WATCH_BUFFER', fallback: '1024' },
   'log-level': { env: 'VMPROCD_LOG_LEVEL', fallback: 'info' },
+  ...OPERATIONS_SETTINGS,
 } as const;
 
 type SettingName = keyof typeof SETTINGS;
@@ -68,7 +72,7 @@ Every flag can also be set by the environment variable named beside it (the flag
   --reaper-bin PATH     the per-VMM reaper; default the one built with this package   VMPROCD_REAPER_BIN
   --netns-dir DIR       where named network namespaces live; default /var/run/netns   VMPROCD_NETNS_DIR
   -h, --help            show this help
-`;
+${OPERATIONS_USAGE}`;
 
 export type ParsedCommandLine = { readonly help: true } | { readonly help: false; readonly config: DaemonConfig };
 
@@ -83,6 +87,7 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
           Object.entries(SETTINGS).map(([name, setting]) => [name, { type: 'string', multiple: 'multiple' in setting }]),
         ),
         help: { type: 'boolean', short: 'h' },
+        [INSECURE_LISTEN.flag]: { type: 'boolean' },
       },
       strict: true,
       allowPositionals: false,
@@ -125,10 +130,13 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
   if (stateSync !== 'always' && stateSync !== 'launches' && stateSync !== 'none') {
     throw new VmprocError('invalid-argument', `--state-sync (or VMPROCD_STATE_SYNC) ${stateSync} is not one of launches, always, none`);
   }
+  const operations = parseOperationsSettings(one, values[INSECURE_LISTEN.flag] === true, env);
+  const listen = listenTexts.map(parseListenAddress);
+  checkListenSecurity(listen, operations);
   return {
     help: false,
     config: {
-      listen: listenTexts.map(parseListenAddress),
+      listen,
       vmmBin: validatePath('--vmm-bin', vmmBin),
       reaperBin: validatePath('--reaper-bin', one('reaper-bin')!),
       launcher,
@@ -140,6 +148,7 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
       exitHistory: positiveInteger('--exit-history', one('exit-history')!),
       watchBuffer: positiveInteger('--watch-buffer', one('watch-buffer')!),
       logLevel: logLevel as LogLevel,
+      ...operations,
     },
   };
 }

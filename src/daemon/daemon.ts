@@ -1,6 +1,5 @@
-import { access, constants, mkdir } from 'node:fs/promises';
+import { access, constants } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { pino } from 'pino';
 import { VmprocError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -14,6 +13,7 @@ import { JournalStateStore } from '../store/state-store.js';
 import { ExitExchange } from '../supervisor/exit-exchange.js';
 import { Supervisor } from '../supervisor/supervisor.js';
 import type { DaemonConfig } from './config.js';
+import { DaemonOperations } from './operations.js';
 
 /** How long calls in flight may take to finish when the daemon is asked to stop. */
 const SHUTDOWN_GRACE_MS = 5_000;
@@ -31,6 +31,8 @@ export interface RunningDaemon {
   readonly server: RpcServer;
   readonly supervisor: Supervisor;
   readonly logger: Logger;
+  /** VMM logs, metrics, TLS (src/daemon/operations.ts). */
+  readonly operations: DaemonOperations;
   /** Stops serving (streams end with UNAVAILABLE) and abandons unready starts; VMMs keep running. */
   stop(): Promise<void>;
 }
@@ -46,6 +48,7 @@ export function createLogger(config: Pick<DaemonConfig, 'logLevel'>): Logger & p
  */
 export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<RunningDaemon> {
   await checkHost(config);
+  const operations = await DaemonOperations.prepare(config, logger);
   const teardown: Array<() => Promise<void>> = [];
   const undo = async () => {
     for (const step of teardown.reverse()) await step().catch(() => undefined);
@@ -74,6 +77,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       subscriberBufferLimit: config.watchBuffer,
       initialSequence: state.lastSequence + (rebooted && config.stateSync !== 'always' ? SEQUENCE_GAP_AFTER_REBOOT : 0),
       initialHistory: state.exits,
+      observer: operations.exitObserver,
     });
     const supervisor = new Supervisor({
       defaults: { runDir: config.runDir, sandboxDir: config.sandboxDir, vmmBin: config.vmmBin, netnsDir: config.netnsDir },
@@ -82,17 +86,27 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       exchange,
       vmmApi: cloudHypervisorApi(),
       exitedRecordLimit: config.exitHistory,
-      store,
+      store: operations.instrumentStore(store),
       logger,
+      observer: operations.supervisorObserver,
     });
     await supervisor.prepare();
     await supervisor.recover(state);
     teardown.push(() => supervisor.shutdown());
-    for (const address of config.listen) {
-      if (address.kind === 'unix') await mkdir(dirname(address.path), { recursive: true, mode: 0o755 });
-    }
-    const server = await startRpcServer({ supervisor, logger, listen: config.listen });
+    const logs = await operations.startLogs(supervisor, config.runDir);
+    teardown.push(() => operations.stop());
+    await operations.makeSocketDirectories(config.listen);
+    const server = await startRpcServer({
+      supervisor,
+      logger,
+      listen: config.listen,
+      logs,
+      tcpCredentials: operations.tcpCredentials,
+      unixSocketMode: operations.unixSocketMode,
+      unixSocketGroup: operations.unixSocketGroup,
+    });
     teardown.push(() => server.shutdown(SHUTDOWN_GRACE_MS));
+    await operations.serveMetrics(supervisor, exchange);
     logger.info(
       {
         listen: server.addresses.map(formatListenAddress),
@@ -102,6 +116,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
         sandboxDir: config.sandboxDir,
         readopted: supervisor.list({ states: ['starting', 'running', 'stopping'] }).processes.length,
         exitSequence: exchange.latestSequence,
+        ...operations.describe(),
       },
       'vmprocd serving',
     );
@@ -112,12 +127,14 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       server,
       supervisor,
       logger,
+      operations,
       stop() {
         stopping ??= (async () => {
           logger.info({}, 'vmprocd shutting down; VMMs keep running');
           // Streams end with UNAVAILABLE and unready starts are abandoned first, so that the
           // server's grace period is spent only on calls that can still finish.
           exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
+          operations.closeStreams();
           await supervisor.shutdown();
           await undo();
         })();

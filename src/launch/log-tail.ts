@@ -23,6 +23,9 @@ export async function readLogTail(path: string, fromOffset: number, options: Tai
   }
   try {
     const { size } = await handle.stat();
+    // Smaller than where this run began: the log was rotated (copy-truncate, src/logs) during the
+    // run, so everything in it is this run's.
+    if (size < fromOffset) fromOffset = 0;
     const start = Math.max(fromOffset, size - options.maxBytes);
     if (size <= start) return '';
     // One byte more than the tail, to see whether the cut falls at a line start.

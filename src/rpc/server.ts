@@ -1,10 +1,11 @@
-import { chmod, lstat, rm } from 'node:fs/promises';
+import { chmod, chown, lstat, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { file_grpc_health_v1_health } from '../../gen/grpc/health/v1/health_pb.js';
 import { file_vmprocess_v1_vmprocess, VmProcessService } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { VmprocError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { VmmLogs } from '../logs/vmm-logs.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import { grpcServiceDefinition } from './grpc-service-definition.js';
 import { HealthService, ServingStatus } from './health-service.js';
@@ -20,6 +21,12 @@ export interface RpcServerOptions {
   readonly listen: readonly ListenAddress[];
   /** Permissions of unix listening sockets: only root may talk to a root daemon by default. */
   readonly unixSocketMode?: number;
+  /** Group of unix listening sockets (with a mode such as 0660 that lets the group in). */
+  readonly unixSocketGroup?: number;
+  /** Credentials of TCP listeners (TLS, see transport-security.ts); plaintext when unset. */
+  readonly tcpCredentials?: ServerCredentials;
+  /** VMM logs, for StreamLogs. */
+  readonly logs: VmmLogs;
 }
 
 export interface RpcServer {
@@ -39,14 +46,14 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     'grpc.keepalive_timeout_ms': 20_000,
     'grpc.keepalive_permit_without_calls': 1,
   });
-  server.addService(grpcServiceDefinition(VmProcessService), vmProcessServiceImplementation(options.supervisor, options.logger));
+  server.addService(grpcServiceDefinition(VmProcessService), vmProcessServiceImplementation(options.supervisor, options.logger, options.logs));
   const health = new HealthService({ '': ServingStatus.SERVING, [SERVICE_NAME]: ServingStatus.SERVING });
   health.addToServer(server);
   addReflection(server, [file_vmprocess_v1_vmprocess, file_grpc_health_v1_health]);
 
   const addresses: ListenAddress[] = [];
   try {
-    for (const address of options.listen) addresses.push(await bind(server, address, options.unixSocketMode ?? 0o600));
+    for (const address of options.listen) addresses.push(await bind(server, address, options));
   } catch (error) {
     server.forceShutdown();
     await removeUnixSockets(addresses);
@@ -75,16 +82,19 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
   };
 }
 
-async function bind(server: Server, address: ListenAddress, unixSocketMode: number): Promise<ListenAddress> {
+async function bind(server: Server, address: ListenAddress, options: RpcServerOptions): Promise<ListenAddress> {
   if (address.kind === 'unix') await removeStaleListenSocket(address.path);
+  // TLS on TCP only: a unix socket is guarded by its file mode and group.
+  const credentials = address.kind === 'tcp' && options.tcpCredentials ? options.tcpCredentials : ServerCredentials.createInsecure();
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(grpcTarget(address), ServerCredentials.createInsecure(), (error, boundPort) => {
+    server.bindAsync(grpcTarget(address), credentials, (error, boundPort) => {
       if (error) reject(new VmprocError('unavailable', `cannot listen on ${grpcTarget(address)}: ${error.message}`, { cause: error }));
       else resolve(boundPort);
     });
   });
   if (address.kind === 'unix') {
-    await chmod(address.path, unixSocketMode);
+    if (options.unixSocketGroup !== undefined) await chown(address.path, -1, options.unixSocketGroup);
+    await chmod(address.path, options.unixSocketMode ?? 0o600);
     return address;
   }
   return { ...address, port };
@@ -94,7 +104,7 @@ async function bind(server: Server, address: ListenAddress, unixSocketMode: numb
  * A socket left by a daemon that was killed would make the bind fail; one that still answers
  * belongs to a running daemon, which must not be hijacked.
  */
-async function removeStaleListenSocket(path: string): Promise<void> {
+export async function removeStaleListenSocket(path: string): Promise<void> {
   try {
     if (!(await lstat(path)).isSocket()) {
       throw new VmprocError('failed-precondition', `listen path ${path} exists and is not a socket`);

@@ -1,8 +1,9 @@
-import type {
-  sendUnaryData,
-  ServerUnaryCall,
-  ServerWritableStream,
-  UntypedServiceImplementation,
+import {
+  Metadata,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import type {
   GetProcessRequest,
@@ -15,18 +16,20 @@ import type {
   WatchExitsRequest,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import type { Logger } from '../logger.js';
+import type { VmmLogs } from '../logs/vmm-logs.js';
 import type { ExitSubscription } from '../supervisor/exit-exchange.js';
 import type { ProcessExitEvent } from '../supervisor/process-types.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import { durationToMs, processStatesFromProto, sequenceFromProto, startRequestFromProto } from './convert.js';
 import { toGrpcStatus } from './status-mapping.js';
+import { streamLogsHandler } from './stream-logs.js';
 import { encodedProcessExit, encodeListResponse, encodeProcessResponse } from './wire-cache.js';
 
 /**
  * The gRPC face of the supervisor: each handler decodes, calls one supervisor method and
  * encodes. No decisions are made here.
  */
-export function vmProcessServiceImplementation(supervisor: Supervisor, logger: Logger): UntypedServiceImplementation {
+export function vmProcessServiceImplementation(supervisor: Supervisor, logger: Logger, logs: VmmLogs): UntypedServiceImplementation {
   return {
     startProcess: unary<StartProcessRequest>(logger, async (request, signal) =>
       encodeProcessResponse(await supervisor.start(startRequestFromProto(request), signal))),
@@ -63,11 +66,16 @@ export function vmProcessServiceImplementation(supervisor: Supervisor, logger: L
         call.emit('error', toGrpcStatus(error));
         return;
       }
+      // Headers now, not with the first exit: the client learns the stream is established (a
+      // reconnecting watcher resets its backoff on it) even when no exit comes for a while.
+      call.sendMetadata(new Metadata());
       relayExits(subscription, call).catch((error) => {
         logger.error({ err: error }, 'exit watcher failed');
         subscription.close();
       });
     },
+
+    streamLogs: streamLogsHandler(supervisor, logs, logger),
   };
 }
 

@@ -1,5 +1,6 @@
 import { VmprocError } from '../errors.js';
 import type { ProcessExitEvent } from './process-types.js';
+import type { ExitObserver } from './supervisor-observer.js';
 
 export type UnsequencedExit = Omit<ProcessExitEvent, 'sequence'>;
 
@@ -12,6 +13,8 @@ export interface ExitExchangeOptions {
   readonly initialSequence?: number;
   /** Retained history to start from, oldest first, increasing, ending at or before initialSequence. */
   readonly initialHistory?: readonly ProcessExitEvent[];
+  /** Told of every exit delivered and every subscriber cut off (metrics). */
+  readonly observer?: ExitObserver;
 }
 
 export interface SubscribeOptions {
@@ -38,6 +41,7 @@ export class ExitExchange {
   /** Assigned events delivered out of order, waiting for their predecessors. */
   readonly #early = new Map<number, ProcessExitEvent>();
   #closedWith: VmprocError | undefined;
+  readonly #observer: ExitObserver | undefined;
 
   constructor(options: ExitExchangeOptions) {
     if (options.historyLimit < 1 || options.subscriberBufferLimit < 1) throw new RangeError('limits must be positive');
@@ -45,6 +49,7 @@ export class ExitExchange {
     this.#bufferLimit = options.subscriberBufferLimit;
     this.#sequence = options.initialSequence ?? 0;
     this.#assigned = this.#sequence;
+    this.#observer = options.observer;
     const history = options.initialHistory ?? [];
     this.#history.push(...history.slice(-this.#historyLimit));
   }
@@ -84,6 +89,7 @@ export class ExitExchange {
       this.#sequence = next.sequence;
       this.#history.push(next);
       if (this.#history.length > this.#historyLimit) this.#history.shift();
+      this.#observer?.exitPublished?.(next);
       for (const subscriber of this.#subscribers) subscriber.offer(next);
     }
   }
@@ -96,7 +102,7 @@ export class ExitExchange {
   subscribe(options: SubscribeOptions = {}): ExitSubscription {
     if (this.#closedWith) throw this.#closedWith;
     const filter = options.sandboxIds && options.sandboxIds.length > 0 ? new Set(options.sandboxIds) : undefined;
-    const subscription = new ExitSubscription(filter, this.#bufferLimit, () => this.#subscribers.delete(subscription));
+    const subscription = new ExitSubscription(filter, this.#bufferLimit, () => this.#subscribers.delete(subscription), () => this.#observer?.watcherCutOff?.());
     if (options.afterSequence !== undefined) {
       subscription.replay(this.#replayAfter(options.afterSequence));
     }
@@ -145,6 +151,7 @@ export class ExitSubscription implements AsyncIterable<ProcessExitEvent> {
   readonly #filter: ReadonlySet<string> | undefined;
   readonly #limit: number;
   readonly #detach: () => void;
+  readonly #onCutOff: (() => void) | undefined;
   readonly #queue: ProcessExitEvent[] = [];
   /** Queued replayed exits, at the head of the queue: they come from the retained history, which
    * is bounded already, so they do not count against the live buffer limit. */
@@ -154,10 +161,11 @@ export class ExitSubscription implements AsyncIterable<ProcessExitEvent> {
   #error: VmprocError | undefined;
   readonly #endListeners = new Set<() => void>();
 
-  constructor(filter: ReadonlySet<string> | undefined, limit: number, detach: () => void) {
+  constructor(filter: ReadonlySet<string> | undefined, limit: number, detach: () => void, onCutOff?: () => void) {
     this.#filter = filter;
     this.#limit = limit;
     this.#detach = detach;
+    this.#onCutOff = onCutOff;
   }
 
   /** Exits received but not yet taken. */
@@ -184,6 +192,7 @@ export class ExitSubscription implements AsyncIterable<ProcessExitEvent> {
       return;
     }
     if (this.#queue.length - this.#replayed >= this.#limit) {
+      this.#onCutOff?.();
       this.fail(
         new VmprocError(
           'resource-exhausted',

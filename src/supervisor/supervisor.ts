@@ -21,6 +21,7 @@ import type { ExitExchange, ExitSubscription, SubscribeOptions, UnsequencedExit 
 import { ManagedProcess } from './managed-process.js';
 import { isLive } from './process-state.js';
 import type { ProcessSnapshot, ProcessState, StartRequest, StartSpec } from './process-types.js';
+import { observeStart, type SupervisorObserver } from './supervisor-observer.js';
 import { TIMED_OUT, untilAborted, withinTimeout } from './timing.js';
 import type { VmmApi } from './vmm-api.js';
 
@@ -42,6 +43,8 @@ export interface SupervisorOptions {
   readonly store?: StateStore;
   readonly logger?: Logger;
   readonly now?: () => Date;
+  /** Told of spawns and start outcomes (metrics, log rotation); nothing by default. */
+  readonly observer?: SupervisorObserver;
 }
 
 export interface ListFilter {
@@ -106,7 +109,11 @@ export class Supervisor {
    * Launches a VMM and resolves once it is ready (ping answered, restore done). `signal` is the
    * caller's interest: aborting it before ready abandons the start; after ready it has no effect.
    */
-  async start(request: StartRequest, signal?: AbortSignal): Promise<ProcessSnapshot> {
+  start(request: StartRequest, signal?: AbortSignal): Promise<ProcessSnapshot> {
+    return observeStart(this.#options.observer, this.#start(request, signal));
+  }
+
+  async #start(request: StartRequest, signal?: AbortSignal): Promise<ProcessSnapshot> {
     this.#assertOpen();
     const { defaults } = this.#options;
     const spec = validateStartRequest(request, defaults);
@@ -178,6 +185,7 @@ export class Supervisor {
       throw asVmprocError(error, `cannot launch sandbox ${spec.sandboxId}`);
     }
     this.#watch(record, vmm, vmm.exited);
+    this.#options.observer?.spawned?.(spec.sandboxId, record.logPath);
     this.#logger.info({ sandboxId: spec.sandboxId, pid: vmm.pid, mode: spec.mode }, 'vmm spawned');
     // The PID is journalled while the VMM comes up; both records are on file before ready.
     const recorded = Promise.all([launchRecord.durable, this.#recordSpawn(record, vmm)]).then(() => undefined);

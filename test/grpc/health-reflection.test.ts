@@ -79,7 +79,7 @@ describeAsRoot('gRPC end to end: health and reflection', () => {
     expect({ exitCode: methods.exitCode, stderr: methods.stderr }).toEqual({ exitCode: 0, stderr: '' });
     const listed = methods.stdout.split('\n').filter(Boolean);
     expect(listed.filter((m) => m.startsWith(`${SERVICE}/`)).sort()).toEqual(
-      ['GetProcess', 'ListProcesses', 'SignalProcess', 'StartProcess', 'StopProcess', 'WaitProcess', 'WatchExits'].map((m) => `${SERVICE}/${m}`),
+      ['GetProcess', 'ListProcesses', 'SignalProcess', 'StartProcess', 'StopProcess', 'StreamLogs', 'WaitProcess', 'WatchExits'].map((m) => `${SERVICE}/${m}`),
     );
     expect(listed).toEqual(expect.arrayContaining(['grpc.health.v1.Health/Check', 'grpc.health.v1.Health/Watch']));
   }, 60_000);

@@ -27,6 +27,10 @@ describe('parseDaemonConfig defaults', () => {
       exitHistory: 10000,
       watchBuffer: 1024,
       logLevel: 'info',
+      logMaxBytes: 16 * 1024 * 1024,
+      logKeep: 1,
+      logCheckIntervalMs: 15_000,
+      insecureListen: false,
     });
   });
 
