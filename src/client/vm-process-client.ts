@@ -1,4 +1,5 @@
 import { create, type DescMessage, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
+import type { Duration } from '@bufbuild/protobuf/wkt';
 import {
   type CallOptions,
   type ChannelCredentials,
@@ -22,85 +23,168 @@ import {
   type StartProcessResponse,
   StopProcessRequestSchema,
   type StopProcessResponse,
+  StreamLogsRequestSchema,
+  type StreamLogsResponse,
   VmProcessService,
   WaitProcessRequestSchema,
   type WaitProcessResponse,
   WatchExitsRequestSchema,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { grpcServiceDefinition } from '../rpc/grpc-service-definition.js';
+import { ReconnectingExitWatch, type ReconnectingWatchOptions } from './exit-watch.js';
+import type { RpcError } from './rpc-error.js';
+import { StreamIterator } from './stream-iterator.js';
 
 const definition = grpcServiceDefinition(VmProcessService);
 const GenericClient = makeGenericClientConstructor(definition, VmProcessService.typeName);
 
+/** The daemon's own defaults, which a call's default deadline leaves room for. */
+const DAEMON_READY_TIMEOUT_MS = 5_000;
+const DAEMON_GRACE_PERIOD_MS = 10_000;
+/** How long StopProcess may wait after SIGKILL before it fails with INTERNAL. */
+const DAEMON_KILL_WAIT_MS = 5_000;
+
 export interface VmProcessClientOptions {
-  /** TLS or insecure (default) channel credentials. */
+  /** TLS (see tlsCredentials) or insecure (default) channel credentials. */
   readonly credentials?: ChannelCredentials;
+  /**
+   * The name the daemon's TLS certificate is checked against, when it is not the target's host
+   * (always for a unix socket target, whose authority is `localhost`).
+   */
+  readonly serverName?: string;
+  /**
+   * grpc-js channel options. Defaults here: reconnect backoff between 250 ms and 2 s (grpc-js's own
+   * default grows to 120 s, far too slow to notice a restarted local daemon). While the channel
+   * waits to reconnect, calls fail at once with UNAVAILABLE unless they set `waitForReady`.
+   */
   readonly channelOptions?: ChannelOptions;
+  /**
+   * Deadline of unary calls, in milliseconds, unless a call sets `timeoutMs`. StartProcess gets its
+   * `ready_timeout` on top and StopProcess its `grace_period` plus the daemon's 5 s SIGKILL wait,
+   * since the daemon legitimately takes that long. WaitProcess and the streams have no default
+   * deadline. Default 30 s; Infinity for none.
+   */
+  readonly defaultTimeoutMs?: number;
 }
 
 export interface RpcOptions {
-  /** Deadline for this call, in milliseconds from now. */
+  /** Deadline for this call, in milliseconds from now (replaces the default; Infinity for none). */
   readonly timeoutMs?: number;
-  /** Aborting cancels the call (the promise rejects with CANCELLED). */
+  /** Aborting cancels the call (the promise rejects with CANCELLED; a stream just ends). */
   readonly signal?: AbortSignal;
+  /**
+   * Wait (within the deadline) for the channel to connect instead of failing at once with
+   * UNAVAILABLE while the daemon is unreachable. Default false.
+   */
+  readonly waitForReady?: boolean;
 }
 
-/** A gRPC failure as the client sees it: `code` is a grpc-js `status`. */
-export type RpcError = ServiceError;
+export type { RpcError };
 
+/** A request as a message or a plain object, e.g. `{ sandboxId: 'sb-1' }`. */
 export type Init<Desc extends DescMessage> = MessageInitShape<Desc>;
+
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+type GrpcStub = Client & Record<string, (...args: unknown[]) => unknown>;
 
 /**
  * A promise-based client for VmProcessService. `address` is `unix:///path` or `host:port`.
- * Requests may be plain objects; responses are protobuf-es messages.
+ * Requests may be plain objects; responses are protobuf-es messages. Failures reject with an
+ * RpcError (a grpc-js ServiceError: `code`, `details`); see isRpcError.
  */
 export class VmProcessClient {
-  readonly #client: Client & Record<string, (...args: unknown[]) => unknown>;
+  readonly #client: GrpcStub;
+  readonly #defaultTimeoutMs: number;
 
   constructor(address: string, options: VmProcessClientOptions = {}) {
-    this.#client = new GenericClient(
-      address,
-      options.credentials ?? grpcCredentials.createInsecure(),
-      options.channelOptions ?? {},
-    ) as unknown as Client & Record<string, (...args: unknown[]) => unknown>;
+    this.#defaultTimeoutMs = options.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const channelOptions: ChannelOptions = {
+      'grpc.initial_reconnect_backoff_ms': 250,
+      'grpc.max_reconnect_backoff_ms': 2_000,
+      ...(options.serverName !== undefined ? { 'grpc.ssl_target_name_override': options.serverName, 'grpc.default_authority': options.serverName } : {}),
+      ...options.channelOptions,
+    };
+    this.#client = new GenericClient(address, options.credentials ?? grpcCredentials.createInsecure(), channelOptions) as unknown as GrpcStub;
   }
 
   startProcess(request: Init<typeof StartProcessRequestSchema>, options?: RpcOptions): Promise<StartProcessResponse> {
-    return this.#unary('startProcess', StartProcessRequestSchema, request, options);
+    const message = create(StartProcessRequestSchema, request);
+    const readyMs = message.readyTimeout ? durationMs(message.readyTimeout) : DAEMON_READY_TIMEOUT_MS;
+    return this.#unary('startProcess', StartProcessRequestSchema, message, this.#deadline(options, readyMs), options);
   }
 
   stopProcess(request: Init<typeof StopProcessRequestSchema>, options?: RpcOptions): Promise<StopProcessResponse> {
-    return this.#unary('stopProcess', StopProcessRequestSchema, request, options);
+    const message = create(StopProcessRequestSchema, request);
+    const graceMs = message.gracePeriod ? durationMs(message.gracePeriod) : DAEMON_GRACE_PERIOD_MS;
+    return this.#unary('stopProcess', StopProcessRequestSchema, message, this.#deadline(options, graceMs + DAEMON_KILL_WAIT_MS), options);
   }
 
   signalProcess(request: Init<typeof SignalProcessRequestSchema>, options?: RpcOptions): Promise<SignalProcessResponse> {
-    return this.#unary('signalProcess', SignalProcessRequestSchema, request, options);
+    return this.#unary('signalProcess', SignalProcessRequestSchema, request, this.#deadline(options), options);
   }
 
   getProcess(request: Init<typeof GetProcessRequestSchema>, options?: RpcOptions): Promise<GetProcessResponse> {
-    return this.#unary('getProcess', GetProcessRequestSchema, request, options);
+    return this.#unary('getProcess', GetProcessRequestSchema, request, this.#deadline(options), options);
   }
 
   listProcesses(request: Init<typeof ListProcessesRequestSchema> = {}, options?: RpcOptions): Promise<ListProcessesResponse> {
-    return this.#unary('listProcesses', ListProcessesRequestSchema, request, options);
+    return this.#unary('listProcesses', ListProcessesRequestSchema, request, this.#deadline(options), options);
   }
 
-  waitProcess(request: Init<typeof WaitProcessRequestSchema>, options?: RpcOptions): Promise<WaitProcessResponse> {
-    return this.#unary('waitProcess', WaitProcessRequestSchema, request, options);
+  /** Resolves once the process has exited. No deadline unless `timeoutMs` is given. */
+  waitProcess(request: Init<typeof WaitProcessRequestSchema>, options: RpcOptions = {}): Promise<WaitProcessResponse> {
+    return this.#unary('waitProcess', WaitProcessRequestSchema, request, deadlineIn(options.timeoutMs), options);
   }
 
   /**
-   * One WatchExits call as an async iterable. Leaving the loop (break, return, throw) cancels
-   * the call: grpc-js would otherwise keep the stream open. The call's status error (e.g.
-   * OUT_OF_RANGE, RESOURCE_EXHAUSTED) is thrown from the iteration, even when it arrived before
-   * the first next(); a consumer that falls behind pauses the stream, so HTTP/2 flow control
-   * pushes back on the daemon instead of buffering here.
+   * One WatchExits call as an async iterable. Leaving the loop (break, return, throw) or aborting
+   * `signal` cancels the call. Its status error (OUT_OF_RANGE, RESOURCE_EXHAUSTED, UNAVAILABLE...)
+   * is thrown from the iteration, even when it arrived before the first next(). No deadline unless
+   * `timeoutMs` is given. For a watcher that survives restarts, see watchExitsReconnecting.
    */
-  watchExits(request: Init<typeof WatchExitsRequestSchema> = {}, options: Pick<RpcOptions, 'signal'> = {}): AsyncIterable<ProcessExit> {
+  watchExits(request: Init<typeof WatchExitsRequestSchema> = {}, options: RpcOptions = {}): AsyncIterable<ProcessExit> {
     const client = this.#client;
     return {
       [Symbol.asyncIterator]() {
-        const call = client.watchExits(create(WatchExitsRequestSchema, request), new Metadata(), {}) as ClientReadableStream<ProcessExit>;
+        const call = client.watchExits(create(WatchExitsRequestSchema, request), metadata(options), callOptions(deadlineIn(options.timeoutMs))) as ClientReadableStream<ProcessExit>;
+        return new StreamIterator(call, options.signal);
+      },
+    };
+  }
+
+  /**
+   * Every exit exactly once, across connection losses and daemon restarts: reconnects with backoff
+   * and resumes after the last exit it delivered. Throws ExitHistoryGapError (OUT_OF_RANGE) when
+   * the daemon no longer retains exits that far back: resync with listProcesses. See
+   * ReconnectingExitWatch.
+   */
+  watchExitsReconnecting(options: ReconnectingWatchOptions = {}): ReconnectingExitWatch {
+    return new ReconnectingExitWatch(this, options);
+  }
+
+  /**
+   * "List, then watch, with no gap": a ListProcesses snapshot, and a reconnecting watcher of every
+   * exit after it.
+   */
+  async watchExitsFromList(
+    listRequest: Init<typeof ListProcessesRequestSchema> = {},
+    options: Omit<ReconnectingWatchOptions, 'startAfter'> & Pick<RpcOptions, 'timeoutMs'> = {},
+  ): Promise<{ snapshot: ListProcessesResponse; exits: ReconnectingExitWatch }> {
+    const snapshot = await this.listProcesses(listRequest, { ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}), ...(options.signal ? { signal: options.signal } : {}) });
+    return { snapshot, exits: new ReconnectingExitWatch(this, { ...options, startAfter: snapshot.exitSequence }) };
+  }
+
+  /**
+   * The VMM's log (stdout and stderr) as raw byte chunks: the last `tailLines` lines (all with 0),
+   * then, with `follow`, what it writes next until it exits. Concatenate `data` to get the log.
+   * Leaving the loop or aborting `signal` cancels the call; no deadline unless `timeoutMs` is given.
+   */
+  streamLogs(request: Init<typeof StreamLogsRequestSchema>, options: RpcOptions = {}): AsyncIterable<StreamLogsResponse> {
+    const client = this.#client;
+    return {
+      [Symbol.asyncIterator]() {
+        const call = client.streamLogs(create(StreamLogsRequestSchema, request), metadata(options), callOptions(deadlineIn(options.timeoutMs))) as ClientReadableStream<StreamLogsResponse>;
         return new StreamIterator(call, options.signal);
       },
     };
@@ -117,102 +201,50 @@ export class VmProcessClient {
     this.#client.close();
   }
 
+  /** The absolute deadline of a unary call: the caller's, or the default plus what the daemon may take. */
+  #deadline(options: RpcOptions | undefined, daemonMs = 0): number | undefined {
+    if (options?.timeoutMs !== undefined) return deadlineIn(options.timeoutMs);
+    return deadlineIn(this.#defaultTimeoutMs + daemonMs);
+  }
+
   #unary<Desc extends DescMessage, Response>(
     method: string,
     schema: Desc,
     request: MessageInitShape<Desc>,
+    deadline: number | undefined,
     options: RpcOptions = {},
   ): Promise<Response> {
+    const signal = options.signal;
     return new Promise<Response>((resolve, reject) => {
-      const callOptions: CallOptions = options.timeoutMs !== undefined ? { deadline: Date.now() + options.timeoutMs } : {};
       const message: MessageShape<Desc> = create(schema, request);
-      const call = this.#client[method]!(message, new Metadata(), callOptions, (error: ServiceError | null, response: Response) => {
-        options.signal?.removeEventListener('abort', onAbort);
+      const call = this.#client[method]!(message, metadata(options), callOptions(deadline), (error: ServiceError | null, response: Response) => {
+        signal?.removeEventListener('abort', onAbort);
         if (error) reject(error);
         else resolve(response);
       }) as { cancel(): void };
       const onAbort = () => call.cancel();
-      if (options.signal?.aborted) call.cancel();
-      else options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal?.aborted) call.cancel();
+      else signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 }
 
-/** How many received exits may wait for the consumer before the stream is paused. */
-const ITERATOR_HIGH_WATER = 64;
-
-/** Turns a server stream into an async iterator that keeps its error and honours backpressure. */
-class StreamIterator<T> implements AsyncIterator<T> {
-  readonly #call: ClientReadableStream<T>;
-  readonly #signal: AbortSignal | undefined;
-  readonly #queue: T[] = [];
-  #error: unknown;
-  #ended = false;
-  #cancelled = false;
-  #waiter: { resolve: (result: IteratorResult<T>) => void; reject: (error: unknown) => void } | undefined;
-  readonly #onAbort = () => this.#finish();
-
-  constructor(call: ClientReadableStream<T>, signal: AbortSignal | undefined) {
-    this.#call = call;
-    this.#signal = signal;
-    call.on('data', (message: T) => {
-      this.#queue.push(message);
-      if (this.#queue.length >= ITERATOR_HIGH_WATER) call.pause();
-      this.#wake();
-    });
-    call.on('error', (error: unknown) => {
-      if (this.#cancelled) return;
-      this.#error ??= error;
-      this.#ended = true;
-      this.#wake();
-    });
-    call.on('end', () => {
-      this.#ended = true;
-      this.#wake();
-    });
-    if (signal?.aborted) this.#finish();
-    else signal?.addEventListener('abort', this.#onAbort, { once: true });
-  }
-
-  next(): Promise<IteratorResult<T>> {
-    const message = this.#queue.shift();
-    if (message !== undefined) {
-      if (this.#queue.length < ITERATOR_HIGH_WATER / 2 && this.#call.isPaused()) this.#call.resume();
-      return Promise.resolve({ value: message, done: false });
-    }
-    if (this.#ended) {
-      const error = this.#error;
-      this.#error = undefined;
-      this.#finish();
-      return error === undefined ? Promise.resolve({ value: undefined, done: true }) : Promise.reject(error);
-    }
-    return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
-    });
-  }
-
-  async return(): Promise<IteratorResult<T>> {
-    this.#finish();
-    return { value: undefined, done: true };
-  }
-
-  #wake(): void {
-    const waiter = this.#waiter;
-    if (!waiter) return;
-    this.#waiter = undefined;
-    this.next().then(waiter.resolve, waiter.reject);
-  }
-
-  /** Cancels the call; what was not yet consumed is dropped. A cancelled call's error is not ours to throw. */
-  #finish(): void {
-    this.#signal?.removeEventListener('abort', this.#onAbort);
-    if (!this.#ended) {
-      this.#ended = true;
-      this.#cancelled = true;
-      this.#call.cancel();
-    }
-    this.#queue.length = 0;
-    this.#wake();
-  }
+function deadlineIn(timeoutMs: number | undefined): number | undefined {
+  if (timeoutMs === undefined || timeoutMs === Infinity) return undefined;
+  if (!(timeoutMs >= 0)) throw new RangeError(`timeoutMs must be a non-negative number, not ${timeoutMs}`);
+  return Date.now() + timeoutMs;
 }
 
+function metadata(options: RpcOptions): Metadata {
+  const metadata = new Metadata();
+  if (options.waitForReady) metadata.setOptions({ waitForReady: true });
+  return metadata;
+}
+
+function callOptions(deadline: number | undefined): CallOptions {
+  return deadline !== undefined ? { deadline } : {};
+}
+
+function durationMs(duration: Duration): number {
+  return Math.max(0, Number(duration.seconds) * 1000 + Math.ceil(duration.nanos / 1e6));
+}
