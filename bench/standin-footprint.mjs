@@ -3,7 +3,7 @@
 // 500): time until every one answers ping, summed VmRSS and Pss, and the drop in MemAvailable. Then stops them
 // all with SIGTERM (checking they exit 0) and removes the temp dir.
 // Not a jest test: a measurement to rerun after changes to native/standin-vmm.c.
-//   node test/standin/measure-many.mjs [count]
+//   node bench/standin-footprint.mjs [count]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const BIN = fileURLToPath(new URL('../../build/native/standin-vmm', import.meta.url));
+const BIN = fileURLToPath(new URL("../build/native/standin-vmm", import.meta.url));
 const COUNT = Number(process.argv[2] ?? 500);
 const PING = 'GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\n\r\n';
 

@@ -1,0 +1,80 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { buildLaunchCommand, buildLaunchEnvironment } from '../../src/launch/launch-command.js';
+
+/**
+ * The baseline: the same launch script as the daemon's, spawned straight from this process, with
+ * readiness found by a minimal ping loop. No gRPC, no validation, no reaper, no journal.
+ */
+export interface BareLaunchSetup {
+  readonly runDir: string;
+  readonly sandboxDir: string;
+  readonly kernelPath: string;
+  readonly rootfsPath: string;
+  readonly netns: string;
+  readonly vmmBin: string;
+}
+
+export interface BareVmm {
+  readonly pid: number;
+  readonly child: ChildProcess;
+  readonly socketPath: string;
+  readonly exited: Promise<void>;
+}
+
+export function spawnBare(setup: BareLaunchSetup, id: string): BareVmm {
+  const socketPath = join(setup.runDir, `${id}.sock`);
+  const command = buildLaunchCommand({
+    mode: 'boot',
+    sandboxDir: setup.sandboxDir,
+    kernelPath: setup.kernelPath,
+    rootfsPath: setup.rootfsPath,
+    networkNamespace: setup.netns,
+    vmmBin: setup.vmmBin,
+    socketPath,
+  });
+  const child = spawn(command.file, [...command.args], {
+    detached: true,
+    stdio: 'ignore',
+    env: buildLaunchEnvironment(id, setup.sandboxDir),
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return { pid: child.pid!, child, socketPath, exited };
+}
+
+const PING = 'GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\n\r\n';
+
+/** Retries every `retryMs` until GET /api/v1/vmm.ping answers 200. */
+export function pingUntilReady(socketPath: string, timeoutMs = 10_000, retryMs = 1): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const socket = connect(socketPath);
+      let data = '';
+      socket.on('connect', () => socket.write(PING));
+      socket.on('data', (chunk) => {
+        data += chunk;
+        if (data.startsWith('HTTP/1.1 200') && data.includes('\r\n\r\n')) {
+          socket.destroy();
+          resolve();
+        }
+      });
+      socket.on('error', () => {
+        socket.destroy();
+        if (Date.now() > deadline) reject(new Error(`${socketPath} not ready within ${timeoutMs}ms`));
+        else setTimeout(attempt, retryMs);
+      });
+    };
+    attempt();
+  });
+}
+
+export async function killBare(vmm: BareVmm, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  try {
+    process.kill(-vmm.pid, signal);
+  } catch {
+    // already gone
+  }
+  await vmm.exited;
+}
