@@ -75,9 +75,15 @@ export class Spawner {
   spawn(request: SpawnRequest): Promise<Spawned> {
     if (this.#exited) return Promise.reject(new VmprocError('unavailable', 'the spawner helper is not running; retry the start'));
     if (this.#pending.has(request.id)) return Promise.reject(new VmprocError('internal', `a launch of ${request.id} is already in flight`));
+    let encoded: Buffer;
+    try {
+      encoded = encodeRequest(request);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise((resolve, reject) => {
       this.#pending.set(request.id, { resolve, reject });
-      this.#child.stdin!.write(encodeRequest(request));
+      this.#child.stdin!.write(encoded);
     });
   }
 

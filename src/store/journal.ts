@@ -127,15 +127,19 @@ export class Journal {
   }
 
   /**
-   * Replaces the journal with `snapshot()` (the current state), atomically. The snapshot is taken
-   * once earlier appends are written; appends made meanwhile land in the new file after it.
+   * Replaces the journal with `snapshot()`, atomically. The snapshot is taken at once, when
+   * compact() is called, and must hold every record appended until then (JournalStateStore's state
+   * does: it applies each record as it appends it); those still waiting to be written are not
+   * written again but settle with the snapshot. Appends made afterwards land in the new file, after
+   * the snapshot.
    */
   async compact(snapshot: () => unknown[]): Promise<void> {
+    const records = snapshot();
+    const included = this.#queue.splice(0);
     this.#paused = true;
     try {
       await this.#idle();
       await this.#syncing;
-      const records = snapshot();
       const tmp = `${this.path}.compact`;
       const out = await open(tmp, 'w', 0o600);
       try {
@@ -149,6 +153,14 @@ export class Journal {
       await this.#handle.close();
       this.#handle = await open(this.path, 'a', 0o600);
       this.#recordCount = records.length + this.#queue.length;
+      for (const pending of included) {
+        pending.written.resolve();
+        pending.durable.resolve();
+      }
+    } catch (error) {
+      // The old journal is still in place: the records the snapshot held go to it as usual.
+      this.#queue.unshift(...included);
+      throw error;
     } finally {
       this.#paused = false;
       this.#kick();
@@ -230,27 +242,29 @@ export function encodeRecord(record: unknown): string {
 
 /** Parses a journal file; a missing file is an empty journal. */
 export async function readJournal(path: string): Promise<LoadedJournal> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], droppedTailBytes: 0 };
     throw error;
   }
+  // Lines are found in the bytes, not in decoded text: a write torn inside a multi-byte character
+  // must cost exactly its own bytes, never the newline of the record before it.
   const records: unknown[] = [];
   let offset = 0;
   let lineNumber = 0;
-  while (offset < text.length) {
+  while (offset < bytes.length) {
     lineNumber++;
-    const end = text.indexOf('\n', offset);
+    const end = bytes.indexOf(0x0a, offset);
     // Only a last record without its newline can be a torn write: appends write whole lines, so a
     // complete line that fails its checksum was damaged afterwards, which is corruption.
-    if (end === -1) return { records, droppedTailBytes: Buffer.byteLength(text.slice(offset)) };
-    const record = decodeRecord(text.slice(offset, end));
+    if (end === -1) return { records, droppedTailBytes: bytes.length - offset };
+    const record = decodeRecord(bytes.toString('utf8', offset, end));
     if (record === undefined) {
       throw new VmprocError(
         'failed-precondition',
-        `state journal ${path} is corrupt at line ${lineNumber} (byte ${Buffer.byteLength(text.slice(0, offset))}): ` +
+        `state journal ${path} is corrupt at line ${lineNumber} (byte ${offset}): ` +
           'the record does not match its checksum. Move the file aside to start with an empty state ' +
           '(VMMs it recorded will then not be re-adopted), or restore it from a backup.',
       );
@@ -261,11 +275,13 @@ export async function readJournal(path: string): Promise<LoadedJournal> {
   return { records, droppedTailBytes: 0 };
 }
 
+/** `<8 hex digits of CRC-32> <JSON>`; JSON may hold any character but a newline (U+2028 included). */
 function decodeRecord(line: string): { value: unknown } | undefined {
-  const match = /^([0-9a-f]{8}) (.*)$/.exec(line);
-  if (!match || crc32(match[2]!).toString(16).padStart(8, '0') !== match[1]) return undefined;
+  const crc = line.slice(0, 8);
+  const json = line.slice(9);
+  if (line[8] !== ' ' || !/^[0-9a-f]{8}$/.test(crc) || crc32(json).toString(16).padStart(8, '0') !== crc) return undefined;
   try {
-    return { value: JSON.parse(match[2]!) };
+    return { value: JSON.parse(json) };
   } catch {
     return undefined;
   }

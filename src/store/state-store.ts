@@ -102,6 +102,8 @@ type JournalRecord =
   | { k: 'signal'; id: string; signal: string }
   | { k: 'startFailure'; id: string; reason: 'start-failed' | 'start-timeout'; message: string }
   | { k: 'exit'; event: Json }
+  /** An exit in a compacted journal's history: attaches to no process (each process record holds its own). */
+  | { k: 'history'; event: Json }
   | { k: 'abandon'; id: string }
   | { k: 'boot'; bootId: string }
   | { k: 'process'; process: Json };
@@ -205,8 +207,8 @@ export class JournalStateStore implements StateStore {
         prune(this.#processes, this.#exits, this.#options);
         return [
           ...(this.#lastBootId ? [{ k: 'boot', bootId: this.#lastBootId } satisfies JournalRecord] : []),
+          ...this.#exits.map((e): JournalRecord => ({ k: 'history', event: exitToJson(e) })),
           ...[...this.#processes.values()].map((p): JournalRecord => ({ k: 'process', process: processToJson(p) })),
-          ...this.#exits.map((e): JournalRecord => ({ k: 'exit', event: exitToJson(e) })),
         ];
       })
       .catch(() => {
@@ -286,6 +288,11 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
       if (current && (current.pid === undefined || current.pid === event.pid) && !current.exit) update(event.sandboxId, { exit: event, pid: event.pid });
       break;
     }
+    case 'history': {
+      const event = exitFromJson(record.event);
+      if (exits.length === 0 || event.sequence > exits.at(-1)!.sequence) exits.push(event);
+      break;
+    }
     case 'abandon': {
       const current = processes.get(record.id);
       if (current && !current.pid) {
@@ -316,7 +323,7 @@ function prune(processes: Map<string, PersistedProcess>, exits: ProcessExitEvent
 function processToJson(p: PersistedProcess): Json {
   return {
     ...p,
-    replaced: undefined,
+    replaced: p.replaced ? processToJson(p.replaced) : undefined,
     startedAt: p.startedAt.getTime(),
     startTime: p.startTime?.toString(),
     reaperStartTime: p.reaperStartTime?.toString(),
@@ -336,6 +343,7 @@ function processFromJson(json: Json): PersistedProcess {
     ...(p.readyAt !== undefined ? { readyAt: new Date(p.readyAt) } : {}),
     ...(p.stopKillAt !== undefined ? { stopKillAt: new Date(p.stopKillAt) } : {}),
     ...(p.exit !== undefined ? { exit: exitFromJson(p.exit) } : {}),
+    ...(p.replaced !== undefined ? { replaced: processFromJson(p.replaced) } : {}),
   };
 }
 
