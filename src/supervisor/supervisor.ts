@@ -5,6 +5,7 @@ import { VmprocError, asVmprocError } from '../errors.js';
 import { describeExitStatus, type ExitStatus } from '../launch/exit-status.js';
 import { findLaunchByStatusPath } from '../launch/find-reaper.js';
 import { buildLaunchEnvironment, type LaunchStrategy, planLaunch } from '../launch/launch-command.js';
+import { removeLogFiles } from '../launch/log-files.js';
 import { readLogTail } from '../launch/log-tail.js';
 import { signalProcessGroup } from '../launch/process-group.js';
 import { isSameLiveProcess, readBootId } from '../launch/proc-stat.js';
@@ -71,6 +72,8 @@ export class Supervisor {
   readonly #socketOwners = new Map<string, ManagedProcess>();
   /** Exited sandbox IDs, oldest first, for bounded retention. */
   readonly #exitedOrder = new Set<string>();
+  /** Log removals of forgotten sandboxes still in progress, by sandbox ID. */
+  readonly #logRemovals = new Map<string, Promise<void>>();
   #bootId = '';
   #closed = false;
   /** Set once shut down: ends seen from then on are left for the next daemon to record. */
@@ -156,6 +159,7 @@ export class Supervisor {
   async #launch(record: ManagedProcess, previous: ManagedProcess | undefined): Promise<ProcessSnapshot> {
     const { spec } = record;
     const { defaults } = this.#options;
+    await this.#logRemovals.get(spec.sandboxId);
 
     let vmm: VmmProcess;
     let launchRecord: Appended;
@@ -569,7 +573,17 @@ export class Supervisor {
     while (this.#exitedOrder.size > this.#options.exitedRecordLimit) {
       const oldest = this.#exitedOrder.values().next().value!;
       this.#exitedOrder.delete(oldest);
-      if (this.#records.get(oldest)?.state === 'exited') this.#records.delete(oldest);
+      const record = this.#records.get(oldest);
+      if (record?.state !== 'exited') continue;
+      this.#records.delete(oldest);
+      // Its logs go with it. A start of the same ID waits for that (see #start), so it never
+      // writes into a file about to be removed.
+      const removal = removeLogFiles(record.logPath)
+        .catch((error: unknown) => this.#logger.warn({ sandboxId: oldest, err: error }, 'cannot remove the logs of a forgotten sandbox'))
+        .finally(() => {
+          if (this.#logRemovals.get(oldest) === removal) this.#logRemovals.delete(oldest);
+        });
+      this.#logRemovals.set(oldest, removal);
     }
   }
 

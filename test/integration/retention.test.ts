@@ -1,0 +1,71 @@
+import { afterAll, beforeAll, expect, it } from '@jest/globals';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { ReaperLauncher } from '../../src/launch/vmm-launcher.js';
+import { nativeBin } from '../../src/package-paths.js';
+import { cloudHypervisorApi } from '../../src/supervisor/cloud-hypervisor-api.js';
+import { ExitExchange } from '../../src/supervisor/exit-exchange.js';
+import type { StartRequest } from '../../src/supervisor/process-types.js';
+import { Supervisor } from '../../src/supervisor/supervisor.js';
+import { createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { describeAsRoot } from '../helpers/root.js';
+import { createSandboxFixture, type SandboxFixture } from '../helpers/sandbox-fixture.js';
+
+describeAsRoot('retention: a forgotten sandbox takes its logs with it', () => {
+  let netns: TestNetns;
+  let fixture: SandboxFixture;
+  let supervisor: Supervisor;
+
+  beforeAll(async () => {
+    netns = await createTestNetns();
+    fixture = await createSandboxFixture();
+    supervisor = new Supervisor({
+      defaults: { runDir: fixture.runDir, sandboxDir: fixture.sandboxDir, vmmBin: nativeBin('standin-vmm'), netnsDir: '/var/run/netns' },
+      launcher: new ReaperLauncher(nativeBin('vmprocd-reaper')),
+      exchange: new ExitExchange({ historyLimit: 100, subscriberBufferLimit: 100 }),
+      vmmApi: cloudHypervisorApi(),
+      exitedRecordLimit: 1,
+    });
+    await supervisor.prepare();
+  });
+
+  afterAll(async () => {
+    await supervisor.shutdown();
+    const leftovers = await processesMentioning(fixture.root);
+    await killProcessesMentioning(fixture.root);
+    await netns.remove();
+    await fixture.remove();
+    expect(leftovers).toEqual([]);
+  });
+
+  const request = async (sandboxId: string): Promise<StartRequest> => ({
+    sandboxId,
+    mode: 'boot',
+    kernelPath: fixture.kernelPath,
+    rootfsPath: await fixture.rootfs(sandboxId, { stderr_lines: 1 }),
+    networkNamespace: netns.name,
+    labels: {},
+  });
+
+  it('removes the log and its rotated copies of a sandbox evicted from retention, and may start it again', async () => {
+    const first = await supervisor.start(await request('old'));
+    // A rotated copy, as log rotation would leave it.
+    await writeFile(`${first.logPath}.1`, 'an older part of the log\n');
+    await supervisor.stop('old', 0);
+    expect(existsSync(first.logPath)).toBe(true);
+
+    // Retention keeps one exited record: the next exit forgets 'old'.
+    await supervisor.start(await request('new'));
+    await supervisor.stop('new', 0);
+    expect(() => supervisor.get('old')).toThrow(/no process for sandbox/);
+    await eventually(() => !existsSync(first.logPath) && !existsSync(`${first.logPath}.1`), 2000);
+    expect(existsSync(supervisor.get('new').logPath)).toBe(true);
+
+    // A start of the forgotten ID gets a fresh log with only its own output.
+    const again = await supervisor.start(await request('old'));
+    await supervisor.stop('old', 0);
+    expect(again.logPath).toBe(first.logPath);
+    expect(supervisor.get('old').exit!.stderrTail).toBe('standin-vmm: stderr line 1 of 1');
+  });
+});
