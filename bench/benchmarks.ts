@@ -2,9 +2,10 @@ import { fork } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create } from '@bufbuild/protobuf';
-import { credentials, makeGenericClientConstructor } from '@grpc/grpc-js';
+import { credentials, makeGenericClientConstructor, Server, ServerCredentials } from '@grpc/grpc-js';
 import { LaunchMode, ListProcessesRequestSchema, ProcessState, VmProcessService } from '../gen/vmprocess/v1/vmprocess_pb.js';
 import { grpcServiceDefinition } from '../src/rpc/grpc-service-definition.js';
+import { encodedProcessExit } from '../src/rpc/wire-cache.js';
 import { killBare, pingUntilReady, spawnBare } from './lib/bare-launch.js';
 import { type BenchEnv, processUsage } from './lib/bench-env.js';
 import { monotonicMs, summarize, type Summary } from './lib/stats.js';
@@ -193,6 +194,87 @@ export async function exitDelivery(env: BenchEnv, watchers: number, samples: num
       { benchmark: name, measure: 'p99', value: ms(summary.p99), baseline: ms(base.p99), ratio: x(summary.p99 / base.p99), target: `< ${target} ms`, met: summary.p99 < target },
     ],
   };
+}
+
+/**
+ * The transport's own floor: a minimal grpc-js server (no daemon, no VMM) writes an already
+ * encoded ProcessExit to one WatchExits stream read by another process, paced like the exit
+ * benchmark. What exit delivery can never go below with grpc-js on this machine.
+ */
+export async function streamFloor(samples: number): Promise<Row[]> {
+  const socket = `/tmp/vmpb-floor-${process.pid}.sock`;
+  const server = new Server();
+  let call: { write(bytes: Uint8Array): boolean } | undefined;
+  server.addService(grpcServiceDefinition(VmProcessService), { watchExits: (c: { write(bytes: Uint8Array): boolean }) => (call = c) });
+  await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${socket}`, ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+  const worker = fork(join(import.meta.dirname, 'stream-floor-client.js'), [`unix://${socket}`, String(samples)], { stdio: 'inherit' });
+  const got = new Set<number>();
+  let wake: (() => void) | undefined;
+  const report = new Promise<number[]>((resolve) => {
+    worker.on('message', (message: { type: string; sequence?: number; arrivals?: number[] }) => {
+      if (message.type === 'got') {
+        got.add(message.sequence!);
+        wake?.();
+      }
+      if (message.type === 'report') resolve(message.arrivals!);
+    });
+  });
+  while (!call) await sleep(10);
+  const sent: number[] = [];
+  const template = { sandboxId: 'floor', pid: 1, reason: 'exited' as const, exitCode: 0, startedAt: new Date(), labels: {}, stderrTail: '', message: '', signalSentByDaemon: false };
+  for (let sequence = 1; sequence <= samples; sequence++) {
+    await sleep(5);
+    const bytes = encodedProcessExit(Object.freeze({ ...template, sequence, exitedAt: new Date() }));
+    sent[sequence] = monotonicMs();
+    call.write(bytes);
+    while (!got.has(sequence)) await new Promise<void>((resolve) => ((wake = resolve), setTimeout(resolve, 100)));
+  }
+  const arrivals = await report;
+  server.forceShutdown();
+  const summary = summarize(arrivals.flatMap((at, sequence) => (at === undefined || at === null ? [] : [at - sent[sequence]!])));
+  return [
+    { benchmark: 'transport floor: a bare grpc-js stream, two processes', measure: `p50 / p99 (n=${summary.n})`, value: `${ms(summary.p50)} / ${ms(summary.p99)}`, baseline: '', ratio: '', target: '', met: undefined },
+  ];
+}
+
+/**
+ * Exit delivery for VMMs the daemon re-adopted after a crash: they are not children of its spawner,
+ * so their ends are seen through their reapers' status files (inotify), not the spawner pipe.
+ * One watcher, in this process.
+ */
+export async function adoptedExitDelivery(env: BenchEnv, samples: number): Promise<Row[]> {
+  let client = env.client();
+  const pids = new Map<string, number>();
+  for (let i = 0; i < samples; i++) {
+    const id = nextId('a');
+    pids.set(id, (await client.startProcess(startRequest(env, id))).process!.pid);
+  }
+  await env.stopDaemon('SIGKILL');
+  await env.startDaemon();
+  client = env.client();
+  const arrived = new Map<string, number>();
+  let wake: (() => void) | undefined;
+  const { exitSequence } = await client.listProcesses({});
+  const watching = (async () => {
+    for await (const exit of client.watchExits({ afterSequence: exitSequence })) {
+      arrived.set(exit.sandboxId, monotonicMs());
+      wake?.();
+      if (arrived.size === pids.size) return;
+    }
+  })();
+  await sleep(300);
+  const latencies: number[] = [];
+  for (const [id, pid] of pids) {
+    const killed = monotonicMs();
+    process.kill(pid, 'SIGKILL');
+    while (!arrived.has(id)) await new Promise<void>((resolve) => ((wake = resolve), setTimeout(resolve, 100)));
+    latencies.push(arrived.get(id)! - killed);
+  }
+  await watching;
+  const summary = summarize(latencies);
+  return [
+    { benchmark: 'exit delivery, re-adopted VMMs (after kill -9 of the daemon), 1 watcher', measure: `p50 / p99 (n=${summary.n})`, value: `${ms(summary.p50)} / ${ms(summary.p99)}`, baseline: '', ratio: '', target: '', met: undefined },
+  ];
 }
 
 /** Starts VMMs through the daemon until `count` run, in concurrent waves. */

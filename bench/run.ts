@@ -7,7 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../src/package-paths.js';
-import { burst, exitDelivery, type Row, scale, startToReady, stop } from './benchmarks.js';
+import { adoptedExitDelivery, burst, exitDelivery, type Row, scale, startToReady, stop, streamFloor } from './benchmarks.js';
 import { createBenchEnv } from './lib/bench-env.js';
 
 const quick = process.argv.includes('--quick');
@@ -32,6 +32,10 @@ try {
     log(`exit delivery, ${watchers} watchers...`);
     rows.push(...(await exitDelivery(env, watchers, quick ? 30 : 150)).rows);
   }
+  log('transport floor...');
+  rows.push(...(await streamFloor(quick ? 100 : 500)));
+  log('exit delivery, re-adopted VMMs...');
+  rows.push(...(await adoptedExitDelivery(env, quick ? 20 : 100)));
   log('stop...');
   rows.push(...(await stop(env, quick ? 20 : 100)));
   log('scale...');

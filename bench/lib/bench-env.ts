@@ -21,7 +21,8 @@ export interface BenchEnv {
   client(): VmProcessClient;
   /** Starts the daemon; `fresh` gives it an empty state directory (no history of earlier runs). */
   startDaemon(extraArgs?: readonly string[], options?: { fresh?: boolean }): Promise<void>;
-  stopDaemon(): Promise<void>;
+  /** SIGTERM by default; SIGKILL to crash it (VMMs keep running either way). */
+  stopDaemon(signal?: NodeJS.Signals): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -79,11 +80,11 @@ export async function createBenchEnv(): Promise<BenchEnv> {
         probe.close();
       }
     },
-    async stopDaemon() {
+    async stopDaemon(signal: NodeJS.Signals = 'SIGTERM') {
       for (const client of clients.splice(0)) client.close();
       if (!daemon || daemon.exitCode !== null) return;
       const exited = new Promise((resolve) => daemon!.once('exit', resolve));
-      daemon.kill('SIGTERM');
+      daemon.kill(signal);
       await exited;
     },
     async dispose() {
