@@ -1,4 +1,5 @@
 import { VmprocError } from '../errors.js';
+import { MAX_SOCKET_PATH_BYTES } from '../unix-socket-path.js';
 
 export type ListenAddress =
   | { readonly kind: 'unix'; readonly path: string }
@@ -9,7 +10,9 @@ export function parseListenAddress(text: string): ListenAddress {
   if (text.startsWith('unix://')) {
     const path = text.slice('unix://'.length);
     if (!path.startsWith('/')) throw new VmprocError('invalid-argument', `listen address ${text}: a unix socket needs an absolute path (unix:///run/x.sock)`);
-    if (Buffer.byteLength(path) > 107) throw new VmprocError('invalid-argument', `listen address ${text}: a unix socket path holds at most 107 bytes`);
+    if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+      throw new VmprocError('invalid-argument', `listen address ${text}: a unix socket path holds at most ${MAX_SOCKET_PATH_BYTES} bytes`);
+    }
     return { kind: 'unix', path };
   }
   const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text);

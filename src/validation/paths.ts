@@ -1,8 +1,8 @@
 import { posix } from 'node:path';
 import { VmprocError } from '../errors.js';
 
-/** Linux's sun_path holds 108 bytes including the terminating NUL. */
-export const MAX_SOCKET_PATH_BYTES = 107;
+export { MAX_SOCKET_PATH_BYTES } from '../unix-socket-path.js';
+
 const MAX_PATH_BYTES = 4095;
 
 /**

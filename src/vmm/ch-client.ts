@@ -3,6 +3,7 @@
  * at most 10), a deadline on every call, every failure a VmmApiError. Prints nothing.
  */
 import { createConnection } from 'node:net';
+import { MAX_SOCKET_PATH_BYTES } from '../unix-socket-path.js';
 import { exchange, type ConnectToSocket, type VmmCallOptions, type VmmHttpMethod, type VmmResponse } from './http-exchange.js';
 import { isVmmApiError, VmmApiError } from './vmm-api-error.js';
 import {
@@ -24,8 +25,8 @@ const ENDPOINT_PATTERN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 
 const defaultConnect: ConnectToSocket = (socketPath) => createConnection(socketPath);
 
-/** sun_path holds 107 bytes; libuv silently truncates longer paths, which could reach another VMM's socket. */
-export const MAX_SOCKET_PATH_BYTES = 107;
+// libuv silently truncates longer paths, which could reach another VMM's socket.
+export { MAX_SOCKET_PATH_BYTES };
 
 export class ChClient {
   readonly socketPath: string;
