@@ -83,6 +83,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       defaults: { runDir: config.runDir, sandboxDir: config.sandboxDir, vmmBin: config.vmmBin, netnsDir: config.netnsDir },
       launcher: new ReaperLauncher(config.reaperBin),
       launchStrategy: config.launcher,
+      bootId,
       exchange,
       vmmApi: cloudHypervisorApi(),
       exitedRecordLimit: config.exitHistory,

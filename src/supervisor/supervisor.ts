@@ -44,6 +44,8 @@ export interface SupervisorOptions {
   readonly store?: StateStore;
   readonly logger?: Logger;
   readonly now?: () => Date;
+  /** This host boot, if the caller has read it already; prepare() reads it otherwise. */
+  readonly bootId?: string;
   /** Told of spawns and start outcomes (metrics, log rotation); nothing by default. */
   readonly observer?: SupervisorObserver;
 }
@@ -92,15 +94,11 @@ export class Supervisor {
     const { runDir } = this.#options.defaults;
     await mkdir(posix.join(runDir, 'logs'), { recursive: true, mode: 0o750 });
     await mkdir(posix.join(runDir, 'exits'), { recursive: true, mode: 0o750 });
-    this.#bootId = await readBootId();
+    this.#bootId = this.#options.bootId ?? (await readBootId());
   }
 
   get exchange(): ExitExchange {
     return this.#options.exchange;
-  }
-
-  get bootId(): string {
-    return this.#bootId;
   }
 
   /** The directory where reapers record exit statuses. */
