@@ -7,6 +7,7 @@ export {
   DEFAULT_TIMEOUT_MS,
   type Init,
   type RpcOptions,
+  type StreamOptions,
   VmProcessClient,
   type VmProcessClientOptions,
 } from './client/vm-process-client.js';

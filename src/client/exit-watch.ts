@@ -7,7 +7,7 @@ import type {
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { Backoff, type BackoffOptions, sleep } from './backoff.js';
 import { ExitHistoryGapError, isRpcError } from './rpc-error.js';
-import type { Init, RpcOptions } from './vm-process-client.js';
+import type { Init, RpcOptions, StreamOptions } from './vm-process-client.js';
 
 export interface ReconnectingWatchOptions {
   /** Only exits of these sandboxes (all when empty). */
@@ -37,7 +37,7 @@ export interface ReconnectEvent {
 
 /** What the watcher needs from a client (VmProcessClient has it). */
 export interface ExitWatchSource {
-  watchExits(request: Init<typeof WatchExitsRequestSchema>, options: RpcOptions): AsyncIterable<ProcessExit>;
+  watchExits(request: Init<typeof WatchExitsRequestSchema>, options: StreamOptions): AsyncIterable<ProcessExit>;
   listProcesses(request: Init<typeof ListProcessesRequestSchema>, options?: RpcOptions): Promise<ListProcessesResponse>;
 }
 
@@ -85,7 +85,9 @@ export class ReconnectingExitWatch implements AsyncIterable<ProcessExit> {
         const attempt = new AbortController();
         const onAbort = () => attempt.abort();
         outer?.addEventListener('abort', onAbort, { once: true });
-        const openedAt = Date.now();
+        // When the daemon's headers came (it sends them as soon as the subscription exists): the
+        // time a failing attempt spends connecting does not make it look like a stream that was up.
+        let establishedAt: number | undefined;
         let failure: unknown;
         try {
           // waitForReady: while the daemon is away, an attempt waits for the channel to reconnect
@@ -93,7 +95,8 @@ export class ReconnectingExitWatch implements AsyncIterable<ProcessExit> {
           const callOptions = { signal: attempt.signal, waitForReady: true };
           this.#cursor ??= (await this.#source.listProcesses({}, callOptions)).exitSequence;
           const request = { sandboxIds: [...(this.#options.sandboxIds ?? [])], afterSequence: this.#cursor };
-          for await (const exit of this.#source.watchExits(request, callOptions)) {
+          const streamOptions = { ...callOptions, onHeaders: () => (establishedAt = Date.now()) };
+          for await (const exit of this.#source.watchExits(request, streamOptions)) {
             if (exit.sequence <= this.#cursor) continue; // never twice, whatever a server replays
             this.#cursor = exit.sequence;
             backoff.reset();
@@ -110,7 +113,7 @@ export class ReconnectingExitWatch implements AsyncIterable<ProcessExit> {
         }
         if (outer?.aborted) return;
         // A stream that stayed up a while was a success: the next failure starts a fresh backoff.
-        if (Date.now() - openedAt >= resetAfterMs) backoff.reset();
+        if (establishedAt !== undefined && Date.now() - establishedAt >= resetAfterMs) backoff.reset();
         const delayMs = backoff.next();
         if (delayMs === undefined) throw failure ?? new Error('WatchExits kept ending');
         this.#options.onReconnect?.({ error: failure, attempt: backoff.attempts, delayMs, cursor: this.#cursor });

@@ -79,6 +79,11 @@ export interface RpcOptions {
   readonly waitForReady?: boolean;
 }
 
+/** A stream's options: also told when the server's headers arrive, i.e. the stream is up. */
+export interface StreamOptions extends RpcOptions {
+  readonly onHeaders?: () => void;
+}
+
 export type { RpcError };
 
 /** A request as a message or a plain object, e.g. `{ sandboxId: 'sb-1' }`. */
@@ -143,11 +148,12 @@ export class VmProcessClient {
    * is thrown from the iteration, even when it arrived before the first next(). No deadline unless
    * `timeoutMs` is given. For a watcher that survives restarts, see watchExitsReconnecting.
    */
-  watchExits(request: Init<typeof WatchExitsRequestSchema> = {}, options: RpcOptions = {}): AsyncIterable<ProcessExit> {
+  watchExits(request: Init<typeof WatchExitsRequestSchema> = {}, options: StreamOptions = {}): AsyncIterable<ProcessExit> {
     const client = this.#client;
     return {
       [Symbol.asyncIterator]() {
         const call = client.watchExits(create(WatchExitsRequestSchema, request), metadata(options), callOptions(deadlineIn(options.timeoutMs))) as ClientReadableStream<ProcessExit>;
+        if (options.onHeaders) call.once('metadata', options.onHeaders);
         return new StreamIterator(call, options.signal);
       },
     };
