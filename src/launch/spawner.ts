@@ -41,9 +41,11 @@ export class Spawner {
   readonly #exitedListeners = new Set<(id: string, statusFile: string | undefined) => void>();
   readonly #exitListeners = new Set<() => void>();
   #exited = false;
+  readonly #ended: Promise<void>;
 
   private constructor(child: ChildProcess) {
     this.#child = child;
+    this.#ended = new Promise((resolve) => child.once('exit', () => resolve()));
     createInterface({ input: child.stdout! }).on('line', (line) => this.#onAnswer(line));
     child.once('exit', (code, signal) => {
       this.#exited = true;
@@ -105,9 +107,26 @@ export class Spawner {
     this.#exitListeners.add(listener);
   }
 
-  /** Ends the helper (reapers it forked keep running). */
-  close(): void {
+  /**
+   * Ends the helper (reapers it forked keep running) and resolves once it has exited, so a stopped
+   * daemon leaves no helper of its own behind. It ends by itself when its stdin closes; one that
+   * has not within `graceMs` is killed.
+   */
+  async close(graceMs = CLOSE_GRACE_MS): Promise<void> {
     this.#child.stdin!.end();
+    if (this.#exited) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), graceMs);
+    });
+    try {
+      if ((await Promise.race([this.#ended, late])) === 'late') {
+        this.#child.kill('SIGKILL');
+        await this.#ended;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   #onAnswer(line: string): void {
@@ -139,6 +158,9 @@ export class Spawner {
     }
   }
 }
+
+/** How long the helper may take to end once its stdin is closed before it is killed. */
+const CLOSE_GRACE_MS = 2_000;
 
 /** 0 means the helper could not read it. */
 function startTime(text: string | undefined): bigint {

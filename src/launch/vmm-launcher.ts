@@ -21,7 +21,8 @@ export interface VmmLauncher {
   launch(request: LaunchRequest): Promise<VmmProcess>;
   /** Supervises a VMM a previous daemon launched (its reaper is not our child). */
   adopt(process: WatchedProcess): Promise<ExitStatus | undefined>;
-  close(): void;
+  /** Stops launching; resolves once the launcher's own helpers have ended (VMMs keep running). */
+  close(): Promise<void>;
 }
 
 /**
@@ -67,9 +68,9 @@ export class ReaperLauncher implements VmmLauncher {
     return this.#exits.wait(process, { orphan: true });
   }
 
-  close(): void {
-    void this.#spawner?.then((spawner) => spawner.close(), () => undefined);
+  async close(): Promise<void> {
     this.#exits.close();
+    await this.#spawner?.then((spawner) => spawner.close(), () => undefined);
   }
 
   /** The running spawner, started on first use and again after it died. */

@@ -392,7 +392,7 @@ export class Supervisor {
     for (const record of starting) record.startAbort.abort({ kind: 'shutdown' } satisfies StartAbortReason);
     await Promise.allSettled(starting.map((r) => withinTimeout(r.exited, KILL_BACKSTOP_MS)));
     this.#detached = true;
-    this.#launcher.close();
+    await this.#launcher.close();
   }
 
   /**

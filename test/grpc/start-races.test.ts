@@ -16,6 +16,7 @@ import { describeAsRoot } from '../helpers/root.js';
 import { eventually, processesMentioning, useGrpcSuite, WAIT_MS } from './support.js';
 
 const SPAWN_DELAY_S = 1;
+const HELPER_LINGER_MS = 300;
 
 describeAsRoot('gRPC end to end: stop and cancel before the VMM PID is known', () => {
   const s = useGrpcSuite(async (fixture) => {
@@ -31,7 +32,9 @@ describeAsRoot('gRPC end to end: stop and cancel before the VMM PID is known', (
         `process.stdin.on('data', (chunk) => { const t = setTimeout(() => { held.delete(t); real.stdin.write(chunk); }, ${SPAWN_DELAY_S * 1000}); held.add(t); });\n` +
         // The daemon is gone: requests it can no longer hear are dropped, and the real spawner ends with us.
         `process.stdin.on('end', () => { for (const t of held) clearTimeout(t); real.stdin.end(); });\n` +
-        `real.on('exit', (code) => process.exit(code ?? 1));\n`,
+        // It also lingers a moment after the real spawner ended, as a helper on a loaded host may:
+        // the suite's leak check then fails unless the daemon's stop waits for its helper to end.
+        `real.on('exit', (code) => setTimeout(() => process.exit(code ?? 1), ${HELPER_LINGER_MS}));\n`,
     );
     await chmod(wrapper, 0o755);
     return { reaperBin: wrapper };

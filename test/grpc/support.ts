@@ -6,7 +6,6 @@
 import { afterAll, beforeAll, expect } from '@jest/globals';
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import {
   LaunchMode,
@@ -20,7 +19,7 @@ import type { Init, VmProcessClient } from '../../src/client/vm-process-client.j
 import type { DaemonConfig } from '../../src/daemon/config.js';
 import { type DaemonHarness, startDaemonHarness } from '../helpers/daemon-harness.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
-import { eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { describeProcessesMentioning, eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
 import { createSandboxFixture, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
 
 export { eventually, processesMentioning };
@@ -217,7 +216,7 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
       }
       if (suite.harness) await step('stopping the daemon', () => suite.harness.stop(), 15_000);
       if (suite.fixture) {
-        leftovers = await describeProcesses(await processesMentioning(suite.fixture.root));
+        leftovers = (await describeProcessesMentioning(suite.fixture.root)).map(({ pid, cmdline }) => `${pid}: ${cmdline.slice(0, 300)}`);
         await killProcessesMentioning(suite.fixture.root);
         await step('waiting for killed leftovers', () =>
           eventually(async () => (await processesMentioning(suite.fixture.root)).length === 0, WAIT_MS),
@@ -231,18 +230,6 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
   }, 90_000);
 
   return suite;
-}
-
-async function describeProcesses(pids: number[]): Promise<string[]> {
-  return Promise.all(
-    pids.map(async (pid) => {
-      try {
-        return `${pid}: ${(await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').join(' ').slice(0, 300)}`;
-      } catch {
-        return `${pid}: (gone)`;
-      }
-    }),
-  );
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -6,17 +6,25 @@ import { readdir, readFile } from 'node:fs/promises';
  * not counted: they are dead, only not yet reaped by their parent.
  */
 export async function processesMentioning(needle: string): Promise<number[]> {
-  const pids: number[] = [];
+  return (await describeProcessesMentioning(needle)).map((found) => found.pid);
+}
+
+/**
+ * Like processesMentioning, with each command line as read in the same look: a leak report
+ * describes exactly what was found, never a second read that a process exiting meanwhile fails.
+ */
+export async function describeProcessesMentioning(needle: string): Promise<Array<{ pid: number; cmdline: string }>> {
+  const found: Array<{ pid: number; cmdline: string }> = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
       const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes(needle)) pids.push(Number(entry));
+      if (cmdline.includes(needle)) found.push({ pid: Number(entry), cmdline: cmdline.split('\0').join(' ').trim() });
     } catch {
       // exited while we looked
     }
   }
-  return pids;
+  return found;
 }
 
 /** Kills (SIGKILL) every process mentioning `needle`; returns how many there were. */

@@ -26,7 +26,7 @@ import { readProcessStat } from '../../src/launch/proc-stat.js';
 import { encodeRecord, readJournal } from '../../src/store/journal.js';
 import { DaemonProcess, type DaemonProcessOptions } from '../helpers/daemon-process.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
-import { eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { describeProcessesMentioning, eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
 import { createSandboxFixture, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
 
 export { eventually, processesMentioning };
@@ -124,7 +124,7 @@ export function useRecoverySuite(): RecoverySuite {
             // already gone
           }
         }
-        leftovers = await describeProcesses(await processesMentioning(suite.fixture.root));
+        leftovers = (await describeProcessesMentioning(suite.fixture.root)).map(({ pid, cmdline }) => `${pid}: ${cmdline.slice(0, 300)}`);
         await killProcessesMentioning(suite.fixture.root);
         await eventually(async () => (await processesMentioning(suite.fixture.root)).length === 0, WAIT_MS);
       }
@@ -158,17 +158,6 @@ async function stopEverything(suite: RecoverySuite, last: DaemonProcess, options
   await daemon.stop();
 }
 
-async function describeProcesses(pids: number[]): Promise<string[]> {
-  return Promise.all(
-    pids.map(async (pid) => {
-      try {
-        return `${pid}: ${(await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').join(' ').slice(0, 300)}`;
-      } catch {
-        return `${pid}: (gone)`;
-      }
-    }),
-  );
-}
 
 // ------------------------------------------------------------------------------------------------
 // Journal

@@ -15,7 +15,9 @@ import { expectThrowsVmprocError, expectVmprocError, rejectionOf } from './suppo
  * - FAKE_EXIT: exit with this code after answering; FAKE_SIGNAL: kill itself with this signal.
  * It exits when stdin ends, as the real helper does.
  */
-const FAKE_HELPER = `#!/usr/bin/env node
+const fakeHelper = (lingerMs: number) => `#!/usr/bin/env node
+// How long it stays after stdin ends.
+const LINGER_MS = ${lingerMs};
 const { writeFileSync } = require('node:fs');
 let buffer = Buffer.alloc(0);
 if (process.argv[2] !== '--spawner') { process.stderr.write('expected --spawner\\n'); process.exit(64); }
@@ -29,7 +31,7 @@ process.stdin.on('data', (chunk) => {
     handle(payload);
   }
 });
-process.stdin.on('end', () => process.exit(0));
+process.stdin.on('end', () => setTimeout(() => process.exit(0), LINGER_MS));
 function handle(payload) {
   if (!payload.endsWith('\\0')) throw new Error('payload does not end with NUL');
   const fields = payload.slice(0, -1).split('\\0');
@@ -54,8 +56,12 @@ const spawners: Spawner[] = [];
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'vmprocd-spawner-'));
   helper = join(dir, 'fake-spawner');
-  await writeFile(helper, FAKE_HELPER);
+  await writeFile(helper, fakeHelper(0));
   await chmod(helper, 0o755);
+  for (const [path, lingerMs] of [[lingering(300), 300], [lingering(60_000), 60_000]] as const) {
+    await writeFile(path, fakeHelper(lingerMs));
+    await chmod(path, 0o755);
+  }
 });
 
 afterEach(async () => {
@@ -69,13 +75,16 @@ afterAll(async () => {
 /** Closes the helper and waits until it has ended. */
 async function stop(spawner: Spawner): Promise<void> {
   if (!spawner.alive) return;
-  const ended = new Promise<void>((resolve) => spawner.onExit(resolve));
-  spawner.close();
-  await within(ended, 3000, 'the helper did not end after close()');
+  await within(spawner.close(), 3000, 'the helper did not end after close()');
 }
 
-async function start(): Promise<Spawner> {
-  const spawner = await Spawner.start(helper);
+/** A fake helper that stays `lingerMs` after its stdin ends. */
+function lingering(lingerMs: number): string {
+  return join(dir, `fake-spawner-lingering-${lingerMs}`);
+}
+
+async function start(bin = helper): Promise<Spawner> {
+  const spawner = await Spawner.start(bin);
   spawners.push(spawner);
   return spawner;
 }
@@ -147,7 +156,7 @@ describe('Spawner.start', () => {
 
   it('fails with failed-precondition when the file is not executable', async () => {
     const plain = join(dir, 'not-executable');
-    await writeFile(plain, FAKE_HELPER, { mode: 0o644 });
+    await writeFile(plain, fakeHelper(0), { mode: 0o644 });
     expectVmprocError(await rejectionOf(Spawner.start(plain)), 'failed-precondition', 'cannot run', plain);
   });
 });
@@ -324,6 +333,20 @@ describe('Spawner: the helper ends', () => {
     await stop(spawner);
     expect(calls).toBe(2);
     expect(spawner.alive).toBe(false);
+  });
+
+  it('close() resolves only once the helper has exited, not when its stdin is closed', async () => {
+    const spawner = await start(lingering(300));
+    const startedAt = Date.now();
+    await spawner.close();
+    expect({ alive: spawner.alive, waitedForIt: Date.now() - startedAt >= 250 }).toEqual({ alive: false, waitedForIt: true });
+  });
+
+  it('close() kills a helper that does not end within the grace period', async () => {
+    const spawner = await start(lingering(60_000));
+    const startedAt = Date.now();
+    await within(spawner.close(100), 3000, 'close() did not kill a lingering helper');
+    expect({ alive: spawner.alive, killedSoon: Date.now() - startedAt < 2000 }).toEqual({ alive: false, killedSoon: true });
   });
 
   it('close() ends the helper (stdin closed) and rejects what was pending', async () => {
