@@ -5,14 +5,13 @@ import { VmprocError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatListenAddress } from '../rpc/listen-address.js';
 import { type RpcServer, startRpcServer } from '../rpc/server.js';
-import { cloudHypervisorApi } from '../supervisor/cloud-hypervisor-api.js';
 import { readBootId } from '../launch/proc-stat.js';
-import { ReaperLauncher } from '../launch/vmm-launcher.js';
 import { lockStateDir } from '../store/state-lock.js';
 import { JournalStateStore } from '../store/state-store.js';
-import { ExitExchange } from '../supervisor/exit-exchange.js';
-import { Supervisor } from '../supervisor/supervisor.js';
+import { ExitExchange } from '../core/exit-exchange.js';
+import type { Supervisor } from '../core/supervisor.js';
 import type { DaemonConfig } from './config.js';
+import { createHostSupervisor } from './host-supervisor.js';
 import { DaemonOperations } from './operations.js';
 
 /** How long calls in flight may take to finish when the daemon is asked to stop. */
@@ -79,13 +78,12 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       initialHistory: state.exits,
       observer: operations.exitObserver,
     });
-    const supervisor = new Supervisor({
+    const { supervisor } = createHostSupervisor({
       defaults: { runDir: config.runDir, sandboxDir: config.sandboxDir, vmmBin: config.vmmBin, netnsDir: config.netnsDir },
-      launcher: new ReaperLauncher(config.reaperBin),
+      reaperBin: config.reaperBin,
       launchStrategy: config.launcher,
       bootId,
       exchange,
-      vmmApi: cloudHypervisorApi(),
       exitedRecordLimit: config.exitHistory,
       store: operations.instrumentStore(store),
       logger,

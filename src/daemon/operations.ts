@@ -2,6 +2,7 @@ import { chmod, chown, mkdir, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from '../logger.js';
+import { logsDir } from '../host/run-layout.js';
 import { sweepForgottenLogs } from '../logs/log-sweep.js';
 import { DEFAULT_LOG_CHECK_INTERVAL_MS, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, VmmLogs } from '../logs/vmm-logs.js';
 import { DaemonMetrics } from '../metrics/daemon-metrics.js';
@@ -11,9 +12,9 @@ import { formatListenAddress, type ListenAddress } from '../rpc/listen-address.j
 import { resolveGroupId } from '../rpc/socket-group.js';
 import { isLoopbackHost, loadServerCredentials } from '../rpc/transport-security.js';
 import type { StateStore } from '../store/state-store.js';
-import type { ExitExchange } from '../supervisor/exit-exchange.js';
-import type { ExitObserver, SupervisorObserver } from '../supervisor/supervisor-observer.js';
-import type { Supervisor } from '../supervisor/supervisor.js';
+import type { ExitExchange } from '../core/exit-exchange.js';
+import type { ExitObserver, SupervisorObserver } from '../core/observer.js';
+import type { Supervisor } from '../core/supervisor.js';
 import type { DaemonConfig } from './config.js';
 
 const LIVE_STATES = ['starting', 'running', 'stopping'] as const;
@@ -118,7 +119,7 @@ export class DaemonOperations {
    */
   async startLogs(supervisor: Supervisor, runDir: string): Promise<VmmLogs> {
     const known = new Set(supervisor.list().processes.map((process) => process.sandboxId));
-    const removed = await sweepForgottenLogs(posix.join(runDir, 'logs'), known);
+    const removed = await sweepForgottenLogs(logsDir(runDir), known);
     if (removed > 0) this.#logger.info({ files: removed }, 'removed the logs of sandboxes no longer retained');
     const metrics = this.metrics;
     const logs = new VmmLogs({

@@ -1,18 +1,7 @@
-import { signalName } from './signals.js';
-
-/** How a process ended, as its parent (the reaper) saw it. Exactly one of code and signal is set. */
-export interface ExitStatus {
-  readonly pid: number;
-  readonly exitCode?: number;
-  readonly signal?: string;
-  readonly coreDumped: boolean;
-  readonly exitedAt: Date;
-  /** The end of what this run wrote to its log, as the reaper read it at the exit. */
-  readonly logTail?: string;
-}
-
-/** How many of the log's last lines an exit carries. */
-export const TAIL_LINES = 20;
+import { open } from 'node:fs/promises';
+import type { ExitStatus } from '../core/domain.js';
+import { signalName } from '../core/signals.js';
+import { lastLines, TAIL_LINES } from '../logs/log-tail.js';
 
 /**
  * Parses a reaper's status file: a line `pid=12 code=0 at_ms=...` or `pid=12 signal=9 core=0
@@ -27,11 +16,31 @@ export function parseReaperStatus(text: string): ExitStatus | undefined {
   return { ...status, logTail: lastLines(text.slice(newline + 1), TAIL_LINES) };
 }
 
-/** The last `count` lines of `text`, without the final newline. */
-export function lastLines(text: string, count: number): string {
-  const lines = text.replace(/\n$/, '').split('\n');
-  return lines.slice(-count).join('\n');
+/**
+ * Reads the status a reaper recorded; undefined if there is none (yet, or ever: a reaper killed
+ * before it recorded).
+ */
+export async function readExitStatus(statusPath: string): Promise<ExitStatus | undefined> {
+  let handle;
+  try {
+    handle = await open(statusPath, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  // One read of a file the reaper keeps under 5 KiB, instead of readFile's stat-then-read: this
+  // is on the exit's way to every watcher. Closing need not hold it up.
+  try {
+    const buffer = Buffer.allocUnsafe(STATUS_FILE_MAX_BYTES);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    return parseReaperStatus(buffer.toString('utf8', 0, bytesRead));
+  } finally {
+    void handle.close().catch(() => undefined);
+  }
 }
+
+/** A status line plus a 4 KiB log tail, with room to spare. */
+const STATUS_FILE_MAX_BYTES = 8192;
 
 function parseStatusLine(line: string): ExitStatus | undefined {
   const fields = new Map<string, string>();
@@ -50,12 +59,6 @@ function parseStatusLine(line: string): ExitStatus | undefined {
     return { pid, signal: signalName(signal), coreDumped: fields.get('core') === '1', exitedAt };
   }
   return undefined;
-}
-
-/** `exit code 1`, `signal SIGKILL`, `signal SIGSEGV (core dumped)`. */
-export function describeExitStatus(status: Pick<ExitStatus, 'exitCode' | 'signal' | 'coreDumped'>): string {
-  if (status.signal !== undefined) return `signal ${status.signal}${status.coreDumped ? ' (core dumped)' : ''}`;
-  return `exit code ${status.exitCode}`;
 }
 
 function integer(value: string | undefined): number | undefined {

@@ -1,15 +1,12 @@
 import { type FSWatcher, watch } from 'node:fs';
 import { dirname } from 'node:path';
-import { type ExitStatus, parseReaperStatus } from './exit-status.js';
+import type { ExitStatus, ProcessIdentity } from '../core/domain.js';
+import { parseReaperStatus, readExitStatus } from './exit-status.js';
 import { isSameLiveProcess } from './proc-stat.js';
-import { readExitStatus } from './vmm-process.js';
 
-/** Identity of a VMM and its reaper (PID plus start time each), and where the reaper records. */
+/** A VMM and its reaper, and where the reaper records the VMM's end. */
 export interface WatchedProcess {
-  readonly pid: number;
-  readonly startTime: bigint;
-  readonly reaperPid: number;
-  readonly reaperStartTime: bigint;
+  readonly identity: ProcessIdentity;
   readonly statusPath: string;
 }
 
@@ -70,7 +67,7 @@ export class ExitWatch {
     return new Promise((resolve) => {
       const waiter: Waiter = { process, resolve, orphan: options.orphan, reaperGone: false };
       this.#waiters.set(process.statusPath, waiter);
-      this.#byReaper.set(process.reaperPid, waiter);
+      this.#byReaper.set(process.identity.reaperPid, waiter);
       this.#watchDirectory(dirname(process.statusPath));
       if (waiter.orphan) this.#startSweep();
       // The status may have been written before the watch existed.
@@ -117,7 +114,7 @@ export class ExitWatch {
         // Cheap first: a signal-0 probe is one syscall, no thread pool, no file read. Only a
         // process that is gone (or every THOROUGH_EVERY sweeps, for a zombie or a reused PID) gets
         // the full look at its status file and /proc. A thousand adopted VMMs cost ~nothing idle.
-        const watched = waiter.reaperGone ? waiter.process.pid : waiter.process.reaperPid;
+        const watched = waiter.reaperGone ? waiter.process.identity.pid : waiter.process.identity.reaperPid;
         if (!thorough && processExists(watched)) continue;
         void this.#check(waiter, true);
       }
@@ -144,23 +141,24 @@ export class ExitWatch {
   }
 
   async #check(waiter: Waiter, thorough: boolean): Promise<void> {
-    const { process } = waiter;
-    const status = await readExitStatus(process.statusPath).catch(() => undefined);
+    const { identity, statusPath } = waiter.process;
+    const status = await readExitStatus(statusPath).catch(() => undefined);
     if (status) return this.#settle(waiter, status);
     if (!thorough) return;
-    if (!waiter.reaperGone && (await isSameLiveProcess(process.reaperPid, process.reaperStartTime))) return;
+    if (!waiter.reaperGone && (await isSameLiveProcess(identity.reaperPid, identity.reaperStartTime))) return;
     // The reaper is gone. It may have recorded just before it ended: look once more.
-    const late = await readExitStatus(process.statusPath).catch(() => undefined);
+    const late = await readExitStatus(statusPath).catch(() => undefined);
     if (late) return this.#settle(waiter, late);
     waiter.reaperGone = true;
-    if (!(await isSameLiveProcess(process.pid, process.startTime))) return this.#settle(waiter, undefined);
+    if (!(await isSameLiveProcess(identity.pid, identity.startTime))) return this.#settle(waiter, undefined);
     // The VMM outlived its reaper: only the sweep can see it end now.
     waiter.orphan = true;
     this.#startSweep();
   }
 
   #settle(waiter: Waiter, status: ExitStatus | undefined): void {
-    const { statusPath, reaperPid } = waiter.process;
+    const { statusPath } = waiter.process;
+    const { reaperPid } = waiter.process.identity;
     if (this.#waiters.get(statusPath) !== waiter) return;
     this.#waiters.delete(statusPath);
     if (this.#byReaper.get(reaperPid) === waiter) this.#byReaper.delete(reaperPid);

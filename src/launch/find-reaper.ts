@@ -1,13 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
+import type { FoundLaunch } from '../core/ports.js';
 import { readProcessStat } from './proc-stat.js';
-
-export interface FoundLaunch {
-  readonly reaperPid: number;
-  readonly reaperStartTime: bigint;
-  /** The VMM, if it is still the reaper's child. */
-  readonly vmm?: { readonly pid: number; readonly startTime: bigint };
-}
 
 /**
  * Finds the reaper and VMM of a launch the daemon recorded but died before learning the PIDs of:
@@ -23,8 +17,7 @@ export async function findLaunchByStatusPath(statusPath: string): Promise<FoundL
   if (!reaper || reaper.state === 'Z' || basename(reaperArgv0) !== 'vmprocd-reaper') return undefined;
   const vmm = await readProcessStat(vmmPid);
   return {
-    reaperPid,
-    reaperStartTime: reaper.startTime,
+    reaper: { pid: reaperPid, startTime: reaper.startTime },
     ...(vmm && vmm.parentPid === reaperPid ? { vmm: { pid: vmmPid, startTime: vmm.startTime } } : {}),
   };
 }

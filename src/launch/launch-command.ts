@@ -6,7 +6,9 @@
  * ("$1".."$6") and is only ever expanded inside double quotes, so no value can become code,
  * whatever it contains (validation rejects hostile values earlier anyway).
  */
-export type LaunchMode = 'boot' | 'restore';
+import type { LaunchMode } from '../core/domain.js';
+
+export type { LaunchMode };
 
 export interface LaunchPlan {
   readonly mode: LaunchMode;

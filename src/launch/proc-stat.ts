@@ -20,26 +20,14 @@ export async function readProcessStat(pid: number): Promise<ProcessStat | undefi
   return parseStat(stat);
 }
 
-/**
- * A process's start time. A PID can be reused once its process is reaped; PID plus start time
- * identifies one process for good. Undefined when no such process exists.
- */
-export async function readProcessStartTime(pid: number): Promise<bigint | undefined> {
-  return (await readProcessStat(pid))?.startTime;
-}
-
 /** True while `pid` is still the process that started at `startTime` and has not died (zombie). */
 export async function isSameLiveProcess(pid: number, startTime: bigint): Promise<boolean> {
   const stat = await readProcessStat(pid);
   return stat !== undefined && stat.startTime === startTime && stat.state !== 'Z';
 }
 
-export function parseStartTime(stat: string): bigint | undefined {
-  return parseStat(stat)?.startTime;
-}
-
 /** Field 2 (comm) may contain spaces and parentheses, so fields are counted after the last ')'. */
-function parseStat(stat: string): ProcessStat | undefined {
+export function parseStat(stat: string): ProcessStat | undefined {
   const afterComm = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // afterComm[0] is field 3 (state), so field 22 is afterComm[19].
   const state = afterComm[0];

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { VmprocError } from '../errors.js';
 import type { SandboxSetup } from './launch-command.js';
-import { UNKNOWN_START_TIME } from './vmm-process.js';
+import { UNKNOWN_START_TIME } from '../core/domain.js';
 
 export interface SpawnRequest {
   /** Matches the answer to the request; one launch per ID at a time. */

@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ProcessExitEvent, ProcessState } from '../supervisor/process-types.js';
-import type { ExitObserver, StartOutcome, SupervisorObserver } from '../supervisor/supervisor-observer.js';
+import type { ProcessExitEvent, ProcessState } from '../core/domain.js';
+import type { ExitObserver, StartOutcome, SupervisorObserver } from '../core/observer.js';
 import type { StoreObserver, StoreOperation } from './instrumented-store.js';
 
 /** What the gauges read at scrape time, rather than tracking every change as it happens. */

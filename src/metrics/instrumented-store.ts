@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { StateStore } from '../store/state-store.js';
+import type { StateStore } from '../core/ports.js';
 
 /** The journal record each store write appends (see src/store/state-store.ts). */
 export type StoreOperation = 'launch' | 'spawn' | 'ready' | 'stop' | 'signal' | 'start_failure' | 'exit' | 'abandon' | 'boot';
@@ -28,7 +28,7 @@ export function instrumentStore(store: StateStore, observer: StoreObserver): Sta
       timed('launch', appended.durable, startedAt);
       return appended;
     },
-    spawned: (sandboxId, vmm) => timed('spawn', store.spawned(sandboxId, vmm)),
+    spawned: (sandboxId, identity, logOffset) => timed('spawn', store.spawned(sandboxId, identity, logOffset)),
     ready: (sandboxId, readyAt, vmmVersion) => timed('ready', store.ready(sandboxId, readyAt, vmmVersion)),
     stopping: (sandboxId, killAt) => timed('stop', store.stopping(sandboxId, killAt)),
     signalled: (sandboxId, signal) => timed('signal', store.signalled(sandboxId, signal)),

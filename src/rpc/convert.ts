@@ -13,7 +13,7 @@ import {
   type StartProcessRequest,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { VmprocError } from '../errors.js';
-import type * as domain from '../supervisor/process-types.js';
+import type * as domain from '../core/domain.js';
 
 /** Translation between wire messages and the supervisor's plain values; nothing else. */
 

@@ -6,7 +6,7 @@ import { file_vmprocess_v1_vmprocess, VmProcessService } from '../../gen/vmproce
 import { VmprocError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { VmmLogs } from '../logs/vmm-logs.js';
-import type { Supervisor } from '../supervisor/supervisor.js';
+import type { Supervisor } from '../core/supervisor.js';
 import { grpcServiceDefinition } from './grpc-service-definition.js';
 import { HealthService, ServingStatus } from './health-service.js';
 import { grpcTarget, type ListenAddress } from './listen-address.js';

@@ -3,7 +3,7 @@ import type { ServerWritableStream } from '@grpc/grpc-js';
 import type { StreamLogsRequest } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import type { Logger } from '../logger.js';
 import type { VmmLogs } from '../logs/vmm-logs.js';
-import type { Supervisor } from '../supervisor/supervisor.js';
+import type { Supervisor } from '../core/supervisor.js';
 import { toGrpcStatus } from './status-mapping.js';
 
 type LogCall = ServerWritableStream<StreamLogsRequest, Uint8Array>;

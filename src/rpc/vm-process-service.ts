@@ -17,9 +17,9 @@ import type {
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import type { Logger } from '../logger.js';
 import type { VmmLogs } from '../logs/vmm-logs.js';
-import type { ExitSubscription } from '../supervisor/exit-exchange.js';
-import type { ProcessExitEvent } from '../supervisor/process-types.js';
-import type { Supervisor } from '../supervisor/supervisor.js';
+import type { ExitSubscription } from '../core/exit-exchange.js';
+import type { ProcessExitEvent } from '../core/domain.js';
+import type { Supervisor } from '../core/supervisor.js';
 import { durationToMs, processStatesFromProto, sequenceFromProto, startRequestFromProto } from './convert.js';
 import { toGrpcStatus } from './status-mapping.js';
 import { streamLogsHandler } from './stream-logs.js';

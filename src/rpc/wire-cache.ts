@@ -1,7 +1,7 @@
 import { toBinary } from '@bufbuild/protobuf';
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { ProcessExitSchema, ProcessInfoSchema } from '../../gen/vmprocess/v1/vmprocess_pb.js';
-import type { ProcessExitEvent, ProcessSnapshot } from '../supervisor/process-types.js';
+import type { ProcessExitEvent, ProcessSnapshot } from '../core/domain.js';
 import { processExitToProto, processInfoToProto } from './convert.js';
 
 /**

@@ -1,44 +1,10 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ExitReason, ProcessExitEvent, StartSpec } from '../supervisor/process-types.js';
-import { type Appended, Journal } from './journal.js';
+import type { ProcessExitEvent, ProcessIdentity, StartSpec } from '../core/domain.js';
+import type { PersistedProcess, PersistedState, Recorded, StateStore } from '../core/ports.js';
+import { Journal } from './journal.js';
 
-/** What the daemon must remember about one process to pick it up again after a restart. */
-export interface PersistedProcess {
-  readonly spec: StartSpec;
-  readonly logPath: string;
-  readonly statusPath: string;
-  readonly startedAt: Date;
-  /** /proc/sys/kernel/random/boot_id when launched: after a reboot no PID of ours can be alive. */
-  readonly bootId: string;
-  readonly pid?: number;
-  readonly startTime?: bigint;
-  readonly reaperPid?: number;
-  readonly reaperStartTime?: bigint;
-  readonly logOffset?: number;
-  readonly readyAt?: Date;
-  readonly vmmVersion?: string;
-  /** Set once a stop was requested: when SIGKILL is due. */
-  readonly stopKillAt?: Date;
-  readonly signalsSent: readonly string[];
-  readonly startFailure?: { readonly reason: Extract<ExitReason, 'start-failed' | 'start-timeout'>; readonly message: string };
-  readonly exit?: ProcessExitEvent;
-  /** The exited record a launch not yet spawned replaced; restored if the launch is abandoned. */
-  readonly replaced?: PersistedProcess;
-}
-
-export interface PersistedState {
-  /** By sandbox ID; the latest launch of each. */
-  readonly processes: ReadonlyMap<string, PersistedProcess>;
-  /** Retained exit history, oldest first. */
-  readonly exits: readonly ProcessExitEvent[];
-  /** The last exit sequence ever issued (numbering continues from here). */
-  readonly lastSequence: number;
-  /** Bytes of a torn final record dropped at load (a crash mid-write), 0 normally. */
-  readonly droppedTailBytes: number;
-  /** The host boot the last daemon ran in; undefined for a new store. */
-  readonly lastBootId?: string;
-}
+export type { PersistedProcess, PersistedState, StateStore };
 
 /**
  * What is fdatasync'd before it is acknowledged. Everything is written before it is acknowledged,
@@ -51,32 +17,8 @@ export interface PersistedState {
  */
 export type SyncMode = 'always' | 'launches' | 'none';
 
-/**
- * The supervisor's durable memory. Each method writes one journal record and resolves once it
- * is in the file; callers await it before acting on the change (a StartProcess does not return,
- * and an exit is not published, before it is recorded).
- */
-export interface StateStore {
-  /**
-   * Records a launch. `written` settles once it is in the journal (enough to survive a daemon
-   * crash: the spawn may go ahead); `durable` once it is on disk as the sync mode asks.
-   */
-  launching(sandboxId: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Appended;
-  spawned(sandboxId: string, vmm: Required<Pick<PersistedProcess, 'pid' | 'startTime' | 'reaperPid' | 'reaperStartTime' | 'logOffset'>>): Promise<void>;
-  ready(sandboxId: string, readyAt: Date, vmmVersion: string): Promise<void>;
-  stopping(sandboxId: string, killAt: Date): Promise<void>;
-  signalled(sandboxId: string, signal: string): Promise<void>;
-  startFailed(sandboxId: string, failure: NonNullable<PersistedProcess['startFailure']>): Promise<void>;
-  exited(event: ProcessExitEvent): Promise<void>;
-  /** A launch that never produced a process: forget it. */
-  abandoned(sandboxId: string): Promise<void>;
-  /** This daemon runs in host boot `bootId` (recorded once at start-up). */
-  booted(bootId: string): Promise<void>;
-  close(): Promise<void>;
-}
-
 /** A store that remembers nothing, for a supervisor that need not survive restarts (tests). */
-const done: Appended = { written: Promise.resolve(), durable: Promise.resolve() };
+const done: Recorded = { written: Promise.resolve(), durable: Promise.resolve() };
 
 export const ephemeralStore: StateStore = {
   launching: () => done,
@@ -146,7 +88,7 @@ export class JournalStateStore implements StateStore {
     return { store, state };
   }
 
-  launching(id: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Appended {
+  launching(id: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Recorded {
     const record: JournalRecord = { k: 'launch', id, spec: launch.spec, logPath: launch.logPath, statusPath: launch.statusPath, startedAt: launch.startedAt.getTime(), bootId: launch.bootId };
     applyRecord(this.#processes, this.#exits, record);
     const appended = this.#journal.appendStaged(record, { sync: this.#options.sync !== 'none' });
@@ -159,8 +101,9 @@ export class JournalStateStore implements StateStore {
     return this.#append({ k: 'boot', bootId }, this.#options.sync !== 'none');
   }
 
-  spawned(id: string, vmm: Required<Pick<PersistedProcess, 'pid' | 'startTime' | 'reaperPid' | 'reaperStartTime' | 'logOffset'>>): Promise<void> {
-    return this.#append({ k: 'spawn', id, pid: vmm.pid, startTime: String(vmm.startTime), reaperPid: vmm.reaperPid, reaperStartTime: String(vmm.reaperStartTime), logOffset: vmm.logOffset });
+  spawned(id: string, identity: ProcessIdentity, logOffset: number): Promise<void> {
+    const { pid, startTime, reaperPid, reaperStartTime } = identity;
+    return this.#append({ k: 'spawn', id, pid, startTime: String(startTime), reaperPid, reaperStartTime: String(reaperStartTime), logOffset });
   }
 
   ready(id: string, readyAt: Date, vmmVersion: string): Promise<void> {
@@ -259,10 +202,7 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
     case 'spawn':
       update(record.id, {
         replaced: undefined,
-        pid: record.pid,
-        startTime: BigInt(record.startTime),
-        reaperPid: record.reaperPid,
-        reaperStartTime: BigInt(record.reaperStartTime),
+        identity: { pid: record.pid, startTime: BigInt(record.startTime), reaperPid: record.reaperPid, reaperStartTime: BigInt(record.reaperStartTime) },
         logOffset: record.logOffset,
       });
       break;
@@ -285,7 +225,7 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
       if (exits.length === 0 || event.sequence > exits.at(-1)!.sequence) exits.push(event);
       const current = processes.get(event.sandboxId);
       // A launch whose PID was never recorded still gets its exit (the PID comes from the reaper).
-      if (current && (current.pid === undefined || current.pid === event.pid) && !current.exit) update(event.sandboxId, { exit: event, pid: event.pid });
+      if (current && (current.identity === undefined || current.identity.pid === event.pid) && !current.exit) update(event.sandboxId, { exit: event });
       break;
     }
     case 'history': {
@@ -295,7 +235,7 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
     }
     case 'abandon': {
       const current = processes.get(record.id);
-      if (current && !current.pid) {
+      if (current && !current.identity && !current.exit) {
         processes.delete(record.id);
         if (current.replaced) processes.set(record.id, current.replaced);
       }
@@ -325,8 +265,7 @@ function processToJson(p: PersistedProcess): Json {
     ...p,
     replaced: p.replaced ? processToJson(p.replaced) : undefined,
     startedAt: p.startedAt.getTime(),
-    startTime: p.startTime?.toString(),
-    reaperStartTime: p.reaperStartTime?.toString(),
+    identity: p.identity ? { ...p.identity, startTime: p.identity.startTime.toString(), reaperStartTime: p.identity.reaperStartTime.toString() } : undefined,
     readyAt: p.readyAt?.getTime(),
     stopKillAt: p.stopKillAt?.getTime(),
     exit: p.exit ? exitToJson(p.exit) : undefined,
@@ -335,16 +274,29 @@ function processToJson(p: PersistedProcess): Json {
 
 function processFromJson(json: Json): PersistedProcess {
   const p = json as Record<string, never>;
+  // The identity is rebuilt below, from either spelling.
+  const { identity: _identity, pid: _pid, startTime: _startTime, reaperPid: _reaperPid, reaperStartTime: _reaperStartTime, ...rest } = json;
   return {
-    ...(json as unknown as PersistedProcess),
+    ...(rest as unknown as PersistedProcess),
     startedAt: new Date(p.startedAt),
-    ...(p.startTime !== undefined ? { startTime: BigInt(p.startTime) } : {}),
-    ...(p.reaperStartTime !== undefined ? { reaperStartTime: BigInt(p.reaperStartTime) } : {}),
+    ...identityFromJson(json),
     ...(p.readyAt !== undefined ? { readyAt: new Date(p.readyAt) } : {}),
     ...(p.stopKillAt !== undefined ? { stopKillAt: new Date(p.stopKillAt) } : {}),
     ...(p.exit !== undefined ? { exit: exitFromJson(p.exit) } : {}),
     ...(p.replaced !== undefined ? { replaced: processFromJson(p.replaced) } : {}),
   };
+}
+
+/**
+ * The identity of a compacted process record: `identity: {pid, startTime, ...}` since the core's
+ * restructure, four flat fields in journals written before it (still read).
+ */
+function identityFromJson(json: Json): { identity?: ProcessIdentity } {
+  const nested = json.identity as Record<string, never> | undefined;
+  const source = (nested ?? json) as Record<string, never>;
+  const { pid, startTime, reaperPid, reaperStartTime } = source;
+  if (pid === undefined || startTime === undefined || reaperPid === undefined || reaperStartTime === undefined) return {};
+  return { identity: { pid, startTime: BigInt(startTime), reaperPid, reaperStartTime: BigInt(reaperStartTime) } };
 }
 
 function exitToJson(event: ProcessExitEvent): Json {

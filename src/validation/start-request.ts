@@ -1,7 +1,6 @@
-import { realpath, stat } from 'node:fs/promises';
-import { posix } from 'node:path';
 import { VmprocError } from '../errors.js';
-import type { RestoreSpec, StartRequest, StartSpec } from '../supervisor/process-types.js';
+import { defaultSocketPath } from '../host/run-layout.js';
+import type { RestoreSpec, StartRequest, StartSpec } from '../core/domain.js';
 import { validateLabels, validateNetworkNamespace, validateSandboxId } from './identifiers.js';
 import { MAX_SOCKET_PATH_BYTES, isSameOrUnder, validatePath } from './paths.js';
 
@@ -45,7 +44,7 @@ export function validateStartRequest(request: StartRequest, defaults: StartDefau
   const rootfsPath = validatePath('rootfs_path', request.rootfsPath);
   const networkNamespace = validateNetworkNamespace(request.networkNamespace);
 
-  const socketPath = validatePath('socket_path', request.socketPath || `${defaults.runDir}/${sandboxId}.sock`, {
+  const socketPath = validatePath('socket_path', request.socketPath || defaultSocketPath(defaults.runDir, sandboxId), {
     forbidden: { characters: ',=', why: 'the VMM parses --api-socket as comma-separated key=value options' },
   });
   const socketBytes = Buffer.byteLength(socketPath);
@@ -86,7 +85,7 @@ export function validateStartRequest(request: StartRequest, defaults: StartDefau
 }
 
 /** Everything the launch reads or creates outside the sandbox dir, which its tmpfs must not hide. */
-function pathsTheLaunchNeeds(spec: StartSpec, defaults: StartDefaults): Array<readonly [string, string]> {
+export function pathsTheLaunchNeeds(spec: StartSpec, defaults: StartDefaults): Array<readonly [string, string]> {
   return [
     ['socket_path', spec.socketPath],
     ['rootfs_path', spec.rootfsPath],
@@ -118,7 +117,7 @@ function validateRestore(restore: RestoreSpec): RestoreSpec {
   return { ...restore, sourceUrl: `file://${dir}` };
 }
 
-function checkSandboxDirCoversNothingNeeded(sandboxDir: string, needed: ReadonlyArray<readonly [string, string]>): void {
+export function checkSandboxDirCoversNothingNeeded(sandboxDir: string, needed: ReadonlyArray<readonly [string, string]>): void {
   const system = SYSTEM_DIRS.find((dir) => isSameOrUnder(dir, sandboxDir)) ?? SYSTEM_TREES.find((tree) => isSameOrUnder(sandboxDir, tree));
   if (system) {
     throw new VmprocError(
@@ -133,96 +132,5 @@ function checkSandboxDirCoversNothingNeeded(sandboxDir: string, needed: Readonly
         `sandbox_dir ${JSON.stringify(sandboxDir)} contains ${what} (${path}), which its tmpfs would hide from the launch`,
       );
     }
-  }
-}
-
-/**
- * Checks what must exist on the host for the launch to succeed. Throws `failed-precondition`:
- * the request is well-formed but the host is not ready for it.
- */
-export async function checkStartPreconditions(spec: StartSpec, defaults: StartDefaults): Promise<void> {
-  const checks: Array<Promise<void>> = [
-    checkCanonicalSandboxDir(spec, defaults),
-    expectFile('rootfs_path', spec.rootfsPath),
-    expectExists('network namespace', spec.networkNamespace, posix.join(defaults.netnsDir, spec.networkNamespace),
-      `create it with: ip netns add ${spec.networkNamespace}`),
-    expectDirectory('socket_path directory', posix.dirname(spec.socketPath)),
-  ];
-  if (spec.kernelPath) checks.push(expectFile('kernel_path', spec.kernelPath));
-  if (spec.restore) checks.push(expectDirectory('restore.source_url', restoreSourceDir(spec.restore.sourceUrl)));
-  const results = await Promise.allSettled(checks);
-  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failure) throw failure.reason;
-}
-
-/**
- * The same coverage rules on resolved paths: `/var/run` is a symlink to `/run`, so a sandbox at
- * /run/netns would hide /var/run/netns although the strings differ.
- */
-async function checkCanonicalSandboxDir(spec: StartSpec, defaults: StartDefaults): Promise<void> {
-  // The socket does not exist yet: its directory does, and covering that is covering the socket.
-  const needed = pathsTheLaunchNeeds(spec, defaults).map(([what, path]) =>
-    what === 'socket_path' ? ([what, posix.dirname(path)] as const) : ([what, path] as const));
-  const [sandboxDir, ...resolved] = await Promise.all([
-    canonicalPath(spec.sandboxDir, defaults),
-    ...needed.map(([, path]) => canonicalPath(path, defaults)),
-  ]);
-  checkSandboxDirCoversNothingNeeded(sandboxDir!, needed.map(([what], i) => [what, resolved[i]!] as const));
-}
-
-/**
- * Resolved forms of the configured paths, which every start compares against: resolved once per
- * configuration instead of once per request (a start is on the hot path; the configuration is fixed).
- */
-const canonicalDefaults = new WeakMap<StartDefaults, Map<string, Promise<string>>>();
-
-function canonicalPath(path: string, defaults: StartDefaults): Promise<string> {
-  const configured = [defaults.runDir, defaults.sandboxDir, defaults.vmmBin, defaults.netnsDir];
-  if (!configured.includes(path)) return resolveCanonical(path);
-  let cache = canonicalDefaults.get(defaults);
-  if (!cache) canonicalDefaults.set(defaults, (cache = new Map()));
-  let resolved = cache.get(path);
-  if (!resolved) cache.set(path, (resolved = resolveCanonical(path)));
-  return resolved;
-}
-
-/** realpath of the longest existing prefix, with the rest appended: works for paths not yet created. */
-async function resolveCanonical(path: string): Promise<string> {
-  try {
-    return await realpath(path);
-  } catch (error) {
-    const parent = posix.dirname(path);
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || parent === path) return path;
-    return posix.join(await resolveCanonical(parent), posix.basename(path));
-  }
-}
-
-async function expectFile(field: string, path: string): Promise<void> {
-  const stats = await statOrThrow(field, path);
-  if (!stats.isFile() && !stats.isBlockDevice()) {
-    throw new VmprocError('failed-precondition', `${field} ${path} is not a regular file or block device`);
-  }
-}
-
-async function expectDirectory(field: string, path: string): Promise<void> {
-  const stats = await statOrThrow(field, path);
-  if (!stats.isDirectory()) throw new VmprocError('failed-precondition', `${field} ${path} is not a directory`);
-}
-
-async function expectExists(field: string, name: string, path: string, hint: string): Promise<void> {
-  try {
-    await stat(path);
-  } catch (cause) {
-    throw new VmprocError('failed-precondition', `${field} ${name} does not exist (no ${path}); ${hint}`, { cause });
-  }
-}
-
-async function statOrThrow(field: string, path: string) {
-  try {
-    return await stat(path);
-  } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    const problem = code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`;
-    throw new VmprocError('failed-precondition', `${field} ${path} ${problem}`, { cause });
   }
 }

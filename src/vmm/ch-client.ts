@@ -5,7 +5,7 @@
 import { createConnection } from 'node:net';
 import { MAX_SOCKET_PATH_BYTES } from '../unix-socket-path.js';
 import { exchange, type ConnectToSocket, type VmmCallOptions, type VmmHttpMethod, type VmmResponse } from './http-exchange.js';
-import { isVmmApiError, VmmApiError } from './vmm-api-error.js';
+import { VmmApiError } from './vmm-api-error.js';
 import {
   decodePing,
   decodeVmInfo,
@@ -69,19 +69,6 @@ export class ChClient {
   async info(options: VmmCallOptions): Promise<VmInfo> {
     const response = await this.request('GET', 'vm.info', undefined, options);
     return this.#decode('GET vm.info', response, decodeVmInfo);
-  }
-
-  /**
-   * PUT vmm.shutdown. CH may exit before it replies, so a connection that closes after the whole request was
-   * written counts as success. It may also never reply (paused VM): keep SIGKILL as the backstop.
-   */
-  async shutdownVmm(options: VmmCallOptions): Promise<void> {
-    try {
-      await this.request('PUT', 'vmm.shutdown', undefined, options);
-    } catch (error) {
-      if (isVmmApiError(error, 'reset') && error.requestSent) return;
-      throw error;
-    }
   }
 
   #decode<T>(label: string, response: VmmResponse, decode: (value: unknown) => T): T {

@@ -4,12 +4,11 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isVmprocError } from '../../src/errors.js';
-import { ReaperLauncher } from '../../src/launch/vmm-launcher.js';
 import { nativeBin } from '../../src/package-paths.js';
-import { cloudHypervisorApi } from '../../src/supervisor/cloud-hypervisor-api.js';
-import { ExitExchange } from '../../src/supervisor/exit-exchange.js';
-import type { ProcessExitEvent, StartRequest } from '../../src/supervisor/process-types.js';
-import { Supervisor } from '../../src/supervisor/supervisor.js';
+import { createHostSupervisor } from '../../src/daemon/host-supervisor.js';
+import { ExitExchange } from '../../src/core/exit-exchange.js';
+import type { ProcessExitEvent, StartRequest } from '../../src/core/domain.js';
+import type { Supervisor } from '../../src/core/supervisor.js';
 import { ChClient } from '../../src/vmm/index.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { eventually, hostMountsUnder, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
@@ -33,14 +32,13 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
     netns = await createTestNetns();
     fixture = await createSandboxFixture();
     const exchange = new ExitExchange({ historyLimit: 1000, subscriberBufferLimit: 1000 });
-    supervisor = new Supervisor({
+    ({ supervisor } = createHostSupervisor({
       defaults: { runDir: fixture.runDir, sandboxDir: fixture.sandboxDir, vmmBin: nativeBin('standin-vmm'), netnsDir: '/var/run/netns' },
-      launcher: new ReaperLauncher(nativeBin('vmprocd-reaper')),
+      reaperBin: nativeBin('vmprocd-reaper'),
       launchStrategy: strategy,
       exchange,
-      vmmApi: cloudHypervisorApi(),
       exitedRecordLimit: 1000,
-    });
+    }));
     await supervisor.prepare();
     exits = [];
     const subscription = exchange.subscribe();

@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, expect, it } from '@jest/globals';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { ReaperLauncher } from '../../src/launch/vmm-launcher.js';
 import { nativeBin } from '../../src/package-paths.js';
-import { cloudHypervisorApi } from '../../src/supervisor/cloud-hypervisor-api.js';
-import { ExitExchange } from '../../src/supervisor/exit-exchange.js';
-import type { StartRequest } from '../../src/supervisor/process-types.js';
-import { Supervisor } from '../../src/supervisor/supervisor.js';
+import { createHostSupervisor } from '../../src/daemon/host-supervisor.js';
+import { ExitExchange } from '../../src/core/exit-exchange.js';
+import type { StartRequest } from '../../src/core/domain.js';
+import type { Supervisor } from '../../src/core/supervisor.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
 import { describeAsRoot } from '../helpers/root.js';
@@ -20,13 +19,12 @@ describeAsRoot('retention: a forgotten sandbox takes its logs with it', () => {
   beforeAll(async () => {
     netns = await createTestNetns();
     fixture = await createSandboxFixture();
-    supervisor = new Supervisor({
+    ({ supervisor } = createHostSupervisor({
       defaults: { runDir: fixture.runDir, sandboxDir: fixture.sandboxDir, vmmBin: nativeBin('standin-vmm'), netnsDir: '/var/run/netns' },
-      launcher: new ReaperLauncher(nativeBin('vmprocd-reaper')),
+      reaperBin: nativeBin('vmprocd-reaper'),
       exchange: new ExitExchange({ historyLimit: 100, subscriberBufferLimit: 100 }),
-      vmmApi: cloudHypervisorApi(),
       exitedRecordLimit: 1,
-    });
+    }));
     await supervisor.prepare();
   });
 

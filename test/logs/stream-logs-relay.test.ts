@@ -14,7 +14,7 @@ import { VmprocError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { VmmLogs } from '../../src/logs/vmm-logs.js';
 import { streamLogsHandler } from '../../src/rpc/stream-logs.js';
-import type { Supervisor } from '../../src/supervisor/supervisor.js';
+import type { Supervisor } from '../../src/core/supervisor.js';
 
 let dir: string;
 beforeAll(async () => {

@@ -6,7 +6,7 @@ import { describe, expect, it } from '@jest/globals';
 import { DaemonMetrics } from '../../src/metrics/daemon-metrics.js';
 import { instrumentStore } from '../../src/metrics/instrumented-store.js';
 import { ephemeralStore } from '../../src/store/state-store.js';
-import { ExitExchange, type UnsequencedExit } from '../../src/supervisor/exit-exchange.js';
+import { ExitExchange, type UnsequencedExit } from '../../src/core/exit-exchange.js';
 import { parseMetrics } from './scrape.js';
 
 function exit(sandboxId: string, reason: UnsequencedExit['reason'] = 'exited'): UnsequencedExit {

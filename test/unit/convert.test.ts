@@ -19,7 +19,7 @@ import {
   sequenceFromProto,
   startRequestFromProto,
 } from '../../src/rpc/convert.js';
-import type * as domain from '../../src/supervisor/process-types.js';
+import type * as domain from '../../src/core/domain.js';
 import { expectThrowsVmprocError } from './support/errors.js';
 
 const duration = (seconds: bigint, nanos = 0) => create(DurationSchema, { seconds, nanos });

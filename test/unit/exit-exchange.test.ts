@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { VmprocError } from '../../src/errors.js';
-import { ExitExchange, type ExitSubscription, type UnsequencedExit } from '../../src/supervisor/exit-exchange.js';
-import type { ProcessExitEvent } from '../../src/supervisor/process-types.js';
+import { ExitExchange, type ExitSubscription, type UnsequencedExit } from '../../src/core/exit-exchange.js';
+import type { ProcessExitEvent } from '../../src/core/domain.js';
 import { expectThrowsVmprocError, expectVmprocError, rejectionOf } from './support/errors.js';
 
 function exitOf(sandboxId: string, extra: Partial<UnsequencedExit> = {}): UnsequencedExit {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
-import { describeExitStatus, parseReaperStatus } from '../../src/launch/exit-status.js';
+import { describeExitStatus } from '../../src/core/domain.js';
+import { parseReaperStatus } from '../../src/launch/exit-status.js';
 
 describe('parseReaperStatus', () => {
   it('parses a normal exit', () => {

@@ -3,9 +3,9 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ExitStatus } from '../../src/launch/exit-status.js';
+import type { ExitStatus } from '../../src/core/domain.js';
 import { ExitWatch, type WatchedProcess } from '../../src/launch/exit-watch.js';
-import { readProcessStartTime } from '../../src/launch/proc-stat.js';
+import { readProcessStat } from '../../src/launch/proc-stat.js';
 
 const SWEEP_MS = 20;
 /** Long enough for several sweeps and inotify deliveries; what must not happen within it does not. */
@@ -43,7 +43,7 @@ async function live(): Promise<Live> {
     child.once('spawn', resolve);
     child.once('error', reject);
   });
-  const startTime = await readProcessStartTime(child.pid!);
+  const startTime = (await readProcessStat(child.pid!))?.startTime;
   if (startTime === undefined) throw new Error('no start time for a child just spawned');
   return { child, pid: child.pid!, startTime };
 }
@@ -65,7 +65,7 @@ async function gone(): Promise<Live> {
 }
 
 function watched(reaper: Pick<Live, 'pid' | 'startTime'>, vmm: Pick<Live, 'pid' | 'startTime'>, name = `sb-${++launches}.${launches}.status`): WatchedProcess {
-  return { pid: vmm.pid, startTime: vmm.startTime, reaperPid: reaper.pid, reaperStartTime: reaper.startTime, statusPath: join(dir, name) };
+  return { identity: { pid: vmm.pid, startTime: vmm.startTime, reaperPid: reaper.pid, reaperStartTime: reaper.startTime }, statusPath: join(dir, name) };
 }
 
 /** Identities that are never looked at (the status file settles the waiter first). */

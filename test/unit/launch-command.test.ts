@@ -10,7 +10,7 @@ import {
   LAUNCH_SCRIPT_NAME,
   type LaunchPlan,
 } from '../../src/launch/launch-command.js';
-import type { StartRequest } from '../../src/supervisor/process-types.js';
+import type { StartRequest } from '../../src/core/domain.js';
 import { type StartDefaults, validateStartRequest } from '../../src/validation/start-request.js';
 import { expectThrowsVmprocError } from './support/errors.js';
 

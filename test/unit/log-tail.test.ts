@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_TAIL, readLogTail } from '../../src/launch/log-tail.js';
+import { DEFAULT_TAIL, readLogTail } from '../../src/logs/log-tail.js';
 
 describe('readLogTail', () => {
   let dir: string;

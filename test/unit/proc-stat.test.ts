@@ -1,7 +1,10 @@
 import { describe, expect, it } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { parseStartTime, readProcessStartTime } from '../../src/launch/proc-stat.js';
+import { parseStat, readProcessStat } from '../../src/launch/proc-stat.js';
+
+const parseStartTime = (stat: string) => parseStat(stat)?.startTime;
+const readProcessStartTime = async (pid: number) => (await readProcessStat(pid))?.startTime;
 
 /** A /proc/PID/stat line with `comm` as given and field 22 (starttime) set to `startTime`. */
 function statLine(pid: number, comm: string, startTime: string): string {

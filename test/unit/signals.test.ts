@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { constants } from 'node:os';
-import { parseSignalName, signalName } from '../../src/launch/signals.js';
+import { parseSignalName, signalName } from '../../src/core/signals.js';
 
 describe('parseSignalName', () => {
   it.each([

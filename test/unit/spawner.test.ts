@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VmprocError } from '../../src/errors.js';
 import { encodeRequest, type SpawnRequest, Spawner } from '../../src/launch/spawner.js';
-import { UNKNOWN_START_TIME } from '../../src/launch/vmm-process.js';
+import { UNKNOWN_START_TIME } from '../../src/core/domain.js';
 import { expectThrowsVmprocError, expectVmprocError, rejectionOf } from './support/errors.js';
 
 /**

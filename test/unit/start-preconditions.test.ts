@@ -2,8 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { StartRequest, StartSpec } from '../../src/supervisor/process-types.js';
-import { checkStartPreconditions, type StartDefaults, validateStartRequest } from '../../src/validation/start-request.js';
+import type { StartRequest, StartSpec } from '../../src/core/domain.js';
+import { checkStartPreconditions } from '../../src/launch/launch-preconditions.js';
+import { type StartDefaults, validateStartRequest } from '../../src/validation/start-request.js';
 import { expectVmprocError, rejectionOf } from './support/errors.js';
 
 /**

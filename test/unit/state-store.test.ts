@@ -12,7 +12,7 @@ import {
   type PersistedState,
   type SyncMode,
 } from '../../src/store/state-store.js';
-import type { ProcessExitEvent, StartSpec } from '../../src/supervisor/process-types.js';
+import type { ProcessExitEvent, ProcessIdentity, StartSpec } from '../../src/core/domain.js';
 import { expectVmprocError, rejectionOf } from './support/errors.js';
 
 type Records = Parameters<typeof foldRecords>[0];
@@ -83,8 +83,14 @@ function launch(sandboxId: string, n = 0, overrides: Partial<StartSpec> = {}) {
 /** Start times beyond 2^53 must survive as exact bigints. */
 const BIG_START = 18446744073709551615n;
 
-function vmm(pid: number) {
-  return { pid, startTime: BIG_START - BigInt(pid), reaperPid: pid - 1, reaperStartTime: 1234567890123456789n, logOffset: pid * 10 };
+function vmm(pid: number, overrides: Partial<ProcessIdentity> = {}) {
+  return { identity: { pid, startTime: BIG_START - BigInt(pid), reaperPid: pid - 1, reaperStartTime: 1234567890123456789n, ...overrides }, logOffset: pid * 10 };
+}
+
+/** The arguments of StateStore.spawned for a VMM of `pid`. */
+function spawnArgs(pid: number, overrides: Partial<ProcessIdentity> = {}): [ProcessIdentity, number] {
+  const v = vmm(pid, overrides);
+  return [v.identity, v.logOffset];
 }
 
 function exit(sequence: number, sandboxId: string, pid: number, overrides: Partial<ProcessExitEvent> = {}): ProcessExitEvent {
@@ -112,7 +118,7 @@ const rec = {
   },
   spawn: (id: string, pid: number): Rec => {
     const v = vmm(pid);
-    return { k: 'spawn', id, pid, startTime: String(v.startTime), reaperPid: v.reaperPid, reaperStartTime: String(v.reaperStartTime), logOffset: v.logOffset };
+    return { k: 'spawn', id, pid, startTime: String(v.identity.startTime), reaperPid: v.identity.reaperPid, reaperStartTime: String(v.identity.reaperStartTime), logOffset: v.logOffset };
   },
   ready: (id: string, at = T0 + 500, vmmVersion = 'cloud-hypervisor v41.0'): Rec => ({ k: 'ready', id, readyAt: at, vmmVersion }),
   stop: (id: string, killAt = T0 + 10_000): Rec => ({ k: 'stop', id, killAt }),
@@ -129,9 +135,8 @@ function launched(id: string, n = 0): PersistedProcess {
   return { spec: l.spec, logPath: l.logPath, statusPath: l.statusPath, startedAt: l.startedAt, bootId: l.bootId, signalsSent: [] };
 }
 
-function spawnedFields(pid: number) {
-  const v = vmm(pid);
-  return { pid, startTime: v.startTime, reaperPid: v.reaperPid, reaperStartTime: v.reaperStartTime, logOffset: v.logOffset };
+function spawnedFields(pid: number, overrides: Partial<ProcessIdentity> = {}) {
+  return vmm(pid, overrides);
 }
 
 /** Polls `condition` every 5 ms, failing after 2 s. */
@@ -161,8 +166,8 @@ describe('foldRecords: one process through its life', () => {
   it('adds the PIDs and exact bigint start times of spawn', () => {
     const p = fold([rec.launch('a'), rec.spawn('a', 100)]).processes.get('a')!;
     expect(p).toEqual({ ...launched('a'), ...spawnedFields(100) });
-    expect(p.startTime).toBe(BIG_START - 100n);
-    expect(typeof p.reaperStartTime).toBe('bigint');
+    expect(p.identity?.startTime).toBe(BIG_START - 100n);
+    expect(typeof p.identity?.reaperStartTime).toBe('bigint');
   });
 
   it('adds readiness, the stop deadline, signals in order and a start failure', () => {
@@ -236,15 +241,15 @@ describe('foldRecords: exits', () => {
   it('attaches the exit of a launch whose PID was never recorded, taking the PID from the exit', () => {
     const event = exit(1, 'a', 4242, { reason: 'lost', exitCode: undefined });
     const p = fold([rec.launch('a'), rec.exit(event)]).processes.get('a')!;
-    expect(p.pid).toBe(4242);
+    expect(p.exit?.pid).toBe(4242);
     expect(p.exit).toEqual(event);
-    expect(p.startTime).toBeUndefined();
+    expect(p.identity).toBeUndefined();
   });
 
   it('does not attach an exit for another PID than the recorded one', () => {
     const state = fold([rec.launch('a'), rec.spawn('a', 100), rec.exit(exit(1, 'a', 999))]);
     expect(state.processes.get('a')!.exit).toBeUndefined();
-    expect(state.processes.get('a')!.pid).toBe(100);
+    expect(state.processes.get('a')!.identity?.pid).toBe(100);
     expect(state.exits).toHaveLength(1);
   });
 
@@ -265,7 +270,7 @@ describe('foldRecords: relaunch and abandon', () => {
     const p = fold([...firstRun, rec.launch('a', 1)]).processes.get('a')!;
     expect(p).toEqual({ ...launched('a', 1), replaced: firstProcess() });
     expect(p.exit).toBeUndefined();
-    expect(p.pid).toBeUndefined();
+    expect(p.identity).toBeUndefined();
   });
 
   it('forgets the old record once the new launch spawns', () => {
@@ -286,7 +291,7 @@ describe('foldRecords: relaunch and abandon', () => {
 
   it('ignores abandon once the launch has a PID', () => {
     const state = fold([rec.launch('a'), rec.spawn('a', 100), rec.abandon('a')]);
-    expect(state.processes.get('a')!.pid).toBe(100);
+    expect(state.processes.get('a')!.identity?.pid).toBe(100);
   });
 
   it('ignores abandon of an exited process', () => {
@@ -355,14 +360,14 @@ async function everyRecord(store: JournalStateStore): Promise<void> {
   await store.booted('boot-1');
   // a: launched, spawned, ready, signalled, stopping, exited by signal.
   await store.launching('a', launch('a')).durable;
-  await store.spawned('a', vmm(100));
+  await store.spawned('a', ...spawnArgs(100));
   await store.ready('a', new Date(T0 + 500), 'cloud-hypervisor v41.0');
   await store.signalled('a', 'SIGUSR1');
   await store.stopping('a', new Date(T0 + 10_000));
   await store.exited(exit(1, 'a', 100, { exitCode: undefined, signal: 'SIGTERM', reason: 'stopped', signalSentByDaemon: true, labels: { team: 'a', 'x/y': 'ünïcode €' } }));
   // b: running, restore mode.
   await store.launching('b', launch('b', 0, { mode: 'restore', kernelPath: undefined, restore: { sourceUrl: 'file:///snap', memoryRestoreMode: 'OnDemand', resume: true, prefault: false } })).written;
-  await store.spawned('b', vmm(200));
+  await store.spawned('b', ...spawnArgs(200));
   await store.ready('b', new Date(T0 + 800), 'v42');
   // c: start failed and exited, no PID recorded before the exit.
   await store.launching('c', launch('c')).durable;
@@ -386,7 +391,7 @@ function expectedEveryRecord(): PersistedState {
   return {
     processes: new Map<string, PersistedProcess>([
       ['b', { ...b, signalsSent: [], ...spawnedFields(200), readyAt: new Date(T0 + 800), vmmVersion: 'v42' }],
-      ['c', { ...launched('c'), startFailure: { reason: 'start-timeout', message: 'not ready within 5s' }, pid: 300, exit: cExit }],
+      ['c', { ...launched('c'), startFailure: { reason: 'start-timeout', message: 'not ready within 5s' }, exit: cExit }],
       [
         'a',
         {
@@ -442,7 +447,7 @@ describe('JournalStateStore: round trip through the file', () => {
     await everyRecord(store);
     const { state } = await reopen(store);
     expect(state).toEqual(expectedEveryRecord());
-    expect(state.processes.get('a')!.startTime).toBe(BIG_START - 100n);
+    expect(state.processes.get('a')!.identity?.startTime).toBe(BIG_START - 100n);
     expect(state.processes.get('a')!.readyAt).toBeInstanceOf(Date);
     expect(state.exits[0]!.exitedAt).toBeInstanceOf(Date);
     expect(Object.isFrozen(state.exits[0])).toBe(true);
@@ -464,10 +469,10 @@ describe('JournalStateStore: round trip through the file', () => {
     const first = await openStore();
     await everyRecord(first.store);
     const { store } = await reopen(first.store);
-    await store.spawned('e', vmm(500));
+    await store.spawned('e', ...spawnArgs(500));
     await store.exited(exit(3, 'b', 200, { exitCode: 9 }));
     const { state } = await reopen(store);
-    expect(state.processes.get('e')!.pid).toBe(500);
+    expect(state.processes.get('e')!.identity?.pid).toBe(500);
     expect(state.processes.get('b')!.exit?.exitCode).toBe(9);
     expect(state.lastSequence).toBe(3);
   });
@@ -476,7 +481,7 @@ describe('JournalStateStore: round trip through the file', () => {
     const { store } = await openStore();
     for (let i = 0; i < 6; i++) {
       await store.launching(`s${i}`, launch(`s${i}`)).written;
-      await store.spawned(`s${i}`, vmm(100 + i));
+      await store.spawned(`s${i}`, ...spawnArgs(100 + i));
       await store.exited(exit(i + 1, `s${i}`, 100 + i));
     }
     await store.launching('live', launch('live')).written;
@@ -595,7 +600,7 @@ describe('JournalStateStore: compaction', () => {
     const { store } = await openStore({ sync: 'none' });
     await everyRecord(store);
     await filler(store, 1000);
-    await store.spawned('e', vmm(600));
+    await store.spawned('e', ...spawnArgs(600));
     await store.exited(exit(3, 'e', 600, { exitCode: 4 }));
     await closeStore(store);
     const { records } = await readJournal(journalPath());
@@ -609,7 +614,7 @@ describe('JournalStateStore: compaction', () => {
     const { store } = await openStore({ sync: 'none', historyLimit: 3, exitedRecordLimit: 2 });
     for (let i = 0; i < 8; i++) {
       await store.launching(`s${i}`, launch(`s${i}`)).written;
-      await store.spawned(`s${i}`, vmm(100 + i));
+      await store.spawned(`s${i}`, ...spawnArgs(100 + i));
       await store.exited(exit(i + 1, `s${i}`, 100 + i));
     }
     await store.launching('live', launch('live')).written;
@@ -652,7 +657,7 @@ describe('JournalStateStore: compaction', () => {
   it('keeps signals recorded before the compaction started exactly once', async () => {
     const first = await openStore({ sync: 'none' });
     await first.store.launching('a', launch('a')).written;
-    await first.store.spawned('a', vmm(100));
+    await first.store.spawned('a', ...spawnArgs(100));
     await first.store.signalled('a', 'SIGUSR1');
     await filler(first.store, 1000);
     const { state } = await reopen(first.store);
@@ -665,7 +670,7 @@ describe('JournalStateStore: compaction', () => {
   it('records a signal sent while a compaction is starting once', async () => {
     const first = await openStore({ sync: 'launches' });
     await first.store.launching('a', launch('a')).written;
-    await first.store.spawned('a', vmm(100));
+    await first.store.spawned('a', ...spawnArgs(100));
     await filler(first.store, 997);
     // The 1000th record: its `written` starts the compaction (before this test's continuation), and
     // its fdatasync keeps the compaction waiting while the signal is recorded.
@@ -682,7 +687,7 @@ describe('JournalStateStore: compaction', () => {
   async function relaunchPending(): Promise<{ store: JournalStateStore; state: PersistedState }> {
     const first = await openStore({ sync: 'none' });
     await first.store.launching('a', launch('a')).written;
-    await first.store.spawned('a', vmm(100));
+    await first.store.spawned('a', ...spawnArgs(100));
     await first.store.exited(exit(1, 'a', 100));
     await first.store.launching('a', launch('a', 1)).written;
     return reopen(first.store, { sync: 'none' });
@@ -692,7 +697,7 @@ describe('JournalStateStore: compaction', () => {
 
   it('without compaction, a relaunch spawned after a restart is live with its own PID', async () => {
     const { store } = await relaunchPending();
-    await store.spawned('a', vmm(200));
+    await store.spawned('a', ...spawnArgs(200));
     const { state } = await reopen(store, { sync: 'none' });
     expect(state.processes.get('a')).toEqual({ ...launched('a', 1), ...spawnedFields(200) });
   });
@@ -708,14 +713,14 @@ describe('JournalStateStore: compaction', () => {
     const { state } = await reopen(store, { sync: 'none' });
     expect(await lineCount()).toBeLessThan(10); // compacted
     expect(state.processes.get('a')!.exit).toBeUndefined();
-    expect(state.processes.get('a')!.pid).toBeUndefined();
+    expect(state.processes.get('a')!.identity).toBeUndefined();
   });
 
   it("a relaunch pending at compaction and spawned after it is live after a restart", async () => {
     const { store } = await relaunchPending();
     await filler(store, 1000);
     await waitFor(async () => (await lineCount()) < 10); // the compaction is done: the file was replaced
-    await store.spawned('a', vmm(200));
+    await store.spawned('a', ...spawnArgs(200));
     const { state } = await reopen(store, { sync: 'none' });
     expect(state.processes.get('a')!.exit).toBeUndefined();
     expect(state.processes.get('a')).toEqual({ ...launched('a', 1), ...spawnedFields(200) });
@@ -725,18 +730,18 @@ describe('JournalStateStore: compaction', () => {
   // (PIDs are reused) matches the old exit by PID when the snapshot is replayed.
   it('a running relaunch that reuses the previous run\'s PID is live after compaction and a restart', async () => {
     const { store } = await relaunchPending();
-    await store.spawned('a', { ...vmm(100), startTime: 777n });
+    await store.spawned('a', ...spawnArgs(100, { startTime: 777n }));
     await filler(store, 1000);
     const { state } = await reopen(store, { sync: 'none' });
     expect(await lineCount()).toBeLessThan(10); // compacted
-    expect(state.processes.get('a')).toEqual({ ...launched('a', 1), ...spawnedFields(100), startTime: 777n });
+    expect(state.processes.get('a')).toEqual({ ...launched('a', 1), ...spawnedFields(100, { startTime: 777n }) });
   });
 
   it('without compaction, a running relaunch that reuses the previous run\'s PID is live after a restart', async () => {
     const { store } = await relaunchPending();
-    await store.spawned('a', { ...vmm(100), startTime: 777n });
+    await store.spawned('a', ...spawnArgs(100, { startTime: 777n }));
     const { state } = await reopen(store, { sync: 'none' });
-    expect(state.processes.get('a')).toEqual({ ...launched('a', 1), ...spawnedFields(100), startTime: 777n });
+    expect(state.processes.get('a')).toEqual({ ...launched('a', 1), ...spawnedFields(100, { startTime: 777n }) });
   });
 
   // processToJson also writes `replaced: undefined`: the exited record a pending relaunch replaced is

@@ -7,7 +7,7 @@ import {
   type StartDefaults,
   validateStartRequest,
 } from '../../src/validation/start-request.js';
-import type { RestoreSpec, StartRequest } from '../../src/supervisor/process-types.js';
+import type { RestoreSpec, StartRequest } from '../../src/core/domain.js';
 import { expectThrowsVmprocError } from './support/errors.js';
 
 describe('validatePath', () => {

@@ -12,7 +12,7 @@ import {
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { processExitToProto, processInfoToProto } from '../../src/rpc/convert.js';
 import { encodedProcessExit, encodedProcessInfo, encodeListResponse, encodeProcessResponse } from '../../src/rpc/wire-cache.js';
-import type { ProcessExitEvent, ProcessSnapshot } from '../../src/supervisor/process-types.js';
+import type { ProcessExitEvent, ProcessSnapshot } from '../../src/core/domain.js';
 
 const T0 = new Date(Date.UTC(2024, 4, 6, 7, 8, 9, 123));
 

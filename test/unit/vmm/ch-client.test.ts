@@ -267,31 +267,6 @@ describe('ChClient failures', () => {
   });
 });
 
-describe('ChClient.shutdownVmm', () => {
-  it('succeeds on the 200 CH sends before exiting', async () => {
-    fake = await startFakeVmm(socketPath, (_r, socket) => socket.write(chBytes.ok()));
-    await new ChClient(socketPath).shutdownVmm(call);
-    expect(fake.requests[0]?.raw.startsWith('PUT /api/v1/vmm.shutdown HTTP/1.1\r\n')).toBe(true);
-  });
-
-  it('succeeds when CH exits right after reading the request, without replying', async () => {
-    fake = await startFakeVmm(socketPath, (_r, socket) => socket.destroy());
-    await new ChClient(socketPath).shutdownVmm(call);
-    expect(fake.requests).toHaveLength(1);
-  });
-
-  it('fails when the VMM could not be reached', async () => {
-    const error = await rejection(new ChClient(socketPath).shutdownVmm(call));
-    expect(error).toMatchObject({ kind: 'socket-missing', endpoint: 'PUT vmm.shutdown' });
-  });
-
-  it('fails with the timeout when CH never answers (paused VM)', async () => {
-    fake = await startFakeVmm(socketPath, () => {});
-    const error = await rejection(new ChClient(socketPath).shutdownVmm({ timeoutMs: 30 }));
-    expect(error.kind).toBe('timeout');
-  });
-});
-
 describe('ChClient transport injection', () => {
   it('runs over any duplex stream the connect option returns', async () => {
     const written: Buffer[] = [];

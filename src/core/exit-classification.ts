@@ -1,19 +1,11 @@
-import type { VmprocError } from '../errors.js';
-import { describeExitStatus, type ExitStatus } from '../launch/exit-status.js';
-import type { ManagedProcess, StartFailure } from './managed-process.js';
-import type { ExitReason } from './process-types.js';
-
-/** Why a start's readiness wait was cut short (the start AbortSignal's reason). */
-export type StartAbortReason =
-  | { readonly kind: 'timeout' }
-  | { readonly kind: 'exited' }
-  | { readonly kind: 'stopped' }
-  | { readonly kind: 'cancelled' }
-  | { readonly kind: 'shutdown' };
+import { isVmprocError, type VmprocError } from '../errors.js';
+import { describeExitStatus, type ExitReason, type ExitStatus, type StartFailure } from './domain.js';
+import type { StartAbortReason } from './lifecycle.js';
+import type { SupervisedProcess } from './supervised-process.js';
 
 /** The reason and account an exit is published with, from what the daemon knew of the process. */
 export function classifyExit(
-  record: ManagedProcess,
+  record: SupervisedProcess,
   status: ExitStatus | undefined,
   lostBecause?: string,
 ): { reason: ExitReason; message: string } {
@@ -21,7 +13,7 @@ export function classifyExit(
   if (record.stopRequested) return { reason: 'stopped', message: `stopped (${how}${!status && lostBecause ? `: ${lostBecause}` : ''})` };
   if (!status && lostBecause) return { reason: 'lost', message: lostBecause };
   if (record.startFailure) return { reason: record.startFailure.reason, message: record.startFailure.message };
-  if (record.state === 'starting') return { reason: 'start-failed', message: `exited before it was ready (${how})` };
+  if (record.phase === 'starting') return { reason: 'start-failed', message: `exited before it was ready (${how})` };
   if (!status) return { reason: 'lost', message: 'the exit status could not be observed: its reaper ended without recording it' };
   if (status.signal) return { reason: 'signaled', message: `killed by ${how}` };
   return { reason: 'exited', message: `exited on its own (${how})` };
@@ -62,9 +54,11 @@ export function describeStartFailure(readyTimeoutMs: number, aborted: StartAbort
         exit: { reason: 'start-failed', message: 'daemon shut down during the start' },
       };
     case undefined: {
-      // The VMM answered but refused: today that is a failed restore.
+      // The VMM failed a call of the start (a refused restore, a VMM API that reset): the VMM
+      // adapter has mapped it to its code already.
       const detail = error instanceof Error ? error.message : String(error);
-      return { code: 'failed-precondition', callerMessage: detail, exit: { reason: 'start-failed', message: detail } };
+      const code = isVmprocError(error) ? error.code : 'internal';
+      return { code, callerMessage: detail, exit: { reason: 'start-failed', message: detail } };
     }
   }
 }

@@ -1,8 +1,8 @@
 import { VmprocError } from '../errors.js';
-import type { ProcessExitEvent } from './process-types.js';
-import type { ExitObserver } from './supervisor-observer.js';
+import type { ProcessExitEvent, UnsequencedExit } from './domain.js';
+import type { ExitObserver } from './observer.js';
 
-export type UnsequencedExit = Omit<ProcessExitEvent, 'sequence'>;
+export type { UnsequencedExit };
 
 export interface ExitExchangeOptions {
   /** How many past exits are kept for replay. */

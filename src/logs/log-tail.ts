@@ -1,5 +1,13 @@
 import { open } from 'node:fs/promises';
-import { lastLines, TAIL_LINES } from './exit-status.js';
+
+/** How many of the log's last lines an exit carries. */
+export const TAIL_LINES = 20;
+
+/** The last `count` lines of `text`, without the final newline. */
+export function lastLines(text: string, count: number): string {
+  const lines = text.replace(/\n$/, '').split('\n');
+  return lines.slice(-count).join('\n');
+}
 
 export interface TailOptions {
   readonly maxLines: number;

@@ -1,5 +1,5 @@
 import { type ErrorCode, isVmprocError } from '../errors.js';
-import type { ProcessExitEvent, ProcessSnapshot } from './process-types.js';
+import type { ProcessExitEvent, ProcessSnapshot } from './domain.js';
 
 /** How a start() ended: ready, or the code of the error it failed with. */
 export type StartOutcome = 'ready' | ErrorCode;

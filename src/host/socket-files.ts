@@ -1,5 +1,6 @@
-import { lstat, unlink } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { VmprocError } from '../errors.js';
+import { removeFile } from './remove-file.js';
 
 /** Removes a socket left by a dead VMM; anything else at that path is the caller's mistake. */
 export async function removeStaleSocket(socketPath: string): Promise<void> {
@@ -19,16 +20,4 @@ export async function removeStaleSocket(socketPath: string): Promise<void> {
 /** The socket and the `<socket>.lock` Cloud Hypervisor v53+ leaves beside it. */
 export async function removeSocketFiles(socketPath: string): Promise<void> {
   await Promise.all([removeFile(socketPath), removeFile(`${socketPath}.lock`)]);
-}
-
-/**
- * unlink(2), where one that is already gone is fine. Not fs.rm: that looks before it removes,
- * one more trip through the thread pool on the way of every exit.
- */
-export async function removeFile(path: string): Promise<void> {
-  try {
-    await unlink(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
 }

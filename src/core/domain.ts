@@ -1,8 +1,11 @@
-import type { LaunchMode } from '../launch/launch-command.js';
+/**
+ * The supervisor's vocabulary: what a start asks for, who a process is, how it ended. Plain values
+ * only, shared by the core, its ports and their adapters; nothing here touches the host.
+ */
 
-export type { LaunchMode };
+export type LaunchMode = 'boot' | 'restore';
 
-/** STARTING -> RUNNING -> STOPPING -> EXITED (see process-state.ts for the legal moves). */
+/** What clients see: STARTING -> RUNNING -> STOPPING -> EXITED (see lifecycle.ts for the moves). */
 export type ProcessState = 'starting' | 'running' | 'stopping' | 'exited';
 
 export type ExitReason =
@@ -57,6 +60,44 @@ export interface StartSpec {
   readonly labels: Readonly<Record<string, string>>;
 }
 
+/** Stands for the start time of a process that was gone before it could be read: it never matches. */
+export const UNKNOWN_START_TIME = -1n;
+
+/**
+ * Who a VMM is, for good: a PID is reused once its process is reaped, PID plus start time
+ * (/proc/PID/stat field 22) never is. The reaper is the VMM's parent, which records its exit.
+ */
+export interface ProcessIdentity {
+  /** The VMM's own PID, also its process group ID. */
+  readonly pid: number;
+  readonly startTime: bigint;
+  readonly reaperPid: number;
+  readonly reaperStartTime: bigint;
+}
+
+/** How a process ended, as its parent (the reaper) saw it. Exactly one of code and signal is set. */
+export interface ExitStatus {
+  readonly pid: number;
+  readonly exitCode?: number;
+  readonly signal?: string;
+  readonly coreDumped: boolean;
+  readonly exitedAt: Date;
+  /** The end of what this run wrote to its log, as the reaper read it at the exit. */
+  readonly logTail?: string;
+}
+
+/** `exit code 1`, `signal SIGKILL`, `signal SIGSEGV (core dumped)`. */
+export function describeExitStatus(status: Pick<ExitStatus, 'exitCode' | 'signal' | 'coreDumped'>): string {
+  if (status.signal !== undefined) return `signal ${status.signal}${status.coreDumped ? ' (core dumped)' : ''}`;
+  return `exit code ${status.exitCode}`;
+}
+
+/** Why a start is being abandoned: the reason and account its exit is published with. */
+export interface StartFailure {
+  readonly reason: Extract<ExitReason, 'start-failed' | 'start-timeout'>;
+  readonly message: string;
+}
+
 /** One process exit, published exactly once with a sequence number. */
 export interface ProcessExitEvent {
   readonly sequence: number;
@@ -76,6 +117,8 @@ export interface ProcessExitEvent {
   readonly signalSentByDaemon: boolean;
 }
 
+export type UnsequencedExit = Omit<ProcessExitEvent, 'sequence'>;
+
 /** A point-in-time copy of a supervised process, safe to hand out. */
 export interface ProcessSnapshot {
   readonly sandboxId: string;
@@ -93,4 +136,11 @@ export interface ProcessSnapshot {
   readonly kernelPath?: string;
   readonly rootfsPath: string;
   readonly logPath: string;
+}
+
+/** The run dir's files of one launch: its log (shared by the sandbox's runs) and its reaper's record. */
+export interface LaunchFiles {
+  readonly logPath: string;
+  /** One name per launch: a relaunch of the same ID never meets the last run's files. */
+  readonly statusPath: string;
 }

@@ -1,15 +1,17 @@
+import type { Clock } from './ports.js';
+
 export const TIMED_OUT: unique symbol = Symbol('timed out');
 
-/** Waits for `promise` at most `ms`; the timer never outlives the wait. */
-export async function withinTimeout<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  let timer: NodeJS.Timeout | undefined;
+/** Waits for `promise` at most `ms` on `clock`; the timer never outlives the wait. */
+export async function withinTimeout<T>(clock: Clock, promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let cancel: (() => void) | undefined;
   const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-    timer = setTimeout(() => resolve(TIMED_OUT), ms);
+    cancel = clock.schedule(ms, () => resolve(TIMED_OUT));
   });
   try {
     return await Promise.race([promise, timeout]);
   } finally {
-    clearTimeout(timer);
+    cancel?.();
   }
 }
 

@@ -1,5 +1,5 @@
 import { unlink } from 'node:fs/promises';
-import { removeFile } from './socket-files.js';
+import { removeFile } from '../host/remove-file.js';
 
 /**
  * Removes a sandbox's log and its rotated copies (`<log>.1`, `<log>.2`, ... contiguous from 1, and

@@ -1,0 +1,164 @@
+/**
+ * The core's only doors to the world: processes, the run dir, durable state, the VMM's API and
+ * time. Adapters implement them (src/launch, src/host, src/store, src/vmm); unit tests pass fakes
+ * (test/unit/core/fakes). Nothing in src/core touches a file, a process or a socket otherwise.
+ */
+import type {
+  ExitStatus,
+  LaunchFiles,
+  ProcessExitEvent,
+  ProcessIdentity,
+  RestoreSpec,
+  StartFailure,
+  StartSpec,
+} from './domain.js';
+
+/** Wall-clock time and timers. */
+export interface Clock {
+  now(): Date;
+  /**
+   * Calls `callback` once after `ms` milliseconds, for any duration a request may carry (beyond
+   * setTimeout's 2^31-1 ms too); returns a function that cancels it.
+   */
+  schedule(ms: number, callback: () => void): () => void;
+}
+
+/** One supervised VMM process, as the process host sees it. */
+export interface ProcessHandle {
+  readonly identity: ProcessIdentity;
+  /** Byte offset in the log where this run's output begins. */
+  readonly logOffset: number;
+  /** Settles once, when the process has ended; undefined when nobody could see how it ended. */
+  readonly exited: Promise<ExitStatus | undefined>;
+  /**
+   * Signals the VMM's process group, only while its PID still names this very process (same start
+   * time): a reused PID is never signalled. 'gone' when it no longer exists or is already dead.
+   */
+  signal(signal: NodeJS.Signals | number): Promise<'sent' | 'gone'>;
+}
+
+/** A launch a previous daemon made but died before recording the PIDs of. */
+export interface FoundLaunch {
+  readonly reaper: { readonly pid: number; readonly startTime: bigint };
+  /** The VMM, if it is still the reaper's child. */
+  readonly vmm?: { readonly pid: number; readonly startTime: bigint };
+}
+
+/** Starts VMMs in their sandboxes and tells how each ended. */
+export interface ProcessHost {
+  /**
+   * What must hold on the host for `spec` to launch (its files and network namespace exist, its
+   * sandbox dir hides nothing the launch needs). Throws `failed-precondition` naming what is missing.
+   */
+  checkLaunchable(spec: StartSpec): Promise<void>;
+  /** Resolves once the VMM's process exists, in its own process group. */
+  launch(spec: StartSpec, files: LaunchFiles): Promise<ProcessHandle>;
+  /** Supervises a VMM a previous daemon launched (its reaper is not our child). */
+  adopt(identity: ProcessIdentity, files: LaunchFiles, logOffset: number): ProcessHandle;
+  findLaunch(files: LaunchFiles): Promise<FoundLaunch | undefined>;
+  /** The status a launch's reaper recorded; undefined if there is none (yet, or ever). */
+  recordedExit(files: LaunchFiles): Promise<ExitStatus | undefined>;
+  /** True while `pid` still names the process that started at `startTime`, not yet dead. */
+  isAlive(pid: number, startTime: bigint): Promise<boolean>;
+  /** This boot of the host: PIDs and start times identify a process within one boot only. */
+  bootId(): Promise<string>;
+  /** Stops launching; resolves once the host's own helpers have ended (VMMs keep running). */
+  close(): Promise<void>;
+}
+
+/** The run dir: where each sandbox's log, its launches' exit records and default sockets live. */
+export interface RunLayout {
+  /** Creates the directories launches write to. */
+  prepare(): Promise<void>;
+  /** The files of a new launch of `sandboxId`. */
+  launchFiles(sandboxId: string): LaunchFiles;
+  /** The last lines this run wrote to its log, from byte `fromOffset` (where the run began). */
+  readLogTail(logPath: string, fromOffset: number): Promise<string>;
+  /** A sandbox's log and its rotated copies (the daemon forgets the sandbox). */
+  removeLogs(logPath: string): Promise<void>;
+  /** Removes a socket a dead VMM left at `socketPath`; refuses anything that is not a socket. */
+  removeStaleSocket(socketPath: string): Promise<void>;
+  /** The socket of a VMM that has exited, and what its VMM left beside it. */
+  removeSocket(socketPath: string): Promise<void>;
+  /** A launch's exit record, once the journal holds the exit. */
+  removeLaunchFiles(files: LaunchFiles): Promise<void>;
+  /** Exit records of launches not in `live`: left by a previous daemon after it recorded the exit. */
+  removeOrphanLaunchFiles(live: readonly LaunchFiles[]): Promise<void>;
+}
+
+/** An append's two moments: in the file (survives a crash of this process), and on disk. */
+export interface Recorded {
+  readonly written: Promise<void>;
+  /** Settles with `written` for a record that need not be synced. */
+  readonly durable: Promise<void>;
+}
+
+/** What the daemon must remember about one process to pick it up again after a restart. */
+export interface PersistedProcess extends LaunchFiles {
+  readonly spec: StartSpec;
+  readonly startedAt: Date;
+  /** /proc/sys/kernel/random/boot_id when launched: after a reboot no PID of ours can be alive. */
+  readonly bootId: string;
+  /** Set once the VMM was spawned. */
+  readonly identity?: ProcessIdentity;
+  readonly logOffset?: number;
+  readonly readyAt?: Date;
+  readonly vmmVersion?: string;
+  /** Set once a stop was requested: when SIGKILL is due. */
+  readonly stopKillAt?: Date;
+  readonly signalsSent: readonly string[];
+  readonly startFailure?: StartFailure;
+  readonly exit?: ProcessExitEvent;
+  /** The exited record a launch not yet spawned replaced; restored if the launch is abandoned. */
+  readonly replaced?: PersistedProcess;
+}
+
+export interface PersistedState {
+  /** By sandbox ID; the latest launch of each. */
+  readonly processes: ReadonlyMap<string, PersistedProcess>;
+  /** Retained exit history, oldest first. */
+  readonly exits: readonly ProcessExitEvent[];
+  /** The last exit sequence ever issued (numbering continues from here). */
+  readonly lastSequence: number;
+  /** Bytes of a torn final record dropped at load (a crash mid-write), 0 normally. */
+  readonly droppedTailBytes: number;
+  /** The host boot the last daemon ran in; undefined for a new store. */
+  readonly lastBootId?: string;
+}
+
+/**
+ * The supervisor's durable memory. Each method writes one record and resolves once it is in the
+ * file; callers await it before acting on the change (a StartProcess does not return, and an exit
+ * is not published, before it is recorded).
+ */
+export interface StateStore {
+  /**
+   * Records a launch. `written` settles once it is recorded (enough to survive a daemon crash: the
+   * spawn may go ahead); `durable` once it is on disk as the sync mode asks.
+   */
+  launching(sandboxId: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Recorded;
+  spawned(sandboxId: string, identity: ProcessIdentity, logOffset: number): Promise<void>;
+  ready(sandboxId: string, readyAt: Date, vmmVersion: string): Promise<void>;
+  stopping(sandboxId: string, killAt: Date): Promise<void>;
+  signalled(sandboxId: string, signal: string): Promise<void>;
+  startFailed(sandboxId: string, failure: StartFailure): Promise<void>;
+  exited(event: ProcessExitEvent): Promise<void>;
+  /** A launch that never produced a process: forget it. */
+  abandoned(sandboxId: string): Promise<void>;
+  /** This daemon runs in host boot `bootId` (recorded once at start-up). */
+  booted(bootId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * What the core needs from a VMM's API. Every failure is a VmprocError already (the adapter maps
+ * the VMM's own errors in one place); an abort rejects with the signal's reason as it is.
+ */
+export interface VmmApi {
+  /** Resolves once the VMM answers its API (`GET /api/v1/vmm.ping`). */
+  waitReady(socketPath: string, signal: AbortSignal): Promise<{ readonly version: string }>;
+  /** `PUT /api/v1/vm.restore` into a bare VMM. */
+  restore(socketPath: string, restore: RestoreSpec, signal: AbortSignal): Promise<void>;
+  /** The VM's state from `GET /api/v1/vm.info`, or undefined when the VMM holds no VM. */
+  vmState(socketPath: string, signal: AbortSignal): Promise<string | undefined>;
+}

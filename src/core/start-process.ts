@@ -1,0 +1,148 @@
+import { asVmprocError, VmprocError } from '../errors.js';
+import { validateStartRequest } from '../validation/start-request.js';
+import { assertOpen, type SupervisorContext } from './context.js';
+import { describeExitStatus, type ProcessSnapshot, type StartRequest } from './domain.js';
+import { describeStartFailure } from './exit-classification.js';
+import type { StartAbortReason } from './lifecycle.js';
+import type { ProcessHandle, Recorded } from './ports.js';
+import { supervise } from './record-exit.js';
+import { SupervisedProcess } from './supervised-process.js';
+import { TIMED_OUT, withinTimeout } from './timing.js';
+
+/** How long a process may survive SIGKILL before a stop (or a failed start) reports it as stuck. */
+export const KILL_BACKSTOP_MS = 5_000;
+
+/**
+ * StartProcess: validates, reserves the sandbox ID and socket, launches the VMM and resolves once
+ * it is ready (ping answered, restore done). `signal` is the caller's interest: aborting it before
+ * ready abandons the start; after ready it has no effect. Every failure once a VMM exists kills it
+ * and still publishes its exit.
+ */
+export async function startProcess(context: SupervisorContext, request: StartRequest, signal?: AbortSignal): Promise<ProcessSnapshot> {
+  assertOpen(context);
+  const spec = validateStartRequest(request, context.defaults);
+  await context.host.checkLaunchable(spec);
+  if (signal?.aborted) throw new VmprocError('cancelled', `start of sandbox ${spec.sandboxId} was cancelled by the client`);
+  assertOpen(context);
+
+  // Reserved synchronously, after the last await of validation: two concurrent starts of one ID
+  // cannot both get here.
+  const record = new SupervisedProcess(spec, context.layout.launchFiles(spec.sandboxId), context.clock.now());
+  const previous = context.table.reserve(record);
+  context.retention.release(spec.sandboxId);
+  // From here on a cancel must reach the start, whichever step it is at (a listener added later
+  // would never hear an abort that already happened).
+  const onCallerAbort = () => record.interruptStart({ kind: 'cancelled' });
+  signal?.addEventListener('abort', onCallerAbort, { once: true });
+  try {
+    return await launch(context, record, previous);
+  } finally {
+    signal?.removeEventListener('abort', onCallerAbort);
+  }
+}
+
+/** Spawns the reserved record's VMM and waits until it is ready. */
+async function launch(context: SupervisorContext, record: SupervisedProcess, previous: SupervisedProcess | undefined): Promise<ProcessSnapshot> {
+  const { spec, files } = record;
+  const { store, host, layout } = context;
+  await context.retention.untilLogsRemoved(spec.sandboxId);
+
+  let handle: ProcessHandle;
+  let launchRecord: Recorded;
+  try {
+    // Recorded before the spawn, so a daemon that dies right after it can still find the reaper.
+    // Written is enough for that; the disk sync (against a host crash) overlaps the launch.
+    launchRecord = store.launching(spec.sandboxId, { spec, ...files, startedAt: record.startedAt, bootId: context.bootId });
+    await Promise.all([launchRecord.written, layout.removeStaleSocket(spec.socketPath)]);
+    handle = await host.launch(spec, files);
+  } catch (error) {
+    // Nothing was spawned: release the reservation and bring back the previous record.
+    record.spawnFailed();
+    context.table.unreserve(record, previous);
+    if (previous) context.retention.retain(spec.sandboxId);
+    await store.abandoned(spec.sandboxId).catch(() => undefined);
+    throw asVmprocError(error, `cannot launch sandbox ${spec.sandboxId}`);
+  }
+  supervise(context, record, handle);
+  context.observer?.spawned?.(spec.sandboxId, files.logPath);
+  context.logger.info({ sandboxId: spec.sandboxId, pid: handle.identity.pid, mode: spec.mode }, 'vmm spawned');
+  // The PID is journalled while the VMM comes up; both records are on file before ready.
+  const recorded = Promise.all([launchRecord.durable, recordSpawn(context, record, handle)]).then(() => undefined);
+  recorded.catch(() => undefined); // awaited before ready; a failure then abandons the start
+  return awaitReady(context, record, spec.readyTimeoutMs, recorded);
+}
+
+async function recordSpawn(context: SupervisorContext, record: SupervisedProcess, handle: ProcessHandle): Promise<void> {
+  await context.store.spawned(record.sandboxId, handle.identity, handle.logOffset).catch((error: unknown) =>
+    context.logger.error({ sandboxId: record.sandboxId, err: error }, 'cannot record the spawned process'));
+}
+
+/**
+ * Waits for readiness until the first of: ready, exit, timeout, stop, cancel (each interrupts the
+ * start with its reason). Also finishes a start a previous daemon began (recovery).
+ */
+export async function awaitReady(
+  context: SupervisorContext,
+  record: SupervisedProcess,
+  timeoutMs: number,
+  recorded: Promise<void> = Promise.resolve(),
+): Promise<ProcessSnapshot> {
+  const { spec, startSignal } = record;
+  const cancelTimer = context.clock.schedule(timeoutMs, () => record.interruptStart({ kind: 'timeout' }));
+  record.exited.then(() => record.interruptStart({ kind: 'exited' }));
+  try {
+    const api = context.vmm;
+    const ready = await api.waitReady(spec.socketPath, startSignal);
+    // A restarted daemon may find the restore already done (or under way: the ping waited for it).
+    if (spec.restore && (await api.vmState(spec.socketPath, startSignal)) === undefined) {
+      await api.restore(spec.socketPath, spec.restore, startSignal);
+    }
+    if (startSignal.aborted) throw startSignal.reason;
+    await recorded;
+    const readyAt = context.clock.now();
+    await context.store.ready(spec.sandboxId, readyAt, ready.version);
+    if (startSignal.aborted) throw startSignal.reason;
+    record.markReady(readyAt, ready.version);
+    context.logger.info({ sandboxId: spec.sandboxId, pid: record.handle!.identity.pid, vmmVersion: ready.version }, 'vmm ready');
+    return record.snapshot();
+  } catch (error) {
+    throw await abandonStart(context, record, error);
+  } finally {
+    cancelTimer();
+  }
+}
+
+/** Kills what a failed start left, waits for its exit event, and returns the caller's error. */
+async function abandonStart(context: SupervisorContext, record: SupervisedProcess, error: unknown): Promise<VmprocError> {
+  const { spec, startSignal } = record;
+  const handle = record.handle!;
+  const aborted = startSignal.aborted ? (startSignal.reason as StartAbortReason) : undefined;
+  const failure = describeStartFailure(spec.readyTimeoutMs, aborted, error);
+  if (failure.exit && record.abandonStart(failure.exit)) {
+    // Nobody else is ending this process: it is ours to kill, and its exit carries our reason.
+    await context.store.startFailed(spec.sandboxId, failure.exit).catch(() => undefined);
+    await handle.signal('SIGKILL');
+  }
+  if (aborted?.kind === 'stopped') {
+    // The stop owns the process now, with its own grace period and SIGKILL backstop.
+    const stopped = await (record.stopInFlight ?? record.exited).then(() => undefined, (stopError: unknown) => stopError);
+    return stopped
+      ? asVmprocError(stopped, `stopping sandbox ${spec.sandboxId}`)
+      : new VmprocError(failure.code, `sandbox ${spec.sandboxId}: ${failure.callerMessage}`, { cause: error });
+  }
+  const ended = await withinTimeout(context.clock, record.exited, KILL_BACKSTOP_MS);
+  if (ended === TIMED_OUT) {
+    return new VmprocError(
+      'internal',
+      `sandbox ${spec.sandboxId} (pid ${handle.identity.pid}) failed to start and survived SIGKILL for ${KILL_BACKSTOP_MS / 1000}s`,
+      { cause: error },
+    );
+  }
+  if (aborted?.kind === 'exited') {
+    const exit = ended.exit!;
+    const how = describeExitStatus({ exitCode: exit.exitCode, signal: exit.signal, coreDumped: false });
+    const tail = exit.stderrTail ? `; its stderr ends with:\n${exit.stderrTail}` : '; it wrote nothing to stderr';
+    return new VmprocError('failed-precondition', `VMM of sandbox ${spec.sandboxId} exited before it was ready (${how})${tail}`);
+  }
+  return new VmprocError(failure.code, `sandbox ${spec.sandboxId}: ${failure.callerMessage}`, { cause: error });
+}

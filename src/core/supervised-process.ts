@@ -1,0 +1,222 @@
+import type { LaunchFiles, ProcessExitEvent, ProcessSnapshot, ProcessState, StartFailure, StartSpec } from './domain.js';
+import { assertMove, type Phase, publicState, type StartAbortReason } from './lifecycle.js';
+import type { ProcessHandle } from './ports.js';
+
+/**
+ * One supervised process: its spec, where it is in its lifecycle, and the one exit it will ever
+ * have. The use cases change it only through intents (request a stop, abandon the start, record a
+ * signal, mark it ready or exited); each is a move of the state machine in lifecycle.ts, so an
+ * illegal one is an error rather than a silent corruption.
+ */
+export class SupervisedProcess {
+  readonly spec: StartSpec;
+  readonly files: LaunchFiles;
+  readonly startedAt: Date;
+  #phase: Phase = 'starting';
+  #handle: ProcessHandle | undefined;
+  #readyAt: Date | undefined;
+  #vmmVersion: string | undefined;
+  #exit: ProcessExitEvent | undefined;
+  #startFailure: StartFailure | undefined;
+  /** Names of signals sent through SignalProcess, to tell a requested death from a stranger's. */
+  readonly #signalsSent = new Set<string>();
+  /** The shared in-flight stop, if any. */
+  #stop: Promise<ProcessSnapshot> | undefined;
+  /** Aborted when the start must give up (timeout, exit, stop, cancel); the first reason wins. */
+  readonly #startAbort = new AbortController();
+  readonly #exited: Promise<ProcessSnapshot>;
+  #settleExit!: (snapshot: ProcessSnapshot) => void;
+  readonly #spawned: Promise<ProcessHandle | undefined>;
+  #settleSpawn!: (handle: ProcessHandle | undefined) => void;
+  #snapshot: ProcessSnapshot | undefined;
+
+  constructor(spec: StartSpec, files: LaunchFiles, startedAt: Date) {
+    this.spec = spec;
+    this.files = files;
+    this.startedAt = startedAt;
+    this.#exited = new Promise((resolve) => {
+      this.#settleExit = resolve;
+    });
+    this.#spawned = new Promise((resolve) => {
+      this.#settleSpawn = resolve;
+    });
+  }
+
+  get sandboxId(): string {
+    return this.spec.sandboxId;
+  }
+
+  get phase(): Phase {
+    return this.#phase;
+  }
+
+  /** What clients see. */
+  get state(): ProcessState {
+    return publicState(this.#phase);
+  }
+
+  get handle(): ProcessHandle | undefined {
+    return this.#handle;
+  }
+
+  get exit(): ProcessExitEvent | undefined {
+    return this.#exit;
+  }
+
+  get startFailure(): StartFailure | undefined {
+    return this.#startFailure;
+  }
+
+  /** A stop was asked for (by StopProcess, or by the daemon that was stopping it before a restart). */
+  get stopRequested(): boolean {
+    return this.#phase === 'stopping';
+  }
+
+  /** The start's wait for readiness listens to this; its reason is a StartAbortReason. */
+  get startSignal(): AbortSignal {
+    return this.#startAbort.signal;
+  }
+
+  get stopInFlight(): Promise<ProcessSnapshot> | undefined {
+    return this.#stop;
+  }
+
+  /** Resolves with the final snapshot once the process has exited. */
+  get exited(): Promise<ProcessSnapshot> {
+    return this.#exited;
+  }
+
+  /**
+   * Resolves with the process once it has been spawned, or undefined if the launch failed before
+   * there was one. A stop may arrive while the launch is still in progress.
+   */
+  get spawned(): Promise<ProcessHandle | undefined> {
+    return this.#spawned;
+  }
+
+  attach(handle: ProcessHandle): void {
+    this.#handle = handle;
+    this.#snapshot = undefined;
+    this.#settleSpawn(handle);
+  }
+
+  /** The launch failed before any process existed. */
+  spawnFailed(): void {
+    this.#settleSpawn(undefined);
+  }
+
+  /** Cuts the start's wait for readiness short; the first reason wins. */
+  interruptStart(reason: StartAbortReason): void {
+    this.#startAbort.abort(reason);
+  }
+
+  /** StopProcess: the process is to end now; a start in progress is interrupted. */
+  requestStop(): void {
+    if (this.#phase === 'stopping') return;
+    if (this.#phase === 'starting' || this.#phase === 'abandoning') this.interruptStart({ kind: 'stopped' });
+    this.#moveTo('stopping');
+  }
+
+  /**
+   * The start path gives up on this process and will kill it: its exit carries `failure`. Returns
+   * false when a failure was recorded already (the first one wins, and its owner does the killing).
+   */
+  abandonStart(failure: StartFailure): boolean {
+    if (this.#startFailure) return false;
+    this.#startFailure = failure;
+    // A stop that came first keeps the process: the stop owns its end, the failure its account.
+    if (this.#phase === 'starting') this.#moveTo('abandoning');
+    else this.#snapshot = undefined;
+    return true;
+  }
+
+  /** A signal went out through SignalProcess. */
+  recordSignal(name: string): void {
+    this.#signalsSent.add(name);
+  }
+
+  sentSignal(name: string): boolean {
+    return this.#signalsSent.has(name);
+  }
+
+  /** Concurrent stops share one: the first one's, until it fails (a later stop may retry). */
+  trackStop(stop: Promise<ProcessSnapshot>): Promise<ProcessSnapshot> {
+    this.#stop = stop;
+    stop.catch(() => {
+      if (this.#stop === stop) this.#stop = undefined;
+    });
+    return stop;
+  }
+
+  markReady(at: Date, vmmVersion: string): void {
+    this.#moveTo('running');
+    this.#readyAt = at;
+    this.#vmmVersion = vmmVersion;
+  }
+
+  /** The one exit this process has: settles `exited` once. */
+  markExited(exit: ProcessExitEvent): void {
+    this.#moveTo('exited');
+    this.#exit = exit;
+    this.#settleExit(this.snapshot());
+  }
+
+  /**
+   * Brings back what a previous daemon recorded of a live process. Only for records being
+   * re-adopted at start-up, before anything else can see them.
+   */
+  resume(recorded: {
+    readonly readyAt?: Date;
+    readonly vmmVersion?: string;
+    readonly stopping: boolean;
+    readonly startFailure?: StartFailure;
+    readonly signalsSent: readonly string[];
+  }): void {
+    for (const signal of recorded.signalsSent) this.#signalsSent.add(signal);
+    if (recorded.startFailure) this.abandonStart(recorded.startFailure);
+    if (recorded.readyAt && this.#phase === 'starting') this.markReady(recorded.readyAt, recorded.vmmVersion ?? '');
+    if (recorded.stopping) this.#moveTo('stopping');
+  }
+
+  /** A record that had already exited before this daemon started: kept for Get and Wait. */
+  restoreExited(exit: ProcessExitEvent): void {
+    this.#settleSpawn(undefined);
+    this.markExited(exit);
+  }
+
+  /**
+   * The same frozen object until the process changes, so that its wire encoding can be cached
+   * (a ListProcesses of a thousand processes re-encodes only what changed).
+   */
+  snapshot(): ProcessSnapshot {
+    this.#snapshot ??= Object.freeze(this.#makeSnapshot());
+    return this.#snapshot;
+  }
+
+  #moveTo(phase: Phase): void {
+    assertMove(this.sandboxId, this.#phase, phase);
+    this.#phase = phase;
+    this.#snapshot = undefined;
+  }
+
+  #makeSnapshot(): ProcessSnapshot {
+    const { spec } = this;
+    return {
+      sandboxId: spec.sandboxId,
+      pid: this.#handle?.identity.pid ?? this.#exit?.pid ?? 0,
+      state: this.state,
+      mode: spec.mode,
+      socketPath: spec.socketPath,
+      networkNamespace: spec.networkNamespace,
+      labels: spec.labels,
+      startedAt: this.startedAt,
+      ...(this.#readyAt ? { readyAt: this.#readyAt } : {}),
+      ...(this.#vmmVersion ? { vmmVersion: this.#vmmVersion } : {}),
+      ...(this.#exit ? { exit: this.#exit } : {}),
+      sandboxDir: spec.sandboxDir,
+      ...(spec.kernelPath ? { kernelPath: spec.kernelPath } : {}),
+      rootfsPath: spec.rootfsPath,
+      logPath: this.files.logPath,
+    };
+  }
+}

@@ -1,0 +1,50 @@
+import type { ExitExchange } from '../core/exit-exchange.js';
+import type { SupervisorObserver } from '../core/observer.js';
+import type { ProcessHost, StateStore } from '../core/ports.js';
+import { Supervisor } from '../core/supervisor.js';
+import { RunDirLayout } from '../host/run-dir-layout.js';
+import { systemClock } from '../host/system-clock.js';
+import type { LaunchStrategy } from '../launch/launch-command.js';
+import { ReaperProcessHost } from '../launch/reaper-process-host.js';
+import type { Logger } from '../logger.js';
+import { ephemeralStore } from '../store/state-store.js';
+import type { StartDefaults } from '../validation/start-request.js';
+import { cloudHypervisorApi } from '../vmm/cloud-hypervisor-api.js';
+
+export interface HostSupervisorOptions {
+  readonly defaults: StartDefaults;
+  /** The per-VMM reaper binary, also run as the spawner helper. */
+  readonly reaperBin: string;
+  readonly launchStrategy?: LaunchStrategy;
+  readonly exchange: ExitExchange;
+  readonly exitedRecordLimit: number;
+  /** Durable memory; the default remembers nothing across restarts. */
+  readonly store?: StateStore;
+  readonly logger?: Logger;
+  readonly observer?: SupervisorObserver;
+  /** This host boot, if the caller has read it already. */
+  readonly bootId?: string;
+}
+
+/** A supervisor wired to this host: reapers and namespaces, the run dir, Cloud Hypervisor's API, the system clock. */
+export function createHostSupervisor(options: HostSupervisorOptions): { supervisor: Supervisor; host: ProcessHost } {
+  const host = new ReaperProcessHost({
+    reaperBin: options.reaperBin,
+    defaults: options.defaults,
+    ...(options.launchStrategy ? { strategy: options.launchStrategy } : {}),
+    ...(options.bootId !== undefined ? { bootId: options.bootId } : {}),
+  });
+  const supervisor = new Supervisor({
+    host,
+    layout: new RunDirLayout(options.defaults.runDir),
+    store: options.store ?? ephemeralStore,
+    vmm: cloudHypervisorApi(),
+    clock: systemClock,
+    defaults: options.defaults,
+    exchange: options.exchange,
+    exitedRecordLimit: options.exitedRecordLimit,
+    ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.observer ? { observer: options.observer } : {}),
+  });
+  return { supervisor, host };
+}

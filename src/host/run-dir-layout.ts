@@ -1,0 +1,56 @@
+import { mkdir, readdir } from 'node:fs/promises';
+import { posix } from 'node:path';
+import type { LaunchFiles } from '../core/domain.js';
+import type { RunLayout } from '../core/ports.js';
+import { removeLogFiles } from '../logs/log-files.js';
+import { readLogTail } from '../logs/log-tail.js';
+import { removeFile } from './remove-file.js';
+import { exitsDir, logsDir, newLaunchFiles } from './run-layout.js';
+import { removeSocketFiles, removeStaleSocket } from './socket-files.js';
+
+/** The RunLayout port on the host's run dir. */
+export class RunDirLayout implements RunLayout {
+  readonly runDir: string;
+
+  constructor(runDir: string) {
+    this.runDir = runDir;
+  }
+
+  async prepare(): Promise<void> {
+    await mkdir(logsDir(this.runDir), { recursive: true, mode: 0o750 });
+    await mkdir(exitsDir(this.runDir), { recursive: true, mode: 0o750 });
+  }
+
+  launchFiles(sandboxId: string): LaunchFiles {
+    return newLaunchFiles(this.runDir, sandboxId);
+  }
+
+  readLogTail(logPath: string, fromOffset: number): Promise<string> {
+    return readLogTail(logPath, fromOffset);
+  }
+
+  removeLogs(logPath: string): Promise<void> {
+    return removeLogFiles(logPath);
+  }
+
+  removeStaleSocket(socketPath: string): Promise<void> {
+    return removeStaleSocket(socketPath);
+  }
+
+  removeSocket(socketPath: string): Promise<void> {
+    return removeSocketFiles(socketPath);
+  }
+
+  async removeLaunchFiles(files: LaunchFiles): Promise<void> {
+    await Promise.all([removeFile(files.statusPath), removeFile(`${files.statusPath}.pids`)]);
+  }
+
+  async removeOrphanLaunchFiles(live: readonly LaunchFiles[]): Promise<void> {
+    const dir = exitsDir(this.runDir);
+    const keep = new Set(live.map((files) => posix.basename(files.statusPath)));
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      // <id>.status, <id>.status.pids, <id>.status.tmp all belong to <id>.status.
+      if (!keep.has(name.replace(/\.status(\..*)?$/, '.status'))) await removeFile(posix.join(dir, name));
+    }
+  }
+}
