@@ -261,6 +261,18 @@ describe('foldRecords: exits', () => {
   });
 });
 
+describe('foldRecords: compacted process records', () => {
+  it('reads the four flat identity fields journals before the core restructure wrote', () => {
+    const l = launch('a', 0);
+    const v = vmm(100);
+    const old = {
+      spec: l.spec, logPath: l.logPath, statusPath: l.statusPath, startedAt: l.startedAt.getTime(), bootId: l.bootId, signalsSent: [],
+      pid: 100, startTime: String(v.identity.startTime), reaperPid: v.identity.reaperPid, reaperStartTime: String(v.identity.reaperStartTime), logOffset: v.logOffset,
+    };
+    expect(fold([{ k: 'process', process: old } as Rec]).processes.get('a')).toEqual({ ...launched('a', 0), ...spawnedFields(100) });
+  });
+});
+
 describe('foldRecords: relaunch and abandon', () => {
   const firstExit = exit(1, 'a', 100, { exitCode: 1 });
   const firstRun = [rec.launch('a', 0), rec.spawn('a', 100), rec.ready('a'), rec.exit(firstExit)];

@@ -1,0 +1,452 @@
+/**
+ * Fakes of the core's ports (src/core/ports.ts), so that the supervisor's use cases run in
+ * milliseconds without root: processes that end when the test says (or as a VMM would on SIGTERM
+ * and SIGKILL), a clock the test advances, a VMM API the test answers, and a store that records
+ * what it was told.
+ */
+import type { ExitStatus, LaunchFiles, ProcessIdentity, ProcessExitEvent, RestoreSpec, StartFailure, StartSpec } from '../../../src/core/domain.js';
+import { ExitExchange } from '../../../src/core/exit-exchange.js';
+import type {
+  Clock,
+  FoundLaunch,
+  PersistedProcess,
+  ProcessHandle,
+  ProcessHost,
+  Recorded,
+  RunLayout,
+  StateStore,
+  VmmApi,
+} from '../../../src/core/ports.js';
+import { signalName } from '../../../src/core/signals.js';
+import { Supervisor } from '../../../src/core/supervisor.js';
+import { VmprocError } from '../../../src/errors.js';
+
+/** Lets every promise chain that is ready run (the core has no timers but the clock's). */
+export async function settle(rounds = 20): Promise<void> {
+  for (let i = 0; i < rounds; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+// ------------------------------------------------------------------------------------------------
+
+/** Time that moves only when the test says: advance() fires what has come due, in order. */
+export class FakeClock implements Clock {
+  #now: number;
+  readonly #timers = new Set<{ at: number; callback: () => void }>();
+
+  constructor(start = Date.UTC(2026, 11, 1, 12)) {
+    this.#now = start;
+  }
+
+  now(): Date {
+    return new Date(this.#now);
+  }
+
+  schedule(ms: number, callback: () => void): () => void {
+    const timer = { at: this.#now + Math.max(0, ms), callback };
+    this.#timers.add(timer);
+    return () => this.#timers.delete(timer);
+  }
+
+  /** Timers still pending, with how far away each is. */
+  get pending(): number[] {
+    return [...this.#timers].map((t) => t.at - this.#now).sort((a, b) => a - b);
+  }
+
+  /** Moves time forward by `ms`, firing due timers one at a time and letting each one's work run. */
+  async advance(ms: number): Promise<void> {
+    const target = this.#now + ms;
+    await settle();
+    for (;;) {
+      const due = [...this.#timers].filter((t) => t.at <= target).sort((a, b) => a.at - b.at)[0];
+      if (!due) break;
+      this.#timers.delete(due);
+      this.#now = Math.max(this.#now, due.at);
+      due.callback();
+      await settle();
+    }
+    this.#now = target;
+    await settle();
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+
+export interface FakeBehaviour {
+  /** SIGTERM does nothing (a VMM that ignores it). */
+  ignoreSigterm?: boolean;
+  /** Not even SIGKILL ends it (stuck in the kernel). */
+  unkillable?: boolean;
+}
+
+let nextPid = 1000;
+
+/** One fake VMM process: ends on SIGTERM/SIGKILL as a VMM does, or when the test calls end(). */
+export class FakeProcess implements ProcessHandle {
+  readonly identity: ProcessIdentity;
+  readonly logOffset: number;
+  readonly exited: Promise<ExitStatus | undefined>;
+  readonly signals: Array<NodeJS.Signals | number> = [];
+  behaviour: FakeBehaviour;
+  #resolve!: (status: ExitStatus | undefined) => void;
+  #ended = false;
+  readonly #clock: Clock;
+
+  constructor(clock: Clock, behaviour: FakeBehaviour = {}, identity?: ProcessIdentity, logOffset = 0) {
+    const pid = nextPid++;
+    this.identity = identity ?? { pid, startTime: BigInt(pid) * 100n, reaperPid: pid + 50_000, reaperStartTime: BigInt(pid) * 100n - 1n };
+    this.logOffset = logOffset;
+    this.behaviour = behaviour;
+    this.#clock = clock;
+    this.exited = new Promise((resolve) => {
+      this.#resolve = resolve;
+    });
+  }
+
+  get alive(): boolean {
+    return !this.#ended;
+  }
+
+  /** Ends the process: with an exit code, a signal, or (undefined) unobserved. */
+  end(how: { code: number } | { signal: string } | undefined, logTail = ''): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    if (how === undefined) {
+      this.#resolve(undefined);
+      return;
+    }
+    const exitedAt = this.#clock.now();
+    this.#resolve(
+      'code' in how
+        ? { pid: this.identity.pid, exitCode: how.code, coreDumped: false, exitedAt, logTail }
+        : { pid: this.identity.pid, signal: how.signal, coreDumped: false, exitedAt, logTail },
+    );
+  }
+
+  async signal(signal: NodeJS.Signals | number): Promise<'sent' | 'gone'> {
+    if (this.#ended) return 'gone';
+    this.signals.push(signal);
+    const name = typeof signal === 'number' ? signalName(signal) : signal;
+    if (name === 'SIGKILL' && !this.behaviour.unkillable) queueMicrotask(() => this.end({ signal: 'SIGKILL' }));
+    if (name === 'SIGTERM' && !this.behaviour.ignoreSigterm && !this.behaviour.unkillable) queueMicrotask(() => this.end({ signal: 'SIGTERM' }));
+    return 'sent';
+  }
+}
+
+/** A launch the test has not let through yet (see FakeProcessHost.holdLaunches). */
+interface HeldLaunch {
+  readonly spec: StartSpec;
+  readonly release: () => void;
+  readonly fail: (error: unknown) => void;
+}
+
+export class FakeProcessHost implements ProcessHost {
+  readonly #clock: Clock;
+  /** Every process launched or adopted, in order. */
+  readonly processes: FakeProcess[] = [];
+  readonly launches: Array<{ spec: StartSpec; files: LaunchFiles }> = [];
+  readonly held: HeldLaunch[] = [];
+  /** What the next launches do. */
+  behaviour: FakeBehaviour = {};
+  /** Launches wait for release() instead of spawning at once. */
+  holdLaunches = false;
+  /** The next launch fails with this (nothing is spawned). */
+  launchFailure: unknown;
+  /** checkLaunchable fails with this. */
+  notLaunchable: unknown;
+  /** Processes a previous daemon left: alive on the host, adoptable by identity. */
+  readonly survivors = new Map<number, { identity: ProcessIdentity; process?: FakeProcess; behaviour: FakeBehaviour }>();
+  /** Reapers alive without their VMM (by pid). */
+  readonly liveReapers = new Set<number>();
+  /** Exit records the reapers left, by status path. */
+  readonly recorded = new Map<string, ExitStatus>();
+  /** Launches a previous daemon made without recording the PIDs, by status path. */
+  readonly found = new Map<string, FoundLaunch>();
+  boot = 'boot-1';
+  closed = false;
+
+  constructor(clock: Clock) {
+    this.#clock = clock;
+  }
+
+  async checkLaunchable(): Promise<void> {
+    if (this.notLaunchable) throw this.notLaunchable;
+  }
+
+  async launch(spec: StartSpec, files: LaunchFiles): Promise<ProcessHandle> {
+    this.launches.push({ spec, files });
+    if (this.launchFailure) {
+      const failure = this.launchFailure;
+      this.launchFailure = undefined;
+      throw failure;
+    }
+    if (this.holdLaunches) {
+      await new Promise<void>((release, fail) => this.held.push({ spec, release, fail }));
+    }
+    const process = new FakeProcess(this.#clock, { ...this.behaviour });
+    this.processes.push(process);
+    return process;
+  }
+
+  /** A VMM a previous daemon launched, still running. */
+  survivor(behaviour: FakeBehaviour = {}): ProcessIdentity {
+    const process = new FakeProcess(this.#clock, behaviour);
+    this.survivors.set(process.identity.pid, { identity: process.identity, behaviour });
+    return process.identity;
+  }
+
+  adopt(identity: ProcessIdentity, _files: LaunchFiles, logOffset: number): ProcessHandle {
+    const survivor = this.survivors.get(identity.pid);
+    const process = new FakeProcess(this.#clock, survivor?.behaviour ?? {}, identity, logOffset);
+    if (survivor) survivor.process = process;
+    this.processes.push(process);
+    return process;
+  }
+
+  async findLaunch(files: LaunchFiles): Promise<FoundLaunch | undefined> {
+    return this.found.get(files.statusPath);
+  }
+
+  async recordedExit(files: LaunchFiles): Promise<ExitStatus | undefined> {
+    return this.recorded.get(files.statusPath);
+  }
+
+  async isAlive(pid: number, startTime: bigint): Promise<boolean> {
+    const survivor = this.survivors.get(pid);
+    if (survivor && survivor.identity.startTime === startTime) return survivor.process?.alive ?? true;
+    if (this.liveReapers.has(pid)) return true;
+    return this.processes.some((p) => p.identity.pid === pid && p.identity.startTime === startTime && p.alive);
+  }
+
+  async bootId(): Promise<string> {
+    return this.boot;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+
+export class FakeRunLayout implements RunLayout {
+  readonly removedSockets: string[] = [];
+  readonly removedLogs: string[] = [];
+  readonly removedLaunchFiles: string[] = [];
+  orphanSweeps: Array<readonly LaunchFiles[]> = [];
+  logTail = '';
+  #launch = 0;
+
+  async prepare(): Promise<void> {}
+
+  launchFiles(sandboxId: string): LaunchFiles {
+    return { logPath: `/run/fake/logs/${sandboxId}.log`, statusPath: `/run/fake/exits/${sandboxId}.${++this.#launch}.status` };
+  }
+
+  async readLogTail(): Promise<string> {
+    return this.logTail;
+  }
+
+  async removeLogs(logPath: string): Promise<void> {
+    this.removedLogs.push(logPath);
+  }
+
+  async removeStaleSocket(): Promise<void> {}
+
+  async removeSocket(socketPath: string): Promise<void> {
+    this.removedSockets.push(socketPath);
+  }
+
+  async removeLaunchFiles(files: LaunchFiles): Promise<void> {
+    this.removedLaunchFiles.push(files.statusPath);
+  }
+
+  async removeOrphanLaunchFiles(live: readonly LaunchFiles[]): Promise<void> {
+    this.orphanSweeps.push(live);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+
+/** The VMM's API: ready at once unless told otherwise; a held call waits for the test or an abort. */
+export class FakeVmmApi implements VmmApi {
+  version = '54.0.0';
+  /** waitReady waits until ready() is called (or the start is aborted). */
+  holdReady = false;
+  /** restore() fails with this. */
+  restoreFailure: unknown;
+  /** What vm.info says; undefined: no VM. */
+  state: string | undefined;
+  readonly restores: Array<{ socketPath: string; restore: RestoreSpec }> = [];
+  readonly #waiting = new Set<() => void>();
+
+  /** Lets every held waitReady answer. */
+  ready(): void {
+    for (const resolve of this.#waiting) resolve();
+    this.#waiting.clear();
+  }
+
+  waitReady(_socketPath: string, signal: AbortSignal): Promise<{ version: string }> {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    if (!this.holdReady) return Promise.resolve({ version: this.version });
+    return new Promise((resolve, reject) => {
+      const answer = () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve({ version: this.version });
+      };
+      const onAbort = () => {
+        this.#waiting.delete(answer);
+        reject(signal.reason);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#waiting.add(answer);
+    });
+  }
+
+  async restore(socketPath: string, restore: RestoreSpec, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) throw signal.reason;
+    this.restores.push({ socketPath, restore });
+    if (this.restoreFailure) throw this.restoreFailure;
+    this.state = restore.resume ? 'Running' : 'Paused';
+  }
+
+  async vmState(): Promise<string | undefined> {
+    return this.state;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+
+/** A store that keeps what it is told, as a list of operations (and fails when told to). */
+export class RecordingStore implements StateStore {
+  readonly operations: Array<{ op: string; id?: string; detail?: unknown }> = [];
+  /** Operations that reject, by name. */
+  readonly failing = new Set<string>();
+
+  #record(op: string, id?: string, detail?: unknown): Promise<void> {
+    this.operations.push({ op, ...(id !== undefined ? { id } : {}), ...(detail !== undefined ? { detail } : {}) });
+    return this.failing.has(op) ? Promise.reject(new VmprocError('internal', `store: ${op} failed`)) : Promise.resolve();
+  }
+
+  /** The operations recorded for `id`, by name. */
+  of(id: string): string[] {
+    return this.operations.filter((o) => o.id === id).map((o) => o.op);
+  }
+
+  launching(sandboxId: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Recorded {
+    const written = this.#record('launching', sandboxId, launch);
+    written.catch(() => undefined);
+    return { written, durable: written };
+  }
+
+  spawned(sandboxId: string, identity: ProcessIdentity, logOffset: number): Promise<void> {
+    return this.#record('spawned', sandboxId, { identity, logOffset });
+  }
+
+  ready(sandboxId: string, readyAt: Date, vmmVersion: string): Promise<void> {
+    return this.#record('ready', sandboxId, { readyAt, vmmVersion });
+  }
+
+  stopping(sandboxId: string, killAt: Date): Promise<void> {
+    return this.#record('stopping', sandboxId, { killAt });
+  }
+
+  signalled(sandboxId: string, signal: string): Promise<void> {
+    return this.#record('signalled', sandboxId, { signal });
+  }
+
+  startFailed(sandboxId: string, failure: StartFailure): Promise<void> {
+    return this.#record('startFailed', sandboxId, failure);
+  }
+
+  exited(event: ProcessExitEvent): Promise<void> {
+    return this.#record('exited', event.sandboxId, event);
+  }
+
+  abandoned(sandboxId: string): Promise<void> {
+    return this.#record('abandoned', sandboxId);
+  }
+
+  booted(bootId: string): Promise<void> {
+    return this.#record('booted', undefined, bootId);
+  }
+
+  async close(): Promise<void> {}
+}
+
+// ------------------------------------------------------------------------------------------------
+
+export interface CoreHarness {
+  readonly supervisor: Supervisor;
+  readonly clock: FakeClock;
+  readonly host: FakeProcessHost;
+  readonly layout: FakeRunLayout;
+  readonly vmm: FakeVmmApi;
+  readonly store: RecordingStore;
+  readonly exchange: ExitExchange;
+  /** Every exit published, in order. */
+  readonly exits: ProcessExitEvent[];
+}
+
+export const DEFAULTS = { runDir: '/run/fake', sandboxDir: '/run/fake/sandbox', vmmBin: '/usr/bin/cloud-hypervisor', netnsDir: '/var/run/netns' };
+
+/** A supervisor over fakes, prepared; `exitedRecordLimit` bounds retention as --exit-history does. */
+export async function coreHarness(options: { exitedRecordLimit?: number; initialSequence?: number } = {}): Promise<CoreHarness> {
+  const clock = new FakeClock();
+  const host = new FakeProcessHost(clock);
+  const layout = new FakeRunLayout();
+  const vmm = new FakeVmmApi();
+  const store = new RecordingStore();
+  const exchange = new ExitExchange({ historyLimit: 1000, subscriberBufferLimit: 1000, initialSequence: options.initialSequence ?? 0 });
+  const exits: ProcessExitEvent[] = [];
+  const subscription = exchange.subscribe();
+  void (async () => {
+    for await (const exit of subscription) exits.push(exit);
+  })();
+  const supervisor = new Supervisor({
+    host,
+    layout,
+    store,
+    vmm,
+    clock,
+    defaults: DEFAULTS,
+    exchange,
+    exitedRecordLimit: options.exitedRecordLimit ?? 100,
+  });
+  await supervisor.prepare();
+  return { supervisor, clock, host, layout, vmm, store, exchange, exits };
+}
+
+/** A boot-mode start request for `sandboxId`. */
+export function bootRequest(sandboxId: string, extra: Record<string, unknown> = {}) {
+  return {
+    sandboxId,
+    mode: 'boot' as const,
+    kernelPath: '/images/vmlinux',
+    rootfsPath: '/images/rootfs.ext4',
+    networkNamespace: 'ns-1',
+    labels: { team: 'a' },
+    ...extra,
+  };
+}
+
+/** A live view of how a promise settles: read it after settle() or clock.advance(). */
+export interface Tracked<T> {
+  settled: boolean;
+  value?: T;
+  error?: unknown;
+}
+
+export function track<T>(promise: Promise<T>): Tracked<T> {
+  const state: Tracked<T> = { settled: false };
+  promise.then(
+    (value) => {
+      state.settled = true;
+      state.value = value;
+    },
+    (error: unknown) => {
+      state.settled = true;
+      state.error = error;
+    },
+  );
+  return state;
+}
