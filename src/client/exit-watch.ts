@@ -7,7 +7,7 @@ import type {
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { Backoff, type BackoffOptions, sleep } from './backoff.js';
 import { ExitHistoryGapError, isRpcError } from './rpc-error.js';
-import type { Init, RpcOptions, StreamOptions } from './vm-process-client.js';
+import type { Init, RpcOptions, StreamOptions } from './call-options.js';
 
 export interface ReconnectingWatchOptions {
   /** Only exits of these sandboxes (all when empty). */

@@ -30,7 +30,11 @@ import {
   type WaitProcessResponse,
   WatchExitsRequestSchema,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
+import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS } from '../api-defaults.js';
 import { grpcServiceDefinition } from '../rpc/grpc-service-definition.js';
+import type { Init, RpcOptions, StreamOptions } from './call-options.js';
+
+export type { Init, RpcError, RpcOptions, StreamOptions };
 import { ReconnectingExitWatch, type ReconnectingWatchOptions } from './exit-watch.js';
 import type { RpcError } from './rpc-error.js';
 import { StreamIterator } from './stream-iterator.js';
@@ -38,11 +42,6 @@ import { StreamIterator } from './stream-iterator.js';
 const definition = grpcServiceDefinition(VmProcessService);
 const GenericClient = makeGenericClientConstructor(definition, VmProcessService.typeName);
 
-/** The daemon's own defaults, which a call's default deadline leaves room for. */
-const DAEMON_READY_TIMEOUT_MS = 5_000;
-const DAEMON_GRACE_PERIOD_MS = 10_000;
-/** How long StopProcess may wait after SIGKILL before it fails with INTERNAL. */
-const DAEMON_KILL_WAIT_MS = 5_000;
 
 export interface VmProcessClientOptions {
   /** TLS (see tlsCredentials) or insecure (default) channel credentials. */
@@ -66,28 +65,6 @@ export interface VmProcessClientOptions {
    */
   readonly defaultTimeoutMs?: number;
 }
-
-export interface RpcOptions {
-  /** Deadline for this call, in milliseconds from now (replaces the default; Infinity for none). */
-  readonly timeoutMs?: number;
-  /** Aborting cancels the call (the promise rejects with CANCELLED; a stream just ends). */
-  readonly signal?: AbortSignal;
-  /**
-   * Wait (within the deadline) for the channel to connect instead of failing at once with
-   * UNAVAILABLE while the daemon is unreachable. Default false.
-   */
-  readonly waitForReady?: boolean;
-}
-
-/** A stream's options: also told when the server's headers arrive, i.e. the stream is up. */
-export interface StreamOptions extends RpcOptions {
-  readonly onHeaders?: () => void;
-}
-
-export type { RpcError };
-
-/** A request as a message or a plain object, e.g. `{ sandboxId: 'sb-1' }`. */
-export type Init<Desc extends DescMessage> = MessageInitShape<Desc>;
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -115,14 +92,14 @@ export class VmProcessClient {
 
   startProcess(request: Init<typeof StartProcessRequestSchema>, options?: RpcOptions): Promise<StartProcessResponse> {
     const message = create(StartProcessRequestSchema, request);
-    const readyMs = message.readyTimeout ? durationMs(message.readyTimeout) : DAEMON_READY_TIMEOUT_MS;
+    const readyMs = message.readyTimeout ? durationMs(message.readyTimeout) : DEFAULT_READY_TIMEOUT_MS;
     return this.#unary('startProcess', StartProcessRequestSchema, message, this.#deadline(options, readyMs), options);
   }
 
   stopProcess(request: Init<typeof StopProcessRequestSchema>, options?: RpcOptions): Promise<StopProcessResponse> {
     const message = create(StopProcessRequestSchema, request);
-    const graceMs = message.gracePeriod ? durationMs(message.gracePeriod) : DAEMON_GRACE_PERIOD_MS;
-    return this.#unary('stopProcess', StopProcessRequestSchema, message, this.#deadline(options, graceMs + DAEMON_KILL_WAIT_MS), options);
+    const graceMs = message.gracePeriod ? durationMs(message.gracePeriod) : DEFAULT_STOP_GRACE_MS;
+    return this.#unary('stopProcess', StopProcessRequestSchema, message, this.#deadline(options, graceMs + KILL_BACKSTOP_MS), options);
   }
 
   signalProcess(request: Init<typeof SignalProcessRequestSchema>, options?: RpcOptions): Promise<SignalProcessResponse> {

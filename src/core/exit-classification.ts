@@ -30,7 +30,8 @@ export interface DescribedFailure {
 export function describeStartFailure(readyTimeoutMs: number, aborted: StartAbortReason | undefined, error: unknown): DescribedFailure {
   switch (aborted?.kind) {
     case 'exited':
-      return { code: 'failed-precondition', callerMessage: 'VMM exited before it was ready' };
+      // The caller's message is built from the exit itself (start-process.ts); none is needed here.
+      return { code: 'failed-precondition', callerMessage: '' };
     case 'stopped':
       return { code: 'aborted', callerMessage: 'stopped by StopProcess while starting' };
     case 'timeout': {

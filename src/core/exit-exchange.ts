@@ -63,13 +63,6 @@ export class ExitExchange {
     return this.#subscribers.size;
   }
 
-  /** Assigns the next sequence and delivers the exit to every matching subscriber. */
-  publish(exit: UnsequencedExit): ProcessExitEvent {
-    const event = this.assign(exit);
-    this.deliver(event);
-    return event;
-  }
-
   /**
    * Numbers an exit without delivering it, so it can be recorded durably first; deliver() it
    * afterwards. Every assigned exit must be delivered, or later ones wait forever.

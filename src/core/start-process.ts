@@ -1,3 +1,4 @@
+import { KILL_BACKSTOP_MS } from '../api-defaults.js';
 import { asVmprocError, VmprocError } from '../errors.js';
 import { validateStartRequest } from '../validation/start-request.js';
 import { assertOpen, type SupervisorContext } from './context.js';
@@ -9,8 +10,6 @@ import { supervise } from './record-exit.js';
 import { SupervisedProcess } from './supervised-process.js';
 import { TIMED_OUT, withinTimeout } from './timing.js';
 
-/** How long a process may survive SIGKILL before a stop (or a failed start) reports it as stuck. */
-export const KILL_BACKSTOP_MS = 5_000;
 
 /**
  * StartProcess: validates, reserves the sandbox ID and socket, launches the VMM and resolves once

@@ -1,11 +1,10 @@
+import { DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS } from '../api-defaults.js';
 import { VmprocError } from '../errors.js';
 import type { SupervisorContext } from './context.js';
 import type { ProcessSnapshot } from './domain.js';
-import { KILL_BACKSTOP_MS } from './start-process.js';
 import type { SupervisedProcess } from './supervised-process.js';
 import { TIMED_OUT, withinTimeout } from './timing.js';
 
-export const DEFAULT_STOP_GRACE_MS = 10_000;
 
 /**
  * StopProcess: SIGTERM to the process group, SIGKILL after `graceMs`, resolved once the exit is

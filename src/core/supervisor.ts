@@ -10,11 +10,12 @@ import { getProcess, type ListFilter, listProcesses, waitProcess, watchExits } f
 import { recoverProcesses } from './recover-processes.js';
 import { ExitedRetention } from './retention.js';
 import { signalProcess } from './signal-process.js';
-import { KILL_BACKSTOP_MS, startProcess } from './start-process.js';
-import { DEFAULT_STOP_GRACE_MS, stopProcess } from './stop-process.js';
+import { KILL_BACKSTOP_MS } from '../api-defaults.js';
+import { startProcess } from './start-process.js';
+import { stopProcess } from './stop-process.js';
 import { withinTimeout } from './timing.js';
 
-export { DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS, type ListFilter };
+export type { ListFilter };
 
 export interface SupervisorOptions extends SupervisorPorts {
   readonly defaults: StartDefaults;

@@ -1,8 +1,8 @@
-import { type FSWatcher, watch } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { ExitStatus, ProcessIdentity } from '../core/domain.js';
 import { parseReaperStatus, readExitStatus } from './exit-status.js';
 import { isSameLiveProcess } from './proc-stat.js';
+import { watchDirectoryEntry } from '../util/directory-watch.js';
 
 /** A VMM and its reaper, and where the reaper records the VMM's end. */
 export interface WatchedProcess {
@@ -35,6 +35,8 @@ interface Waiter {
   orphan: boolean;
   /** The reaper is known to be gone without a record: only the VMM's own liveness is left. */
   reaperGone: boolean;
+  /** Ends its subscription to the status file's directory. */
+  unwatch: () => void;
 }
 
 /**
@@ -49,7 +51,6 @@ interface Waiter {
 export class ExitWatch {
   readonly #waiters = new Map<string, Waiter>();
   readonly #byReaper = new Map<number, Waiter>();
-  readonly #watchers = new Map<string, FSWatcher>();
   readonly #sweepMs: number;
   #sweep: NodeJS.Timeout | undefined;
   #sweeps = 0;
@@ -65,10 +66,15 @@ export class ExitWatch {
   /** `orphan`: the reaper is not our spawner's child, so its end is never reported to us. */
   wait(process: WatchedProcess, options: { orphan: boolean }): Promise<ExitStatus | undefined> {
     return new Promise((resolve) => {
-      const waiter: Waiter = { process, resolve, orphan: options.orphan, reaperGone: false };
+      const waiter: Waiter = { process, resolve, orphan: options.orphan, reaperGone: false, unwatch: () => {} };
       this.#waiters.set(process.statusPath, waiter);
       this.#byReaper.set(process.identity.reaperPid, waiter);
-      this.#watchDirectory(dirname(process.statusPath));
+      // One inotify watch per directory, shared by every waiter in it; events come by file name.
+      // Without the watch, the sweep must cover this waiter: slower, but nothing is missed.
+      waiter.unwatch = watchDirectoryEntry(dirname(process.statusPath), basename(process.statusPath), () => void this.#check(waiter, false), () => {
+        waiter.orphan = true;
+        this.#startSweep();
+      });
       if (waiter.orphan) this.#startSweep();
       // The status may have been written before the watch existed.
       void this.#check(waiter, false);
@@ -100,8 +106,7 @@ export class ExitWatch {
   }
 
   close(): void {
-    for (const watcher of this.#watchers.values()) watcher.close();
-    this.#watchers.clear();
+    for (const waiter of this.#waiters.values()) waiter.unwatch();
     clearInterval(this.#sweep);
     this.#sweep = undefined;
   }
@@ -119,25 +124,6 @@ export class ExitWatch {
         void this.#check(waiter, true);
       }
     }, this.#sweepMs).unref();
-  }
-
-  #watchDirectory(dir: string): void {
-    if (this.#watchers.has(dir)) return;
-    const watcher = watch(dir, { persistent: false }, (_event, name) => {
-      if (name === null) {
-        // The kernel dropped events: look at everything once.
-        for (const waiter of this.#waiters.values()) void this.#check(waiter, false);
-        return;
-      }
-      const waiter = this.#waiters.get(`${dir}/${name}`);
-      if (waiter) void this.#check(waiter, false);
-    });
-    watcher.on('error', () => {
-      // Without the watch, the sweep must cover everyone: slower, but nothing is missed.
-      this.#watchers.delete(dir);
-      this.orphanAll();
-    });
-    this.#watchers.set(dir, watcher);
   }
 
   async #check(waiter: Waiter, thorough: boolean): Promise<void> {
@@ -161,6 +147,7 @@ export class ExitWatch {
     const { reaperPid } = waiter.process.identity;
     if (this.#waiters.get(statusPath) !== waiter) return;
     this.#waiters.delete(statusPath);
+    waiter.unwatch();
     if (this.#byReaper.get(reaperPid) === waiter) this.#byReaper.delete(reaperPid);
     waiter.resolve(status);
     if (![...this.#waiters.values()].some((w) => w.orphan)) {

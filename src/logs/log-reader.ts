@@ -3,7 +3,7 @@ import { type FileHandle, open } from 'node:fs/promises';
 import { VmprocError } from '../errors.js';
 import type { Rotation, RotationListener } from './log-rotation.js';
 import { tailOffset } from './log-tail-offset.js';
-import { Wakeup } from './wakeup.js';
+import { Wakeup } from '../util/wakeup.js';
 
 /** The largest piece read and handed on at once: what one stream holds in memory. */
 export const LOG_CHUNK_BYTES = 64 * 1024;
@@ -96,7 +96,7 @@ export async function* readLog(options: ReadLogOptions): AsyncGenerator<Buffer, 
     // follower waits for it, anyone else gets an empty stream.
     while (!log) {
       if (!follow || writerGone || stopped()) return;
-      await wakeup.wait(POLL_UNWATCHED_MS);
+      await wakeup.sleep(POLL_UNWATCHED_MS);
       log = await openLog(path);
     }
     const size = await sizeOf(log, path);
@@ -161,7 +161,7 @@ export async function* readLog(options: ReadLogOptions): AsyncGenerator<Buffer, 
         }
       }
       if (endAt !== undefined && (offset >= endAt || current < endAt)) return;
-      await wakeup.wait(pollMs);
+      await wakeup.sleep(pollMs);
     }
   } finally {
     signal?.removeEventListener('abort', onAbort);

@@ -1,5 +1,6 @@
 import {
   Metadata,
+  status as grpcStatus,
   type sendUnaryData,
   type ServerUnaryCall,
   type ServerWritableStream,
@@ -95,7 +96,7 @@ function unary<Request>(
       (response) => callback(null, response),
       (error: unknown) => {
         const status = toGrpcStatus(error);
-        if (status.code === 13) logger.error({ err: error, path: call.getPath() }, 'internal error');
+        if (status.code === grpcStatus.INTERNAL) logger.error({ err: error, path: call.getPath() }, 'internal error');
         callback(status);
       },
     ).finally(() => call.removeListener('cancelled', onCancelled));

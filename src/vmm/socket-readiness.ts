@@ -4,9 +4,10 @@
  */
 import * as path from 'node:path';
 import { ChClient } from './ch-client.js';
-import { watchDirectoryEntry } from './directory-watch.js';
+import { watchDirectoryEntry } from '../util/directory-watch.js';
 import { isVmmApiError, VmmApiError } from './vmm-api-error.js';
 import type { VmmPing } from './vmm-wire-format.js';
+import { Wakeup } from '../util/wakeup.js';
 
 /** The part of ChClient readiness needs; tests inject a spy. */
 export type VmmPinger = Pick<ChClient, 'ping'>;
@@ -47,7 +48,7 @@ export async function waitForVmmReady(socketPath: string, options: WaitForVmmRea
   // Watch before the first attempt, so a socket created in between is not missed.
   const wakeup = new Wakeup();
   const stopWatching = watchDirectoryEntry(path.dirname(path.resolve(socketPath)), path.basename(socketPath), () =>
-    wakeup.trigger(),
+    wakeup.notify(),
   );
 
   let lastFailure: unknown;
@@ -103,35 +104,4 @@ function describeLastAttempt(failure: unknown): string {
   // Drop the "<endpoint> on <socket> " prefix the timeout error's own message already carries.
   if (isVmmApiError(failure)) return `last attempt ${failure.message.slice(`${failure.endpoint} on ${failure.socketPath} `.length)}`;
   return `last attempt failed: ${failure instanceof Error ? failure.message : String(failure)}`;
-}
-
-/** A sleep that directory events cut short; an event seen while awake is remembered for the next sleep. */
-class Wakeup {
-  #pending = false;
-  #wake: ((how: 'event') => void) | undefined;
-
-  trigger(): void {
-    if (this.#wake === undefined) this.#pending = true;
-    else this.#wake('event');
-  }
-
-  sleep(ms: number, signal: AbortSignal): Promise<'event' | 'timer' | 'stopped'> {
-    if (signal.aborted) return Promise.resolve('stopped');
-    if (this.#pending) {
-      this.#pending = false;
-      return Promise.resolve('event');
-    }
-    return new Promise((resolve) => {
-      const finish = (how: 'event' | 'timer' | 'stopped') => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onStop);
-        this.#wake = undefined;
-        resolve(how);
-      };
-      const onStop = () => finish('stopped');
-      const timer = setTimeout(() => finish('timer'), ms);
-      signal.addEventListener('abort', onStop, { once: true });
-      this.#wake = finish;
-    });
-  }
 }

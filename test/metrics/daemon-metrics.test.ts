@@ -8,6 +8,7 @@ import { instrumentStore } from '../../src/metrics/instrumented-store.js';
 import { ephemeralStore } from '../../src/store/state-store.js';
 import { ExitExchange, type UnsequencedExit } from '../../src/core/exit-exchange.js';
 import { parseMetrics } from './scrape.js';
+import { publishExit } from '../helpers/exits.js';
 
 function exit(sandboxId: string, reason: UnsequencedExit['reason'] = 'exited'): UnsequencedExit {
   const at = new Date(0);
@@ -27,7 +28,7 @@ describe('DaemonMetrics', () => {
     const fast = exchange.subscribe();
     expect((await scrapeOf(metrics)).value('vmprocd_exit_watchers')).toBe(2);
     for (const [id, reason] of [['a', 'exited'], ['b', 'signaled'], ['c', 'start-timeout']] as const) {
-      exchange.publish(exit(id, reason));
+      publishExit(exchange, exit(id, reason));
       await fast.next();
     }
     const scrape = await scrapeOf(metrics);

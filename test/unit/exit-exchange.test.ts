@@ -3,6 +3,7 @@ import { VmprocError } from '../../src/errors.js';
 import { ExitExchange, type ExitSubscription, type UnsequencedExit } from '../../src/core/exit-exchange.js';
 import type { ProcessExitEvent } from '../../src/core/domain.js';
 import { expectThrowsVmprocError, expectVmprocError, rejectionOf } from './support/errors.js';
+import { publishExit } from '../helpers/exits.js';
 
 function exitOf(sandboxId: string, extra: Partial<UnsequencedExit> = {}): UnsequencedExit {
   return {
@@ -26,7 +27,7 @@ function exchange(options: Partial<ConstructorParameters<typeof ExitExchange>[0]
 
 /** Publishes `count` exits of `sandboxId` (default s0, s1, ...) and returns them. */
 function publishMany(ex: ExitExchange, count: number, sandboxId?: string): ProcessExitEvent[] {
-  return Array.from({ length: count }, (_, i) => ex.publish(exitOf(sandboxId ?? `s${i}`)));
+  return Array.from({ length: count }, (_, i) => publishExit(ex, exitOf(sandboxId ?? `s${i}`)));
 }
 
 /** Takes exactly what is queued now, without waiting. */
@@ -82,7 +83,7 @@ describe('ExitExchange publishing', () => {
   it('keeps every field of the exit and freezes the event', () => {
     const ex = exchange();
     const exit = exitOf('a', { exitCode: undefined, signal: 'SIGKILL', reason: 'signaled', labels: { k: 'v' }, signalSentByDaemon: true });
-    const event = ex.publish(exit);
+    const event = publishExit(ex, exit);
     expect(event).toEqual({ ...exit, sequence: 1 });
     expect(Object.isFrozen(event)).toBe(true);
   });
@@ -108,7 +109,7 @@ describe('ExitExchange replay', () => {
     publishMany(ex, 3);
     const sub = ex.subscribe();
     expect(sub.pending).toBe(0);
-    ex.publish(exitOf('x'));
+    publishExit(ex, exitOf('x'));
     expect(await drain(sub)).toEqual([4]);
   });
 
@@ -121,7 +122,7 @@ describe('ExitExchange replay', () => {
   it('accepts afterSequence 0 before any exit', async () => {
     const ex = exchange();
     const sub = ex.subscribe({ afterSequence: 0 });
-    ex.publish(exitOf('a'));
+    publishExit(ex, exitOf('a'));
     expect(await drain(sub)).toEqual([1]);
   });
 
@@ -130,7 +131,7 @@ describe('ExitExchange replay', () => {
     publishMany(ex, 5);
     const sub = ex.subscribe({ afterSequence: 5 });
     expect(sub.pending).toBe(0);
-    ex.publish(exitOf('a'));
+    publishExit(ex, exitOf('a'));
     expect(await drain(sub)).toEqual([6]);
   });
 
@@ -138,12 +139,12 @@ describe('ExitExchange replay', () => {
     const ex = exchange();
     publishMany(ex, 5);
     const sub = ex.subscribe({ afterSequence: 2 });
-    ex.publish(exitOf('a'));
+    publishExit(ex, exitOf('a'));
     expect(await drain(sub)).toEqual([3, 4, 5, 6]);
     const waiting = sub.next();
-    ex.publish(exitOf('b'));
+    publishExit(ex, exitOf('b'));
     expect((await waiting).value?.sequence).toBe(7);
-    ex.publish(exitOf('c'));
+    publishExit(ex, exitOf('c'));
     expect(await drain(sub)).toEqual([8]);
   });
 
@@ -172,7 +173,7 @@ describe('ExitExchange replay', () => {
   it('after a restart without history, accepts only the latest sequence as a cursor', async () => {
     const ex = exchange({ initialSequence: 10 });
     const sub = ex.subscribe({ afterSequence: 10 });
-    ex.publish(exitOf('a'));
+    publishExit(ex, exitOf('a'));
     expect(await drain(sub)).toEqual([11]);
     expectThrowsVmprocError(() => exchange({ initialSequence: 10 }).subscribe({ afterSequence: 9 }), 'out-of-range', 'older');
     expectThrowsVmprocError(() => exchange({ initialSequence: 10 }).subscribe({ afterSequence: 11 }), 'out-of-range', 'newer');
@@ -184,7 +185,7 @@ describe('ExitExchange replay', () => {
     const ex = exchange({ historyLimit: 3, initialSequence: 5, initialHistory: history });
     expect(await drain(ex.subscribe({ afterSequence: 2 }))).toEqual([3, 4, 5]);
     expectThrowsVmprocError(() => ex.subscribe({ afterSequence: 1 }), 'out-of-range', 'oldest retained is 3');
-    expect(ex.publish(exitOf('a')).sequence).toBe(6);
+    expect(publishExit(ex, exitOf('a')).sequence).toBe(6);
     expectThrowsVmprocError(() => ex.subscribe({ afterSequence: 2 }), 'out-of-range', 'oldest retained is 4');
   });
 
@@ -201,12 +202,12 @@ describe('ExitExchange replay', () => {
 describe('ExitExchange sandbox filter', () => {
   it('delivers only the listed sandboxes, replayed and live', async () => {
     const ex = exchange();
-    ex.publish(exitOf('a'));
-    ex.publish(exitOf('b'));
-    ex.publish(exitOf('c'));
+    publishExit(ex, exitOf('a'));
+    publishExit(ex, exitOf('b'));
+    publishExit(ex, exitOf('c'));
     const sub = ex.subscribe({ sandboxIds: ['a', 'c'], afterSequence: 0 });
-    ex.publish(exitOf('b'));
-    ex.publish(exitOf('c'));
+    publishExit(ex, exitOf('b'));
+    publishExit(ex, exitOf('c'));
     const events: string[] = [];
     while (sub.pending > 0) {
       const { value } = await sub.next();
@@ -218,8 +219,8 @@ describe('ExitExchange sandbox filter', () => {
   it('treats an empty list as all sandboxes', async () => {
     const ex = exchange();
     const sub = ex.subscribe({ sandboxIds: [] });
-    ex.publish(exitOf('a'));
-    ex.publish(exitOf('b'));
+    publishExit(ex, exitOf('a'));
+    publishExit(ex, exitOf('b'));
     expect(await drain(sub)).toEqual([1, 2]);
   });
 
@@ -227,9 +228,9 @@ describe('ExitExchange sandbox filter', () => {
     const ex = exchange();
     const sub = ex.subscribe({ sandboxIds: ['a'] });
     const waiting = sub.next();
-    ex.publish(exitOf('b'));
+    publishExit(ex, exitOf('b'));
     expect(await stateOf(waiting)).toBe('pending');
-    ex.publish(exitOf('a'));
+    publishExit(ex, exitOf('a'));
     expect((await waiting).value).toMatchObject({ sequence: 2, sandboxId: 'a' });
   });
 });
@@ -241,12 +242,12 @@ describe('ExitExchange slow subscribers', () => {
     const fast = ex.subscribe();
     const fastGot: number[] = [];
     for (let i = 0; i < 2; i++) {
-      ex.publish(exitOf(`s${i}`));
+      publishExit(ex, exitOf(`s${i}`));
       fastGot.push(...(await drain(fast)));
     }
     expect(slow.ended).toBe(false);
     expect(slow.pending).toBe(2);
-    ex.publish(exitOf('s2'));
+    publishExit(ex, exitOf('s2'));
     fastGot.push(...(await drain(fast)));
     expect(slow.ended).toBe(true);
     expect(slow.pending).toBe(0);
@@ -254,7 +255,7 @@ describe('ExitExchange slow subscribers', () => {
     // It keeps failing: the error is the end of the subscription.
     expectVmprocError(await rejectionOf(slow.next()), 'resource-exhausted');
     expect(ex.subscriberCount).toBe(1);
-    ex.publish(exitOf('s3'));
+    publishExit(ex, exitOf('s3'));
     fastGot.push(...(await drain(fast)));
     expect(fastGot).toEqual([1, 2, 3, 4]);
     expect(fast.ended).toBe(false);
@@ -268,7 +269,7 @@ describe('ExitExchange slow subscribers', () => {
     publishMany(ex, 2);
     expect(sub.ended).toBe(false);
     expect(sub.pending).toBe(7);
-    ex.publish(exitOf('x'));
+    publishExit(ex, exitOf('x'));
     expect(sub.ended).toBe(true);
     expectVmprocError(await rejectionOf(sub.next()), 'resource-exhausted');
   });
@@ -283,7 +284,7 @@ describe('ExitExchange slow subscribers', () => {
     expect(await drain(sub)).toEqual([2, 3, 4, 5]);
     publishMany(ex, 2);
     expect(sub.ended).toBe(false);
-    ex.publish(exitOf('x'));
+    publishExit(ex, exitOf('x'));
     expect(sub.ended).toBe(true);
   });
 
@@ -291,7 +292,7 @@ describe('ExitExchange slow subscribers', () => {
     const ex = exchange({ subscriberBufferLimit: 1 });
     const sub = ex.subscribe({ sandboxIds: ['a'] });
     publishMany(ex, 10, 'b');
-    ex.publish(exitOf('a'));
+    publishExit(ex, exitOf('a'));
     expect(sub.ended).toBe(false);
     expect(sub.pending).toBe(1);
   });
@@ -301,7 +302,7 @@ describe('ExitExchange slow subscribers', () => {
     const sub = ex.subscribe();
     for (let i = 1; i <= 5; i++) {
       const waiting = sub.next();
-      ex.publish(exitOf('a'));
+      publishExit(ex, exitOf('a'));
       expect(sub.pending).toBe(0);
       expect((await waiting).value?.sequence).toBe(i);
     }
@@ -319,8 +320,8 @@ describe('ExitSubscription ending', () => {
     expect(await waiting).toEqual({ value: undefined, done: true });
     expect(sub.ended).toBe(true);
     expect(ex.subscriberCount).toBe(0);
-    ex.publish(exitOf('a'));
-    sub.offer(ex.publish(exitOf('b')));
+    publishExit(ex, exitOf('a'));
+    sub.offer(publishExit(ex, exitOf('b')));
     expect(sub.pending).toBe(0);
     expect(await sub.next()).toEqual({ value: undefined, done: true });
     sub.close();
@@ -340,7 +341,7 @@ describe('ExitSubscription ending', () => {
     const ex = exchange();
     const a = ex.subscribe();
     const b = ex.subscribe({ afterSequence: 0 });
-    ex.publish(exitOf('x'));
+    publishExit(ex, exitOf('x'));
     const waiting = a.next();
     await waiting; // a took exit 1
     const pendingA = a.next();
@@ -376,7 +377,7 @@ describe('ExitSubscription ending', () => {
     const sub = ex.subscribe();
     const first = sub.next();
     await expect(sub.next()).rejects.toThrow('another next() is pending');
-    ex.publish(exitOf('a'));
+    publishExit(ex, exitOf('a'));
     expect((await first).value?.sequence).toBe(1);
   });
 });
@@ -445,8 +446,8 @@ describe('ExitSubscription as an async iterable', () => {
     const loop = (async () => {
       for await (const event of sub) seen.push(event.sequence);
     })();
-    ex.publish(exitOf('a'));
-    ex.publish(exitOf('b'));
+    publishExit(ex, exitOf('a'));
+    publishExit(ex, exitOf('b'));
     await new Promise((resolve) => setImmediate(resolve));
     sub.close();
     await loop;
@@ -478,7 +479,7 @@ describe('ExitSubscription as an async iterable', () => {
       }
     })();
     for (let i = 0; i < 200; i++) {
-      ex.publish(exitOf('a'));
+      publishExit(ex, exitOf('a'));
       if (i % 3 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
     await loop;

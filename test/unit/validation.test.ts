@@ -1,8 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import { isSameOrUnder, MAX_SOCKET_PATH_BYTES, validatePath } from '../../src/validation/paths.js';
 import { validateLabels, validateNetworkNamespace, validateSandboxId } from '../../src/validation/identifiers.js';
+import { DEFAULT_READY_TIMEOUT_MS } from '../../src/api-defaults.js';
 import {
-  DEFAULT_READY_TIMEOUT_MS,
   restoreSourceDir,
   type StartDefaults,
   validateStartRequest,

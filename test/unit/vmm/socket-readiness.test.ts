@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { mkdir, unlink } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import * as path from 'node:path';
-import { openDirectoryWatches } from '../../../src/vmm/directory-watch.js';
+import { openDirectoryWatches } from '../../../src/util/directory-watch.js';
 import { ChClient, VmmApiError, waitForVmmReady, type VmmApiErrorKind, type VmmPinger } from '../../../src/vmm/index.js';
 import { chBytes, makeStaleSocket, makeTempDir, PING_BODY, startFakeVmm, type FakeVmm } from './fake-vmm.js';
 

@@ -13,18 +13,26 @@ interface SharedDirectoryWatch {
   watcher: FSWatcher | undefined;
   listenersByName: Map<string, Set<DirectoryEntryListener>>;
   listenerCount: number;
+  /** Told once the watch has stopped delivering events for good. */
+  lostListeners: Set<() => void>;
 }
 
 const watchesByDirectory = new Map<string, SharedDirectoryWatch>();
 
 /**
  * Calls `onEvent` whenever inotify reports something about `name` inside `directory` (created, renamed,
- * removed or changed), or when it cannot say which entry changed. Returns the unsubscribe function; the
- * directory's watcher closes when its last listener unsubscribes.
+ * removed or changed), or when it cannot say which entry changed. `onLost` is called (once, possibly at
+ * once) when the directory cannot be watched or its watch failed: no event will come any more, and a waiter
+ * that relied on them must poll. Returns the unsubscribe function; the directory's watcher closes when its
+ * last listener unsubscribes.
  */
-export function watchDirectoryEntry(directory: string, name: string, onEvent: DirectoryEntryListener): () => void {
+export function watchDirectoryEntry(directory: string, name: string, onEvent: DirectoryEntryListener, onLost?: () => void): () => void {
   const key = path.resolve(directory);
   const shared = watchesByDirectory.get(key) ?? openSharedWatch(key);
+  if (onLost) {
+    if (shared.watcher === undefined) queueMicrotask(onLost);
+    else shared.lostListeners.add(onLost);
+  }
   let listeners = shared.listenersByName.get(name);
   if (listeners === undefined) {
     listeners = new Set();
@@ -40,6 +48,7 @@ export function watchDirectoryEntry(directory: string, name: string, onEvent: Di
     if (!subscribed) return;
     subscribed = false;
     listeners.delete(listener);
+    if (onLost) shared.lostListeners.delete(onLost);
     if (listeners.size === 0) shared.listenersByName.delete(name);
     shared.listenerCount -= 1;
     if (shared.listenerCount === 0) {
@@ -57,7 +66,7 @@ export function openDirectoryWatches(): { directory: string; listeners: number }
 }
 
 function openSharedWatch(directory: string): SharedDirectoryWatch {
-  const shared: SharedDirectoryWatch = { watcher: undefined, listenersByName: new Map(), listenerCount: 0 };
+  const shared: SharedDirectoryWatch = { watcher: undefined, listenersByName: new Map(), listenerCount: 0, lostListeners: new Set() };
   watchesByDirectory.set(directory, shared);
   try {
     // Not persistent: a watch must never keep the daemon alive; waiters hold their own deadline timers.
@@ -70,6 +79,9 @@ function openSharedWatch(directory: string): SharedDirectoryWatch {
     shared.watcher = undefined;
     // Whatever happened to the directory, every waiter should look again now rather than at its next poll.
     dispatch(shared, null);
+    const lost = [...shared.lostListeners];
+    shared.lostListeners.clear();
+    for (const listener of lost) listener();
   });
   return shared;
 }

@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { openDirectoryWatches, watchDirectoryEntry } from '../../../src/vmm/directory-watch.js';
-import { makeTempDir } from './fake-vmm.js';
+import { openDirectoryWatches, watchDirectoryEntry } from '../../src/util/directory-watch.js';
+import { makeTempDir } from './vmm/fake-vmm.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -68,5 +68,15 @@ describe('watchDirectoryEntry', () => {
     const unsubscribe = watchDirectoryEntry(path.join(dir, 'missing'), 'x.sock', () => {});
     expect(openDirectoryWatches()).toEqual([]);
     unsubscribe();
+  });
+});
+
+describe('watchDirectoryEntry: a directory that cannot be watched', () => {
+  it('tells onLost at once, so the waiter knows to poll', async () => {
+    let lost = 0;
+    const unsubscribe = watchDirectoryEntry('/nonexistent/vmprocd-dir', 'x.sock', () => {}, () => lost++);
+    await new Promise((resolve) => setImmediate(resolve));
+    unsubscribe();
+    expect(lost).toBe(1);
   });
 });
