@@ -19,88 +19,17 @@ import type { Init, VmProcessClient } from '../../src/client/vm-process-client.j
 import type { DaemonConfig } from '../../src/daemon/config.js';
 import { type DaemonHarness, startDaemonHarness } from '../helpers/daemon-harness.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
-import { describeProcessesMentioning, eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { ExitCollector } from '../helpers/exit-collector.js';
+import { collectLeftovers } from '../helpers/leak-check.js';
+import { processesMentioning } from '../helpers/process-scan.js';
+import { expectRpcError } from '../helpers/rpc-errors.js';
+import { eventually, WAIT_MS } from '../helpers/wait.js';
 import { createSandboxFixture, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
 
-export { eventually, processesMentioning };
+export { eventually, expectRpcError, processesMentioning };
+export { sequencesOf } from '../helpers/exit-collector.js';
 
-/** Generous bound for anything event-driven on a noisy 2-core machine. */
-export const WAIT_MS = 10_000;
-
-// ------------------------------------------------------------------------------------------------
-// Exit recorder
-// ------------------------------------------------------------------------------------------------
-
-/**
- * Every exit the daemon publishes, in order, from one WatchExits{after_sequence: 0} stream opened
- * before the suite's first start. Lets tests wait for "the exit of X" without sleeping, and lets
- * the suite check at the end that the stream saw each sequence exactly once.
- */
-export class ExitRecorder {
-  readonly exits: ProcessExit[] = [];
-  readonly #waiters = new Set<{ match: (e: ProcessExit) => boolean; resolve: (e: ProcessExit) => void }>();
-  readonly #abort = new AbortController();
-  #done: Promise<void>;
-  #failure: unknown;
-
-  constructor(client: VmProcessClient) {
-    this.#done = (async () => {
-      try {
-        for await (const exit of client.watchExits({ afterSequence: 0n }, { signal: this.#abort.signal })) {
-          this.exits.push(exit);
-          for (const waiter of [...this.#waiters]) {
-            if (waiter.match(exit)) {
-              this.#waiters.delete(waiter);
-              waiter.resolve(exit);
-            }
-          }
-        }
-      } catch (error) {
-        if (!this.#abort.signal.aborted) this.#failure = error;
-      }
-    })();
-  }
-
-  /** The first recorded exit matching `match`, waiting for it if need be. */
-  waitFor(match: (e: ProcessExit) => boolean, timeoutMs = WAIT_MS, what = 'a matching exit'): Promise<ProcessExit> {
-    const found = this.exits.find(match);
-    if (found) return Promise.resolve(found);
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        match,
-        resolve: (e: ProcessExit) => {
-          clearTimeout(timer);
-          resolve(e);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(waiter);
-        reject(new Error(`no ${what} within ${timeoutMs}ms (recorder failure: ${String(this.#failure)})`));
-      }, timeoutMs);
-      this.#waiters.add(waiter);
-    });
-  }
-
-  /** The (single) exit of `sandboxId` with a sequence after `afterSequence`. */
-  exitOf(sandboxId: string, afterSequence = 0n, timeoutMs = WAIT_MS): Promise<ProcessExit> {
-    return this.waitFor((e) => e.sandboxId === sandboxId && e.sequence > afterSequence, timeoutMs, `exit of ${sandboxId}`);
-  }
-
-  exitsOf(sandboxId: string): ProcessExit[] {
-    return this.exits.filter((e) => e.sandboxId === sandboxId);
-  }
-
-  get lastSequence(): bigint {
-    return this.exits.at(-1)?.sequence ?? 0n;
-  }
-
-  /** Ends the stream and returns whatever broke it unexpectedly, if anything. */
-  async close(): Promise<unknown> {
-    this.#abort.abort();
-    await this.#done;
-    return this.#failure;
-  }
-}
+export { WAIT_MS };
 
 // ------------------------------------------------------------------------------------------------
 // Suite setup
@@ -114,7 +43,8 @@ export interface GrpcSuite {
   netns: TestNetns;
   harness: DaemonHarness;
   client: VmProcessClient;
-  recorder: ExitRecorder;
+  /** Every exit the daemon publishes, in order, from one WatchExits{after_sequence: 0} opened before the first start. */
+  recorder: ExitCollector;
   /** A fresh sandbox ID, unique within the suite. */
   id(prefix: string): string;
   /** StartProcess in boot mode with a rootfs carrying `knobs`; `extra` overrides request fields. */
@@ -166,7 +96,7 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
     suite.harness = await startDaemonHarness(suite.fixture, requested);
     suite.client = suite.harness.client;
     await suite.client.waitForReady(WAIT_MS);
-    suite.recorder = new ExitRecorder(suite.harness.newClient());
+    suite.recorder = ExitCollector.watch(suite.harness.newClient(), { afterSequence: 0n });
     await eventually(() => suite.harness.daemon.supervisor.exchange.subscriberCount >= 1, WAIT_MS);
   });
 
@@ -216,11 +146,9 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
       }
       if (suite.harness) await step('stopping the daemon', () => suite.harness.stop(), 15_000);
       if (suite.fixture) {
-        leftovers = (await describeProcessesMentioning(suite.fixture.root)).map(({ pid, cmdline }) => `${pid}: ${cmdline.slice(0, 300)}`);
-        await killProcessesMentioning(suite.fixture.root);
-        await step('waiting for killed leftovers', () =>
-          eventually(async () => (await processesMentioning(suite.fixture.root)).length === 0, WAIT_MS),
-        12_000);
+        await step('collecting leftovers', async () => {
+          leftovers = await collectLeftovers(suite.fixture.root);
+        }, WAIT_MS + 5_000);
       }
     } finally {
       await suite.netns?.remove();
@@ -235,28 +163,6 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
 // ------------------------------------------------------------------------------------------------
 // RPC errors
 // ------------------------------------------------------------------------------------------------
-
-/** Awaits a call expected to fail; asserts its gRPC code and that `details` contains each fragment. */
-export async function expectRpcError(call: Promise<unknown>, code: status, ...fragments: string[]): Promise<ServiceError> {
-  let error: unknown;
-  try {
-    const value = await call;
-    throw new Error(`expected ${status[code]}, but the call succeeded with ${JSON.stringify(value, bigintJson)}`);
-  } catch (caught) {
-    error = caught;
-  }
-  const serviceError = error as ServiceError;
-  expect({ code: status[serviceError.code] ?? serviceError.code, details: serviceError.details }).toEqual({
-    code: status[code],
-    details: expect.any(String),
-  });
-  for (const fragment of fragments) expect(serviceError.details).toContain(fragment);
-  return serviceError;
-}
-
-function bigintJson(_key: string, value: unknown): unknown {
-  return typeof value === 'bigint' ? value.toString() : value;
-}
 
 // ------------------------------------------------------------------------------------------------
 // Leak checks and the stand-in's inspect endpoint
@@ -363,11 +269,6 @@ export class ExitStream {
     this.#ended = true;
     await this.#iterator.return?.();
   }
-}
-
-/** Sequences as numbers, for readable diffs. */
-export function sequencesOf(exits: readonly ProcessExit[]): number[] {
-  return exits.map((e) => Number(e.sequence));
 }
 
 /** [from, from+1, ..., to] */

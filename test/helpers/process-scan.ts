@@ -48,13 +48,3 @@ export async function hostMountsUnder(dir: string): Promise<string[]> {
     .map((line) => line.split(' ')[4])
     .filter((mountPoint): mountPoint is string => !!mountPoint && (mountPoint === dir || mountPoint.startsWith(`${dir}/`)));
 }
-
-/** Resolves once `check` returns true, polling every `intervalMs`; rejects after `timeoutMs`. */
-export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5000, intervalMs = 20): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs}ms`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}

@@ -11,7 +11,9 @@ import type { ProcessExitEvent, StartRequest } from '../../src/core/domain.js';
 import type { Supervisor } from '../../src/core/supervisor.js';
 import { ChClient } from '../../src/vmm/index.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
-import { eventually, hostMountsUnder, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { hostMountsUnder, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { eventually } from '../helpers/wait.js';
+import { collectLeftovers } from '../helpers/leak-check.js';
 import { describeAsRoot } from '../helpers/root.js';
 import { inspectStandin } from '../helpers/standin-inspect.js';
 import { createSandboxFixture, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
@@ -55,8 +57,7 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
 
   afterAll(async () => {
     await supervisor.shutdown();
-    const leftovers = await processesMentioning(fixture.root);
-    await killProcessesMentioning(fixture.root);
+    const leftovers = await collectLeftovers(fixture.root);
     await netns.remove();
     await fixture.remove();
     expect(leftovers).toEqual([]);

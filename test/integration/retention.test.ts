@@ -7,7 +7,9 @@ import { ExitExchange } from '../../src/core/exit-exchange.js';
 import type { StartRequest } from '../../src/core/domain.js';
 import type { Supervisor } from '../../src/core/supervisor.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
-import { eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { eventually } from '../helpers/wait.js';
+import { collectLeftovers } from '../helpers/leak-check.js';
 import { describeAsRoot } from '../helpers/root.js';
 import { createSandboxFixture, type SandboxFixture } from '../helpers/sandbox-fixture.js';
 
@@ -30,8 +32,7 @@ describeAsRoot('retention: a forgotten sandbox takes its logs with it', () => {
 
   afterAll(async () => {
     await supervisor.shutdown();
-    const leftovers = await processesMentioning(fixture.root);
-    await killProcessesMentioning(fixture.root);
+    const leftovers = await collectLeftovers(fixture.root);
     await netns.remove();
     await fixture.remove();
     expect(leftovers).toEqual([]);

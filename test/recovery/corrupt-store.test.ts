@@ -15,7 +15,7 @@ import type { DaemonProcessOptions } from '../helpers/daemon-process.js';
 import { describeAsRoot } from '../helpers/root.js';
 import {
   eventually,
-  ExitWatcher,
+  ExitCollector,
   getProcess,
   isAlive,
   journalPath,
@@ -127,7 +127,7 @@ describeAsRoot('recovery: a corrupted or truncated state journal', () => {
     const options = stateOf('c');
     const { daemon } = await startVmm(options, 'tail');
     const client = daemon.client();
-    const watcher = new ExitWatcher(client, { afterSequence: 0n });
+    const watcher = ExitCollector.watch(client, { afterSequence: 0n });
     const stopped = (await client.stopProcess({ sandboxId: 'tail', gracePeriod: { seconds: 5n } }, { timeoutMs: RPC_MS })).process!.exit!;
     await watcher.until((e) => e.length >= 1, RPC_MS);
     // The daemon is done with the exit: its reaper's status file is gone (nothing left to re-read).

@@ -9,7 +9,7 @@ import { ExitReason, type ProcessExit, ProcessState } from '../../gen/vmprocess/
 import { describeAsRoot } from '../helpers/root.js';
 import {
   describeExits,
-  ExitWatcher,
+  ExitCollector,
   exitedAtMs,
   leftoverFilesOf,
   range,
@@ -34,7 +34,7 @@ describeAsRoot('recovery: SIGKILL of the daemon during a burst of exits', () => 
     const codeOf = (id: string) => 10 + Number(id.slice(1));
     const daemon1 = await suite.startDaemon();
     const client1 = daemon1.client();
-    const watcher1 = new ExitWatcher(client1, { afterSequence: 0n });
+    const watcher1 = ExitCollector.watch(client1, { afterSequence: 0n });
     const requests = await Promise.all(
       ids.map((id, i) => suite.bootRequest(id, { crash_after_ms: FIRST_CRASH_MS + i * SPACING_MS, crash_exit_code: codeOf(id) })),
     );
@@ -49,12 +49,12 @@ describeAsRoot('recovery: SIGKILL of the daemon during a burst of exits', () => 
     await watcher1.until((e) => e.length >= KILL_AFTER_EXITS, 20_000, `${KILL_AFTER_EXITS} exits before the kill`);
     await daemon1.kill('SIGKILL');
     const killedAt = Date.now();
-    await watcher1.waitEnded();
+    await watcher1.waitForEnd();
     const seenBefore = [...watcher1.exits];
 
     const daemon2 = await suite.startDaemon();
     const client2 = daemon2.client();
-    const watcher2 = new ExitWatcher(client2, { afterSequence: watcher1.lastSequence });
+    const watcher2 = ExitCollector.watch(client2, { afterSequence: watcher1.lastSequence });
     await watcher2.until((e) => new Set([...seenBefore, ...e].map((x) => x.sandboxId)).size >= COUNT, 20_000, 'the exits of all VMMs');
     await watcher2.close();
     const union = [...seenBefore, ...watcher2.exits];

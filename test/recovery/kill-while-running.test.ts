@@ -9,7 +9,7 @@ import { ProcessState, type ProcessExit, type ProcessInfo } from '../../gen/vmpr
 import type { DaemonProcess } from '../helpers/daemon-process.js';
 import { describeAsRoot } from '../helpers/root.js';
 import {
-  ExitWatcher,
+  ExitCollector,
   exitedAtMs,
   getProcess,
   isAlive,
@@ -45,7 +45,7 @@ describeAsRoot('recovery: SIGKILL of the daemon while VMMs run', () => {
   it('restarts after the kill and lists the surviving VMMs RUNNING with their old PIDs', async () => {
     const daemon1 = await suite.startDaemon();
     const client1 = daemon1.client();
-    const watcher = new ExitWatcher(client1, { afterSequence: 0n });
+    const watcher = ExitCollector.watch(client1, { afterSequence: 0n });
     for (const id of [ids.keep, ids.signalled, ids.killed, ids.lost]) {
       before[id] = (await client1.startProcess(await suite.bootRequest(id), { timeoutMs: RPC_MS })).process!;
     }
@@ -58,7 +58,7 @@ describeAsRoot('recovery: SIGKILL of the daemon while VMMs run', () => {
     await daemon1.kill('SIGKILL');
     daemon1KilledAt = Date.now();
     expect(daemon1KilledAt - crashReadyAt).toBeLessThan(CRASH_AFTER_MS); // else the crash was not "while down"
-    await watcher.waitEnded();
+    await watcher.waitForEnd();
     expect(watcher.exits).toEqual([]);
 
     // While it is down: a crash, a kill, and a VMM whose reaper dies first (its status is lost).
@@ -128,7 +128,7 @@ describeAsRoot('recovery: SIGKILL of the daemon while VMMs run', () => {
 
   it('signals, waits for and stops the re-adopted VMMs, and sees their exits promptly', async () => {
     const client = daemon2.client();
-    const watcher = new ExitWatcher(client, { afterSequence: 3n });
+    const watcher = ExitCollector.watch(client, { afterSequence: 3n });
 
     // Signal: SIGCONT is harmless to the stand-in; SIGUSR1 kills it (default action).
     await client.signalProcess({ sandboxId: ids.keep, signal: 'SIGCONT' }, { timeoutMs: RPC_MS });

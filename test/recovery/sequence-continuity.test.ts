@@ -5,12 +5,12 @@
  * prunes its history too. Exited records kept for Get/Wait are bounded by the same limit.
  */
 import { expect, it } from '@jest/globals';
-import { status } from '@grpc/grpc-js';
+import { type ServiceError, status } from '@grpc/grpc-js';
 import { ExitReason } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import type { DaemonProcess } from '../helpers/daemon-process.js';
 import { describeAsRoot } from '../helpers/root.js';
 import {
-  ExitWatcher,
+  ExitCollector,
   expectRpcError,
   expectWatchError,
   getProcess,
@@ -50,20 +50,20 @@ describeAsRoot('recovery: exit sequences across restarts', () => {
   it('continues numbering after a SIGKILL, and a reconnecting watcher gets exactly the exits it missed', async () => {
     await restart();
     const pids = await startAll(['s1', 's2', 's3', 's4', 's5']);
-    const watcher = new ExitWatcher(daemon.client(), { afterSequence: 0n });
+    const watcher = ExitCollector.watch(daemon.client(), { afterSequence: 0n });
     await stop('s1');
     await stop('s2');
     await watcher.until((e) => e.length >= 2, RPC_MS, 'two exits');
 
     await daemon.kill('SIGKILL');
-    await watcher.waitEnded();
-    expect(status[watcher.error?.code ?? -1]).toBe('UNAVAILABLE');
+    await watcher.waitForEnd();
+    expect(status[(watcher.error as ServiceError | undefined)?.code ?? -1]).toBe('UNAVAILABLE');
     // Missed while down: two VMMs killed by the test.
     for (const id of ['s3', 's4']) process.kill(pids.get(id)!, 'SIGKILL');
     for (const id of ['s3', 's4']) await waitGone(pids.get(id)!);
 
     await restart();
-    const resumed = new ExitWatcher(daemon.client(), { afterSequence: watcher.lastSequence });
+    const resumed = ExitCollector.watch(daemon.client(), { afterSequence: watcher.lastSequence });
     await resumed.until((e) => e.length >= 2, RPC_MS, 'the two missed exits');
     await stop('s5');
     await resumed.until((e) => e.length >= 3, RPC_MS, 'the live exit');

@@ -26,13 +26,17 @@ import { readProcessStat } from '../../src/launch/proc-stat.js';
 import { encodeRecord, readJournal } from '../../src/store/journal.js';
 import { DaemonProcess, type DaemonProcessOptions } from '../helpers/daemon-process.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
-import { describeProcessesMentioning, eventually, killProcessesMentioning, processesMentioning } from '../helpers/process-scan.js';
+import { collectLeftovers } from '../helpers/leak-check.js';
+import { processesMentioning } from '../helpers/process-scan.js';
+import { ExitCollector } from '../helpers/exit-collector.js';
+import { expectRpcError } from '../helpers/rpc-errors.js';
+import { eventually, sleep, WAIT_MS } from '../helpers/wait.js';
 import { createSandboxFixture, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
 
-export { eventually, processesMentioning };
+export { eventually, ExitCollector, expectRpcError, processesMentioning, sleep };
 
 /** Generous bound for anything event-driven on a noisy 2-core machine. */
-export const WAIT_MS = 15_000;
+export { WAIT_MS };
 /** Bound for a single RPC. */
 export const RPC_MS = 15_000;
 
@@ -124,9 +128,7 @@ export function useRecoverySuite(): RecoverySuite {
             // already gone
           }
         }
-        leftovers = (await describeProcessesMentioning(suite.fixture.root)).map(({ pid, cmdline }) => `${pid}: ${cmdline.slice(0, 300)}`);
-        await killProcessesMentioning(suite.fixture.root);
-        await eventually(async () => (await processesMentioning(suite.fixture.root)).length === 0, WAIT_MS);
+        leftovers = await collectLeftovers(suite.fixture.root);
       }
     } finally {
       await suite.netns?.remove();
@@ -237,63 +239,9 @@ export async function waitGone(pid: number, timeoutMs = WAIT_MS): Promise<number
 // Exits
 // ------------------------------------------------------------------------------------------------
 
-/**
- * Collects one WatchExits stream in the background. The stream outlives nothing: when its daemon
- * dies it ends with UNAVAILABLE, kept in `error`.
- */
-export class ExitWatcher {
-  readonly exits: ProcessExit[] = [];
-  error: ServiceError | undefined;
-  ended = false;
-  readonly #abort = new AbortController();
-  readonly done: Promise<void>;
-
-  constructor(client: VmProcessClient, request: Parameters<VmProcessClient['watchExits']>[0] = {}) {
-    this.done = (async () => {
-      try {
-        for await (const exit of client.watchExits(request, { signal: this.#abort.signal })) this.exits.push(exit);
-      } catch (error) {
-        if (!this.#abort.signal.aborted) this.error = error as ServiceError;
-      } finally {
-        this.ended = true;
-      }
-    })();
-  }
-
-  get lastSequence(): bigint {
-    return this.exits.at(-1)?.sequence ?? 0n;
-  }
-
-  /** Waits until `done(exits)` holds; fails early if the stream ended. */
-  async until(done: (exits: ProcessExit[]) => boolean, timeoutMs = WAIT_MS, what = 'the expected exits'): Promise<ProcessExit[]> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (done(this.exits)) return this.exits;
-      if (this.ended) throw new Error(`the exit stream ended (${this.error?.message ?? 'normally'}) before ${what}; got ${describeExits(this.exits)}`);
-      if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs}ms; got ${describeExits(this.exits)}`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
-
-  async exitOf(sandboxId: string, timeoutMs = WAIT_MS): Promise<ProcessExit> {
-    await this.until((exits) => exits.some((e) => e.sandboxId === sandboxId), timeoutMs, `exit of ${sandboxId}`);
-    return this.exits.find((e) => e.sandboxId === sandboxId)!;
-  }
-
-  /** Resolves once the stream has ended (e.g. its daemon was killed). */
-  async waitEnded(timeoutMs = WAIT_MS): Promise<void> {
-    await eventually(() => this.ended, timeoutMs);
-  }
-
-  async close(): Promise<void> {
-    this.#abort.abort();
-    await this.done;
-  }
-}
-
 /** Reads a whole replay: WatchExits(after) until `count` exits arrived, then cancels. */
 export async function replayExits(client: VmProcessClient, afterSequence: bigint, count: number, timeoutMs = WAIT_MS): Promise<ProcessExit[]> {
-  const watcher = new ExitWatcher(client, { afterSequence });
+  const watcher = ExitCollector.watch(client, { afterSequence });
   try {
     return [...(await watcher.until((e) => e.length >= count, timeoutMs, `${count} replayed exits`))];
   } finally {
@@ -303,10 +251,10 @@ export async function replayExits(client: VmProcessClient, afterSequence: bigint
 
 /** The error a WatchExits call ends with, or undefined if it delivered an exit or stayed open for `windowMs`. */
 export async function watchError(client: VmProcessClient, afterSequence: bigint, windowMs = 2_000): Promise<ServiceError | undefined> {
-  const watcher = new ExitWatcher(client, { afterSequence });
+  const watcher = ExitCollector.watch(client, { afterSequence });
   try {
     await watcher.until((e) => e.length > 0, windowMs).catch(() => undefined);
-    return watcher.error;
+    return watcher.error as ServiceError | undefined;
   } finally {
     await watcher.close();
   }
@@ -395,23 +343,6 @@ export async function leftoverFilesOf(suite: RecoverySuite, sandboxIds: readonly
     for (const name of exitFiles) if (reaperFileOf(id).test(name)) found.push(join(suite.fixture.runDir, 'exits', name));
   }
   return found;
-}
-
-/** Awaits a call expected to fail with gRPC `code`; returns its error. */
-export async function expectRpcError(call: Promise<unknown>, code: status, ...fragments: string[]): Promise<ServiceError> {
-  let error: ServiceError | undefined;
-  try {
-    await call;
-  } catch (caught) {
-    error = caught as ServiceError;
-  }
-  expect({ code: error ? (status[error.code] ?? error.code) : 'call succeeded' }).toEqual({ code: status[code] });
-  for (const fragment of fragments) expect(error!.details).toContain(fragment);
-  return error!;
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Logs one measurement where a CI log shows it. */
