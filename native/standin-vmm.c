@@ -1922,6 +1922,18 @@ static void h_standin_inspect(const struct http_request *rq, struct reply *r)
         sb_json_readlink(b, path);
     else
         sb_puts(b, "null");
+    /* Where each link leads in the end (through /proc/PID/fd/N to the file the VMM holds open). */
+    sb_puts(b, "},\"files\":{");
+    static const char *const link_names[] = { "vmlinux", "rootfs.ext4" };
+    for (size_t i = 0; i < sizeof link_names / sizeof *link_names; i++) {
+        char resolved[PATH_MAX];
+        sb_printf(b, "%s\"%s\":", i ? "," : "", link_names[i]);
+        if (g.sandbox_dir && snprintf(path, sizeof path, "%s/%s", g.sandbox_dir, link_names[i]) < (int)sizeof path &&
+            realpath(path, resolved))
+            sb_json_cstr(b, resolved);
+        else
+            sb_puts(b, "null");
+    }
     sb_puts(b, "},\"last_restore\":");
     if (g.have_last_restore)
         sb_add(b, g.last_restore.p, g.last_restore.len); /* validated JSON, embedded as is */

@@ -19,11 +19,16 @@
  *       Runs one reaper directly (for debugging; output goes to this process's stderr).
  *
  * Request framing (daemon -> spawner): a 4-byte little-endian payload length, then NUL-terminated
- * fields: id, status file, log file, kind, [sandbox fields], argc, argv..., envc, env... where
- * argv[0] is an absolute path and kind is
+ * fields: id, status file, log file, kind, [sandbox fields], linkc, links..., argc, argv..., envc,
+ * env... where argv[0] is an absolute path and kind is
  *   "exec"      run argv as it is (the script launch: argv is `unshare -m -- bash -c ...`), or
- *   "sandbox"   followed by sandbox dir, kernel ("" in restore mode), rootfs, netns path and netns
- *               name: set the sandbox up in the VMM's own process (setup_sandbox), then exec argv.
+ *   "sandbox"   followed by sandbox dir, netns path and netns name: set the sandbox up in the VMM's
+ *               own process (setup_sandbox), then exec argv.
+ * Each link is four fields: a name in the sandbox dir (`vmlinux`, `rootfs.ext4`), an image root, a
+ * path relative to it, and "file" or "file-or-block". The VMM's process opens link i beneath its
+ * root (openat2 RESOLVE_BENEATH, O_PATH) as descriptor 3+i, kept across exec: the sandbox's
+ * `<name>` is a symlink to /proc/<VMM pid>/fd/<3+i>, so the VMM gets exactly the file checked
+ * beneath the root, whatever is renamed or swapped after the check.
  *
  * Answers (one line each, written with a single write(), so lines from the spawner and from
  * reapers never interleave):
@@ -66,6 +71,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sched.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/statvfs.h>
@@ -168,11 +174,20 @@ static unsigned long long start_time_of(pid_t pid) {
 /* The namespaced sandbox the native launch sets up before exec (see setup_sandbox). */
 struct sandbox {
     const char *dir;
-    const char *kernel; /* "" in restore mode */
-    const char *rootfs;
     const char *netns_path; /* e.g. /var/run/netns/NAME */
     const char *netns_name;
 };
+
+/* A file the VMM gets in its sandbox, opened beneath an image root (see the header comment). */
+struct link {
+    const char *name;
+    const char *root;
+    const char *relative;
+    int allow_block;
+};
+
+#define MAX_LINKS 64
+#define FIRST_LINK_FD 3
 
 struct launch {
     const char *id;
@@ -180,6 +195,8 @@ struct launch {
     long long log_offset;
     int report_fd;
     const struct sandbox *sandbox; /* NULL: exec argv as it is (the script launch) */
+    const struct link *links;
+    int link_count;
 };
 
 static int fail_setup(const char *what, const char *path) {
@@ -231,18 +248,17 @@ static void bind_netns_etc(const char *name) {
  *   /etc/netns/NAME files bound over /etc.
  * Any failure is reported on stderr (the log) and ends the launch, like the script's `set -e`.
  */
-static int setup_sandbox(const struct sandbox *sb) {
+static int setup_sandbox(const struct sandbox *sb, int link_count, const struct link *links) {
     if (unshare(CLONE_NEWNS) < 0) return fail_setup("unshare(CLONE_NEWNS)", NULL);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return fail_setup("mount --make-rprivate", "/");
     if (make_dirs(sb->dir) < 0) return fail_setup("mkdir -p", sb->dir);
     if (mount("vmprocd-sandbox", sb->dir, "tmpfs", 0, "mode=0755,size=16m") < 0) return fail_setup("mount tmpfs on", sb->dir);
-    char link[PATH_MAX];
-    if (sb->kernel[0]) {
-        snprintf(link, sizeof link, "%s/vmlinux", sb->dir);
-        if (symlink(sb->kernel, link) < 0) return fail_setup("ln -s", link);
+    for (int i = 0; i < link_count; i++) {
+        char link[PATH_MAX], target[64];
+        snprintf(link, sizeof link, "%s/%s", sb->dir, links[i].name);
+        snprintf(target, sizeof target, "/proc/%d/fd/%d", (int)getpid(), FIRST_LINK_FD + i);
+        if (symlink(target, link) < 0) return fail_setup("ln -s", link);
     }
-    snprintf(link, sizeof link, "%s/rootfs.ext4", sb->dir);
-    if (symlink(sb->rootfs, link) < 0) return fail_setup("ln -s", link);
 
     int netns = open(sb->netns_path, O_RDONLY | O_CLOEXEC);
     if (netns < 0) return fail_setup("cannot open network namespace", sb->netns_path);
@@ -265,6 +281,50 @@ static int setup_sandbox(const struct sandbox *sb) {
 }
 
 static int record_status(const char *path, const char *status, const char *extra, size_t extra_len);
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+
+/*
+ * Opens each link beneath its root as descriptor FIRST_LINK_FD + i, without O_CLOEXEC: the VMM
+ * keeps them, and its sandbox's symlinks point at them. RESOLVE_BENEATH refuses any path that
+ * leaves the root (`..`, an absolute symlink, a symlink leading out), so a file swapped after the
+ * daemon checked it can only ever be another file beneath the same root; and the VMM opens the
+ * descriptor, never the path again. Expects descriptors from FIRST_LINK_FD up to be free.
+ */
+static int open_links(int link_count, const struct link *links) {
+    for (int i = 0; i < link_count; i++) {
+        const struct link *l = &links[i];
+        int root = open(l->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0) return fail_setup("cannot open image root", l->root);
+        struct open_how how;
+        memset(&how, 0, sizeof how);
+        how.flags = O_PATH;
+        how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+        int fd = (int)syscall(SYS_openat2, root, l->relative, &how, sizeof how);
+        int saved = errno;
+        close(root);
+        errno = saved;
+        if (fd < 0) {
+            dprintf(STDERR_FILENO, "vmprocd-reaper: %s: cannot open %s beneath %s: %s\n", l->name, l->relative, l->root, strerror(errno));
+            return -1;
+        }
+        struct stat st;
+        if (fstat(fd, &st) < 0) return fail_setup("fstat", l->relative);
+        if (!S_ISREG(st.st_mode) && !(l->allow_block && S_ISBLK(st.st_mode))) {
+            dprintf(STDERR_FILENO, "vmprocd-reaper: %s: %s beneath %s is no longer a regular file%s\n", l->name, l->relative, l->root,
+                    l->allow_block ? " or block device" : "");
+            return -1;
+        }
+        int want = FIRST_LINK_FD + i;
+        if (fd != want) {
+            if (dup2(fd, want) < 0) return fail_setup("dup2", l->relative);
+            close(fd);
+        }
+    }
+    return 0;
+}
 
 /*
  * In the VMM's process: its own session, default signals, stdout = stderr = the log, exec.
@@ -290,8 +350,9 @@ static void run_child(const struct launch *launch, char **argv, char **envp) {
     answer(launch->report_fd, "spawned %s %d %d %lld %llu %llu", launch->id, (int)reaper, (int)self,
            launch->log_offset, reaper_start, self_start);
     if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0) _exit(127);
-    if (launch->sandbox && setup_sandbox(launch->sandbox) < 0) _exit(1);
-    close_fds_from(3);
+    close_fds_from(FIRST_LINK_FD);
+    if (open_links(launch->link_count, launch->links) < 0) _exit(1);
+    if (launch->sandbox && setup_sandbox(launch->sandbox, launch->link_count, launch->links) < 0) _exit(1);
     if (envp) execve(argv[0], argv, envp);
     else execvp(argv[0], argv);
     dprintf(STDERR_FILENO, "vmprocd-reaper: cannot execute %s: %s\n", argv[0], strerror(errno));
@@ -393,7 +454,7 @@ static void report_exit(int fd, const char *id, const char *status, const char *
  * "spawned" on report_fd (then lets go of it), waits, records the status, reaps. Never returns.
  */
 static void run_reaper(const char *id, const char *status_path, char **argv, char **envp, int report_fd, long long log_offset,
-                       const struct sandbox *sandbox) {
+                       const struct sandbox *sandbox, int link_count, const struct link *links) {
     /* The daemon may vanish at any moment: a closed pipe or a hangup must not end us. SIGTERM and
      * SIGINT keep their default so an operator can still end a stray reaper. */
     signal(SIGPIPE, SIG_IGN);
@@ -405,7 +466,7 @@ static void run_reaper(const char *id, const char *status_path, char **argv, cha
         _exit(EX_SOFTWARE);
     }
     if (pid == 0) {
-        struct launch launch = { id, status_path, log_offset, report_fd, sandbox };
+        struct launch launch = { id, status_path, log_offset, report_fd, sandbox, links, link_count };
         run_child(&launch, argv, envp);
     }
     /* The child answers "spawned"; the reaper keeps the daemon's pipe for "exited". */
@@ -477,17 +538,38 @@ static void spawn_reaper(struct request *rq, int request_fd, int signal_fd) {
     const struct sandbox *setup = NULL;
     int at = 4;
     if (strcmp(kind, "sandbox") == 0) {
-        if (rq->count < at + 5 + 2) {
+        if (rq->count < at + 3 + 3) {
             answer(STDOUT_FILENO, "failed %s malformed request", id);
             return;
         }
-        sandbox = (struct sandbox){ rq->fields[at], rq->fields[at + 1], rq->fields[at + 2], rq->fields[at + 3], rq->fields[at + 4] };
+        sandbox = (struct sandbox){ rq->fields[at], rq->fields[at + 1], rq->fields[at + 2] };
         setup = &sandbox;
-        at += 5;
+        at += 3;
     } else if (strcmp(kind, "exec") != 0) {
         answer(STDOUT_FILENO, "failed %s unknown launch kind %s", id, kind);
         return;
     }
+    int link_count = at < rq->count ? parse_count(rq->fields[at], MAX_LINKS) : -1;
+    if (link_count < 0 || at + 1 + 4 * link_count + 2 > rq->count) {
+        answer(STDOUT_FILENO, "failed %s malformed request", id);
+        return;
+    }
+    struct link links[MAX_LINKS];
+    for (int i = 0; i < link_count; i++) {
+        char **f = rq->fields + at + 1 + 4 * i;
+        const char *check = f[3];
+        if (strcmp(check, "file") != 0 && strcmp(check, "file-or-block") != 0) {
+            answer(STDOUT_FILENO, "failed %s malformed request", id);
+            return;
+        }
+        /* A link name is one file name in the sandbox dir; a root absolute; a relative path relative. */
+        if (!f[0][0] || strchr(f[0], '/') || strcmp(f[0], ".") == 0 || strcmp(f[0], "..") == 0 || f[1][0] != '/' || !f[2][0] || f[2][0] == '/') {
+            answer(STDOUT_FILENO, "failed %s malformed request", id);
+            return;
+        }
+        links[i] = (struct link){ f[0], f[1], f[2], strcmp(check, "file-or-block") == 0 };
+    }
+    at += 1 + 4 * link_count;
     int argc = parse_count(rq->fields[at], rq->count - at - 2);
     int envc = argc < 1 ? -1 : parse_count(rq->fields[at + 1 + argc], rq->count - at - 2 - argc);
     if (argc < 1 || envc < 0 || at + 2 + argc + envc != rq->count || rq->fields[at + 1][0] != '/') {
@@ -524,7 +606,7 @@ static void spawn_reaper(struct request *rq, int request_fd, int signal_fd) {
             answer(STDOUT_FILENO, "failed %s setsid: %s", id, strerror(errno));
             _exit(EX_SOFTWARE);
         }
-        run_reaper(id, status_path, argv, envp, STDOUT_FILENO, log_offset, setup);
+        run_reaper(id, status_path, argv, envp, STDOUT_FILENO, log_offset, setup, link_count, links);
     }
     close(log);
 }
@@ -596,5 +678,5 @@ int main(int argc, char **argv) {
         return 2;
     }
     unlink(argv[1]);
-    run_reaper("-", argv[1], argv + 2, NULL, STDOUT_FILENO, 0, NULL);
+    run_reaper("-", argv[1], argv + 2, NULL, STDOUT_FILENO, 0, NULL, 0, NULL);
 }

@@ -5,6 +5,7 @@
  */
 export type ErrorCode =
   | 'invalid-argument'
+  | 'permission-denied'
   | 'not-found'
   | 'already-exists'
   | 'failed-precondition'

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { closeSync, openSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { buildLaunchCommand, buildLaunchEnvironment } from '../../src/launch/launch-command.js';
 
 /**
@@ -25,20 +26,20 @@ export interface BareVmm {
 
 export function spawnBare(setup: BareLaunchSetup, id: string): BareVmm {
   const socketPath = join(setup.runDir, `${id}.sock`);
-  const command = buildLaunchCommand({
-    mode: 'boot',
-    sandboxDir: setup.sandboxDir,
-    kernelPath: setup.kernelPath,
-    rootfsPath: setup.rootfsPath,
-    networkNamespace: setup.netns,
-    vmmBin: setup.vmmBin,
-    socketPath,
-  });
+  const links = [
+    { name: 'vmlinux', root: dirname(setup.kernelPath), path: setup.kernelPath, allowBlock: false },
+    { name: 'rootfs.ext4', root: dirname(setup.rootfsPath), path: setup.rootfsPath, allowBlock: false },
+  ];
+  const command = buildLaunchCommand({ sandboxDir: setup.sandboxDir, links, networkNamespace: setup.netns, vmmBin: setup.vmmBin, socketPath });
+  // The script links the files the launching process holds open as descriptors 3 and 4; the
+  // reaper opens them beneath their roots, here they are simply opened.
+  const fds = links.map((link) => openSync(link.path, 'r'));
   const child = spawn(command.file, [...command.args], {
     detached: true,
-    stdio: 'ignore',
+    stdio: ['ignore', 'ignore', 'ignore', ...fds],
     env: buildLaunchEnvironment(id, setup.sandboxDir),
   });
+  for (const fd of fds) closeSync(fd);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return { pid: child.pid!, child, socketPath, exited };
 }

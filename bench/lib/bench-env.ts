@@ -70,6 +70,7 @@ export async function createBenchEnv(): Promise<BenchEnv> {
         '--run-dir', runDir,
         '--state-dir', join(root, `state-${stateGeneration}`),
         '--sandbox-dir', env.sandboxDir,
+        '--image-root', root,
         ...extraArgs,
       ], { stdio: ['ignore', log, log] });
       closeSync(log);

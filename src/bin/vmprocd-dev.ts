@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
  * `npm start`: the daemon in the foreground with the stand-in VMM, for trying vmprocd on a
- * machine without KVM or Cloud Hypervisor. Everything lives under .run/ in the checkout; it
- * listens on .run/vmprocd.sock and 127.0.0.1:50051 unless VMPROCD_LISTEN says otherwise.
+ * machine without KVM or Cloud Hypervisor. Everything lives under .run/ in the checkout (images a
+ * request may name under .run/images); it listens on .run/vmprocd.sock and 127.0.0.1:50051 unless
+ * VMPROCD_LISTEN says otherwise.
  * Flags given to `npm start -- ...` still win.
  */
 import './threadpool.js';
@@ -18,6 +19,8 @@ const env = {
   VMPROCD_RUN_DIR: process.env.VMPROCD_RUN_DIR ?? join(runRoot, 'run'),
   VMPROCD_STATE_DIR: process.env.VMPROCD_STATE_DIR ?? join(runRoot, 'state'),
   VMPROCD_SANDBOX_DIR: process.env.VMPROCD_SANDBOX_DIR ?? join(runRoot, 'sandbox'),
+  // Kernels, root file systems and snapshots a request may name (the daemon creates it).
+  VMPROCD_IMAGE_ROOT: process.env.VMPROCD_IMAGE_ROOT ?? join(runRoot, 'images'),
 };
 const standIn = env.VMPROCD_VMM_BIN === nativeBin('standin-vmm');
 await main(

@@ -138,6 +138,19 @@ export interface ProcessSnapshot {
   readonly logPath: string;
 }
 
+/**
+ * What the daemon knows of a VMM's API socket and Cloud Hypervisor's `<socket>.lock` beside it,
+ * each as `<device>:<inode>:<ctime>`: at exit it removes exactly those, never whatever is at the path.
+ */
+export interface SocketFiles {
+  /** The socket the VMM bound, once it answered. */
+  readonly socket?: string;
+  /** The lock file the VMM made, once it answered (one that was there before is not its own). */
+  readonly lock?: string;
+  /** The lock file that was there before the launch, if any. */
+  readonly lockBefore?: string;
+}
+
 /** The run dir's files of one launch: its log (shared by the sandbox's runs) and its reaper's record. */
 export interface LaunchFiles {
   readonly logPath: string;

@@ -9,6 +9,7 @@ import type {
   ProcessExitEvent,
   ProcessIdentity,
   RestoreSpec,
+  SocketFiles,
   StartFailure,
   StartSpec,
 } from './domain.js';
@@ -47,10 +48,12 @@ export interface FoundLaunch {
 /** Starts VMMs in their sandboxes and tells how each ended. */
 export interface ProcessHost {
   /**
-   * What must hold on the host for `spec` to launch (its files and network namespace exist, its
-   * sandbox dir hides nothing the launch needs). Throws `failed-precondition` naming what is missing.
+   * Resolves every host path of `spec` and checks what must hold on the host for it to launch:
+   * each path lies under the roots the operator allowed (`permission-denied` otherwise), its files
+   * and network namespace exist, its sandbox dir hides nothing the launch needs
+   * (`failed-precondition`). Returns the spec with the resolved paths: what the VMM gets.
    */
-  checkLaunchable(spec: StartSpec): Promise<void>;
+  prepareLaunch(spec: StartSpec): Promise<StartSpec>;
   /** Resolves once the VMM's process exists, in its own process group. */
   launch(spec: StartSpec, files: LaunchFiles): Promise<ProcessHandle>;
   /** Supervises a VMM a previous daemon launched (its reaper is not our child). */
@@ -76,10 +79,15 @@ export interface RunLayout {
   readLogTail(logPath: string, fromOffset: number): Promise<string>;
   /** A sandbox's log and its rotated copies (the daemon forgets the sandbox). */
   removeLogs(logPath: string): Promise<void>;
-  /** Removes a socket a dead VMM left at `socketPath`; refuses anything that is not a socket. */
-  removeStaleSocket(socketPath: string): Promise<void>;
-  /** The socket of a VMM that has exited, and what its VMM left beside it. */
-  removeSocket(socketPath: string): Promise<void>;
+  /**
+   * Makes the socket path ready for a new VMM: a socket a dead VMM left is removed; a live one, a
+   * file that is not a socket, or a `<socket>.lock` that is not Cloud Hypervisor's is refused.
+   */
+  claimSocket(socketPath: string): Promise<SocketFiles>;
+  /** The socket and lock file the VMM made, by identity, once it answers. */
+  socketFiles(socketPath: string, claimed: SocketFiles): Promise<SocketFiles>;
+  /** After the VMM exited: removes its socket and lock file, only those it made. */
+  releaseSocket(socketPath: string, known: SocketFiles): Promise<void>;
   /** A launch's exit record, once the journal holds the exit. */
   removeLaunchFiles(files: LaunchFiles): Promise<void>;
   /** Exit records of launches not in `live`: left by a previous daemon after it recorded the exit. */
@@ -104,6 +112,8 @@ export interface PersistedProcess extends LaunchFiles {
   readonly logOffset?: number;
   readonly readyAt?: Date;
   readonly vmmVersion?: string;
+  /** The socket and lock file the VMM made, recorded when it became ready. */
+  readonly socketFiles?: SocketFiles;
   /** Set once a stop was requested: when SIGKILL is due. */
   readonly stopKillAt?: Date;
   readonly signalsSent: readonly string[];
@@ -138,7 +148,7 @@ export interface StateStore {
    */
   launching(sandboxId: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Recorded;
   spawned(sandboxId: string, identity: ProcessIdentity, logOffset: number): Promise<void>;
-  ready(sandboxId: string, readyAt: Date, vmmVersion: string): Promise<void>;
+  ready(sandboxId: string, readyAt: Date, vmmVersion: string, socketFiles: SocketFiles): Promise<void>;
   stopping(sandboxId: string, killAt: Date): Promise<void>;
   signalled(sandboxId: string, signal: string): Promise<void>;
   startFailed(sandboxId: string, failure: StartFailure): Promise<void>;

@@ -58,7 +58,7 @@ async function recordExit(context: SupervisorContext, record: SupervisedProcess,
   const event = exchange.assign(exit);
   // The socket goes while the exit is recorded: once the exit is published, the sandbox ID and
   // its socket path may be taken again at once.
-  const [written] = await Promise.allSettled([context.store.exited(event), context.layout.removeSocket(spec.socketPath)]);
+  const [written] = await Promise.allSettled([context.store.exited(event), context.layout.releaseSocket(spec.socketPath, record.socketFiles)]);
   if (written.status === 'rejected') {
     // Publishing matters more than the record: a watcher must not miss this exit. The reaper's
     // status stays, so a restarted daemon still knows how the VMM ended.

@@ -52,6 +52,7 @@ async function readopt(context: SupervisorContext, record: SupervisedProcess, pe
     stopping: persisted.stopKillAt !== undefined,
     ...(persisted.startFailure ? { startFailure: persisted.startFailure } : {}),
     signalsSent: persisted.signalsSent,
+    ...(persisted.socketFiles ? { socketFiles: persisted.socketFiles } : {}),
   });
   const settle = async (pid: number, status: ExitStatus | undefined, lostBecause?: string) => {
     supervise(context, record, endedProcess(pid, persisted.logOffset ?? 0, status), lostBecause);

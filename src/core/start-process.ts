@@ -19,8 +19,7 @@ import { TIMED_OUT, withinTimeout } from './timing.js';
  */
 export async function startProcess(context: SupervisorContext, request: StartRequest, signal?: AbortSignal): Promise<ProcessSnapshot> {
   assertOpen(context);
-  const spec = validateStartRequest(request, context.defaults);
-  await context.host.checkLaunchable(spec);
+  const spec = await context.host.prepareLaunch(validateStartRequest(request, context.defaults));
   if (signal?.aborted) throw new VmprocError('cancelled', `start of sandbox ${spec.sandboxId} was cancelled by the client`);
   assertOpen(context);
 
@@ -52,7 +51,8 @@ async function launch(context: SupervisorContext, record: SupervisedProcess, pre
     // Recorded before the spawn, so a daemon that dies right after it can still find the reaper.
     // Written is enough for that; the disk sync (against a host crash) overlaps the launch.
     launchRecord = store.launching(spec.sandboxId, { spec, ...files, startedAt: record.startedAt, bootId: context.bootId });
-    await Promise.all([launchRecord.written, layout.removeStaleSocket(spec.socketPath)]);
+    const [, claimed] = await Promise.all([launchRecord.written, layout.claimSocket(spec.socketPath)]);
+    record.claimedSocket(claimed);
     handle = await host.launch(spec, files);
   } catch (error) {
     // Nothing was spawned: release the reservation and bring back the previous record.
@@ -98,10 +98,11 @@ export async function awaitReady(
     }
     if (startSignal.aborted) throw startSignal.reason;
     await recorded;
+    const socketFiles = await context.layout.socketFiles(spec.socketPath, record.socketFiles);
     const readyAt = context.clock.now();
-    await context.store.ready(spec.sandboxId, readyAt, ready.version);
+    await context.store.ready(spec.sandboxId, readyAt, ready.version, socketFiles);
     if (startSignal.aborted) throw startSignal.reason;
-    record.markReady(readyAt, ready.version);
+    record.markReady(readyAt, ready.version, socketFiles);
     context.logger.info({ sandboxId: spec.sandboxId, pid: record.handle!.identity.pid, vmmVersion: ready.version }, 'vmm ready');
     return record.snapshot();
   } catch (error) {

@@ -1,4 +1,4 @@
-import type { LaunchFiles, ProcessExitEvent, ProcessSnapshot, ProcessState, StartFailure, StartSpec } from './domain.js';
+import type { LaunchFiles, ProcessExitEvent, ProcessSnapshot, ProcessState, SocketFiles, StartFailure, StartSpec } from './domain.js';
 import { assertMove, type Phase, publicState, type StartAbortReason } from './lifecycle.js';
 import type { ProcessHandle } from './ports.js';
 
@@ -18,6 +18,8 @@ export class SupervisedProcess {
   #vmmVersion: string | undefined;
   #exit: ProcessExitEvent | undefined;
   #startFailure: StartFailure | undefined;
+  /** What the daemon knows of the VMM's socket files: removed at exit, and only those. */
+  #socketFiles: SocketFiles = {};
   /** Names of signals sent through SignalProcess, to tell a requested death from a stranger's. */
   readonly #signalsSent = new Set<string>();
   /** The shared in-flight stop, if any. */
@@ -63,6 +65,10 @@ export class SupervisedProcess {
     return this.#exit;
   }
 
+  get socketFiles(): SocketFiles {
+    return this.#socketFiles;
+  }
+
   get startFailure(): StartFailure | undefined {
     return this.#startFailure;
   }
@@ -98,6 +104,11 @@ export class SupervisedProcess {
     this.#handle = handle;
     this.#snapshot = undefined;
     this.#settleSpawn(handle);
+  }
+
+  /** The socket path was made ready for this launch; `claimed` is what was there before. */
+  claimedSocket(claimed: SocketFiles): void {
+    this.#socketFiles = claimed;
   }
 
   /** The launch failed before any process existed. */
@@ -148,10 +159,12 @@ export class SupervisedProcess {
     return stop;
   }
 
-  markReady(at: Date, vmmVersion: string): void {
+  /** The VMM answers; `socketFiles` are the socket and lock file it made. */
+  markReady(at: Date, vmmVersion: string, socketFiles: SocketFiles = this.#socketFiles): void {
     this.#moveTo('running');
     this.#readyAt = at;
     this.#vmmVersion = vmmVersion;
+    this.#socketFiles = socketFiles;
   }
 
   /** The one exit this process has: settles `exited` once. */
@@ -171,10 +184,12 @@ export class SupervisedProcess {
     readonly stopping: boolean;
     readonly startFailure?: StartFailure;
     readonly signalsSent: readonly string[];
+    readonly socketFiles?: SocketFiles;
   }): void {
+    if (recorded.socketFiles) this.#socketFiles = recorded.socketFiles;
     for (const signal of recorded.signalsSent) this.#signalsSent.add(signal);
     if (recorded.startFailure) this.abandonStart(recorded.startFailure);
-    if (recorded.readyAt && this.#phase === 'starting') this.markReady(recorded.readyAt, recorded.vmmVersion ?? '');
+    if (recorded.readyAt && this.#phase === 'starting') this.markReady(recorded.readyAt, recorded.vmmVersion ?? '', this.#socketFiles);
     if (recorded.stopping) this.#moveTo('stopping');
   }
 

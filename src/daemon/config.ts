@@ -22,6 +22,14 @@ export interface DaemonConfig extends OperationsSettings {
   /** What the state journal fdatasyncs before acknowledging (see SyncMode). */
   readonly stateSync: SyncMode;
   readonly sandboxDir: string;
+  /** Where a request's kernels, root file systems, disks and snapshots may be (resolved). */
+  readonly imageRoots: readonly string[];
+  /** Where a request's API sockets may be; the run dir when empty. */
+  readonly socketRoots?: readonly string[];
+  /** Where a request's sandbox dirs may be, besides the configured one. */
+  readonly sandboxRoots?: readonly string[];
+  /** Block devices as disks (refused otherwise). */
+  readonly allowBlockDevices?: boolean;
   readonly netnsDir: string;
   readonly exitHistory: number;
   readonly watchBuffer: number;
@@ -38,6 +46,9 @@ const SETTINGS = {
   'state-dir': { env: 'VMPROCD_STATE_DIR', fallback: '/var/lib/vmprocd' },
   'state-sync': { env: 'VMPROCD_STATE_SYNC', fallback: 'launches' },
   'sandbox-dir': { env: 'VMPROCD_SANDBOX_DIR', fallback: '/run/vmprocd/sandbox' },
+  'image-root': { env: 'VMPROCD_IMAGE_ROOT', multiple: true, fallback: '/srv/vmprocd' },
+  'socket-root': { env: 'VMPROCD_SOCKET_ROOT', multiple: true, fallback: undefined },
+  'sandbox-root': { env: 'VMPROCD_SANDBOX_ROOT', multiple: true, fallback: undefined },
   'netns-dir': { env: 'VMPROCD_NETNS_DIR', fallback: '/var/run/netns' },
   'exit-history': { env: 'VMPROCD_EXIT_HISTORY', fallback: '10000' },
   'watch-buffer': { env: 'VMPROCD_WATCH_BUFFER', fallback: '1024' },
@@ -63,6 +74,16 @@ Every flag can also be set by the environment variable named beside it (the flag
                         any daemon crash                                 VMPROCD_STATE_SYNC
   --sandbox-dir DIR     where each VMM sees its kernel and rootfs (a private tmpfs);
                         default /run/vmprocd/sandbox                     VMPROCD_SANDBOX_DIR
+
+Confinement: every host path a request names is resolved and must lie under one of these.
+  --image-root DIR      kernels, root file systems, disks, snapshots; repeatable; root's
+                        alone (not group or other writable); default /srv/vmprocd
+                                                                         VMPROCD_IMAGE_ROOT (comma-separated)
+  --socket-root DIR     API sockets; repeatable; default the run dir     VMPROCD_SOCKET_ROOT
+  --sandbox-root DIR    sandbox dirs other than --sandbox-dir; repeatable; default none
+                                                                         VMPROCD_SANDBOX_ROOT
+  --allow-block-devices a rootfs or disk may be a block device under an image root (refused
+                        otherwise)                                       VMPROCD_ALLOW_BLOCK_DEVICES=1
   --exit-history N      exits kept for WatchExits replay; default 10000  VMPROCD_EXIT_HISTORY
   --watch-buffer N      exits one watcher may lag before it is cut off; default 1024   VMPROCD_WATCH_BUFFER
   --log-level LEVEL     trace, debug, info, warn, error, fatal; default info   VMPROCD_LOG_LEVEL
@@ -88,6 +109,7 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
         ),
         help: { type: 'boolean', short: 'h' },
         [INSECURE_LISTEN.flag]: { type: 'boolean' },
+        [ALLOW_BLOCK_DEVICES.flag]: { type: 'boolean' },
       },
       strict: true,
       allowPositionals: false,
@@ -103,13 +125,16 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
     const fromEnv = env[SETTINGS[name].env];
     return fromEnv !== undefined && fromEnv !== '' ? fromEnv : SETTINGS[name].fallback;
   };
-  const listenFlags = values.listen as string[] | undefined;
-  const listenEnv = env[SETTINGS.listen.env];
-  const listenTexts = listenFlags?.length
-    ? listenFlags
-    : listenEnv
-      ? listenEnv.split(',').map((s) => s.trim()).filter(Boolean)
-      : [SETTINGS.listen.fallback];
+  /** A repeatable setting: its flags, else its comma-separated environment variable, else its default. */
+  const many = (name: 'listen' | 'image-root' | 'socket-root' | 'sandbox-root'): string[] => {
+    const flags = values[name] as string[] | undefined;
+    if (flags?.length) return flags;
+    const fromEnv = env[SETTINGS[name].env];
+    if (fromEnv) return fromEnv.split(',').map((s) => s.trim()).filter(Boolean);
+    const fallback = SETTINGS[name].fallback;
+    return fallback === undefined ? [] : [fallback];
+  };
+  const listenTexts = many('listen');
 
   if (listenTexts.length === 0) {
     throw new VmprocError('invalid-argument', `${SETTINGS.listen.env} names no address; give unix:///path or host:port (comma-separated)`);
@@ -131,6 +156,10 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
     throw new VmprocError('invalid-argument', `--state-sync (or VMPROCD_STATE_SYNC) ${stateSync} is not one of launches, always, none`);
   }
   const operations = parseOperationsSettings(one, values[INSECURE_LISTEN.flag] === true, env);
+  const runDir = validatePath('--run-dir', one('run-dir')!);
+  const imageRoots = many('image-root').map((dir) => validatePath('--image-root', dir));
+  if (imageRoots.length === 0) throw new VmprocError('invalid-argument', `${SETTINGS['image-root'].env} names no directory; give one or more absolute paths (comma-separated)`);
+  const allowBlockDevices = values[ALLOW_BLOCK_DEVICES.flag] === true || booleanEnv(env, ALLOW_BLOCK_DEVICES.env);
   const listen = listenTexts.map(parseListenAddress);
   checkListenSecurity(listen, operations);
   return {
@@ -140,10 +169,14 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
       vmmBin: validatePath('--vmm-bin', vmmBin),
       reaperBin: validatePath('--reaper-bin', one('reaper-bin')!),
       launcher,
-      runDir: validatePath('--run-dir', one('run-dir')!),
+      runDir,
       stateDir: validatePath('--state-dir', one('state-dir')!),
       stateSync,
       sandboxDir: validatePath('--sandbox-dir', one('sandbox-dir')!),
+      imageRoots,
+      socketRoots: many('socket-root').map((dir) => validatePath('--socket-root', dir)),
+      sandboxRoots: many('sandbox-root').map((dir) => validatePath('--sandbox-root', dir)),
+      allowBlockDevices,
       netnsDir: validatePath('--netns-dir', one('netns-dir')!),
       exitHistory: positiveInteger('--exit-history', one('exit-history')!),
       watchBuffer: positiveInteger('--watch-buffer', one('watch-buffer')!),
@@ -151,6 +184,16 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
       ...operations,
     },
   };
+}
+
+/** A flag without a value, set through its environment variable: 1/true/yes or 0/false/no. */
+const ALLOW_BLOCK_DEVICES = { flag: 'allow-block-devices', env: 'VMPROCD_ALLOW_BLOCK_DEVICES' } as const;
+
+function booleanEnv(env: NodeJS.ProcessEnv, name: string): boolean {
+  const value = env[name]?.trim().toLowerCase();
+  if (value === undefined || value === '' || value === '0' || value === 'false' || value === 'no') return false;
+  if (value === '1' || value === 'true' || value === 'yes') return true;
+  throw new VmprocError('invalid-argument', `${name} must be 1, true, yes or 0, false, no; got ${JSON.stringify(env[name])}`);
 }
 
 function positiveInteger(flag: string, text: string): number {

@@ -1,4 +1,4 @@
-import { access, constants } from 'node:fs/promises';
+import { access, constants, mkdir } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
 import { pino } from 'pino';
 import { VmprocError } from '../errors.js';
@@ -12,6 +12,8 @@ import { ExitExchange } from '../core/exit-exchange.js';
 import type { Supervisor } from '../core/supervisor.js';
 import type { DaemonConfig } from './config.js';
 import { createHostSupervisor } from './host-supervisor.js';
+import { PathPolicy } from '../host/path-policy.js';
+import { exitsDir, logsDir } from '../host/run-layout.js';
 import { DaemonOperations } from './operations.js';
 
 /** How long calls in flight may take to finish when the daemon is asked to stop. */
@@ -78,7 +80,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       initialHistory: state.exits,
       observer: operations.exitObserver,
     });
+    const paths = await pathPolicyFor(config);
     const { supervisor } = createHostSupervisor({
+      paths,
       defaults: { runDir: config.runDir, sandboxDir: config.sandboxDir, vmmBin: config.vmmBin, netnsDir: config.netnsDir },
       reaperBin: config.reaperBin,
       launchStrategy: config.launcher,
@@ -144,6 +148,26 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     await undo();
     throw error;
   }
+}
+
+/**
+ * The roots a request's paths may lead into, and the daemon's own files no request may name:
+ * its listening sockets, its state dir, and the run dir's logs and exit records.
+ */
+export async function pathPolicyFor(config: DaemonConfig): Promise<PathPolicy> {
+  const socketRoots = config.socketRoots?.length ? config.socketRoots : [config.runDir];
+  // Roots that do not exist yet are made, root's alone; existing ones are checked as they are.
+  for (const dir of [...config.imageRoots, ...socketRoots, ...(config.sandboxRoots ?? [])]) await mkdir(dir, { recursive: true, mode: 0o755 });
+  const unixListeners = [...config.listen, ...(config.metricsListen ? [config.metricsListen] : [])].flatMap((address) => (address.kind === 'unix' ? [address.path] : []));
+  return PathPolicy.create({
+    images: config.imageRoots,
+    sockets: socketRoots,
+    sandboxDir: config.sandboxDir,
+    sandboxes: config.sandboxRoots ?? [],
+    allowBlockDevices: config.allowBlockDevices ?? false,
+    reservedFiles: unixListeners,
+    reservedDirs: [config.stateDir, logsDir(config.runDir), exitsDir(config.runDir)],
+  });
 }
 
 /** Fails early, with the fix in the message, instead of at the first StartProcess. */

@@ -2,6 +2,7 @@ import type { ExitExchange } from '../core/exit-exchange.js';
 import type { SupervisorObserver } from '../core/observer.js';
 import type { ProcessHost, StateStore } from '../core/ports.js';
 import { Supervisor } from '../core/supervisor.js';
+import type { PathPolicy } from '../host/path-policy.js';
 import { RunDirLayout } from '../host/run-dir-layout.js';
 import { systemClock } from '../host/system-clock.js';
 import type { LaunchStrategy } from '../launch/launch-command.js';
@@ -15,6 +16,8 @@ export interface HostSupervisorOptions {
   readonly defaults: StartDefaults;
   /** The per-VMM reaper binary, also run as the spawner helper. */
   readonly reaperBin: string;
+  /** Where a request's host paths may lead (src/host/path-policy.ts). */
+  readonly paths: PathPolicy;
   readonly launchStrategy?: LaunchStrategy;
   readonly exchange: ExitExchange;
   readonly exitedRecordLimit: number;
@@ -30,6 +33,7 @@ export interface HostSupervisorOptions {
 export function createHostSupervisor(options: HostSupervisorOptions): { supervisor: Supervisor; host: ProcessHost } {
   const host = new ReaperProcessHost({
     reaperBin: options.reaperBin,
+    paths: options.paths,
     defaults: options.defaults,
     ...(options.launchStrategy ? { strategy: options.launchStrategy } : {}),
     ...(options.bootId !== undefined ? { bootId: options.bootId } : {}),

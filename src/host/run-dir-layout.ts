@@ -1,12 +1,12 @@
 import { mkdir, readdir } from 'node:fs/promises';
 import { posix } from 'node:path';
-import type { LaunchFiles } from '../core/domain.js';
+import type { LaunchFiles, SocketFiles } from '../core/domain.js';
 import type { RunLayout } from '../core/ports.js';
 import { removeLogFiles } from '../logs/log-files.js';
 import { readLogTail } from '../logs/log-tail.js';
 import { removeFile } from './remove-file.js';
 import { exitsDir, logsDir, newLaunchFiles } from './run-layout.js';
-import { removeSocketFiles, removeStaleSocket } from './socket-files.js';
+import { claimSocket, releaseSocket, socketFilesOf } from './socket-files.js';
 
 /** The RunLayout port on the host's run dir. */
 export class RunDirLayout implements RunLayout {
@@ -33,12 +33,16 @@ export class RunDirLayout implements RunLayout {
     return removeLogFiles(logPath);
   }
 
-  removeStaleSocket(socketPath: string): Promise<void> {
-    return removeStaleSocket(socketPath);
+  claimSocket(socketPath: string): Promise<SocketFiles> {
+    return claimSocket(socketPath);
   }
 
-  removeSocket(socketPath: string): Promise<void> {
-    return removeSocketFiles(socketPath);
+  socketFiles(socketPath: string, claimed: SocketFiles): Promise<SocketFiles> {
+    return socketFilesOf(socketPath, claimed);
+  }
+
+  releaseSocket(socketPath: string, known: SocketFiles): Promise<void> {
+    return releaseSocket(socketPath, known);
   }
 
   async removeLaunchFiles(files: LaunchFiles): Promise<void> {

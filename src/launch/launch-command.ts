@@ -3,24 +3,53 @@
  * system, so the exact command a VMM runs under can be unit-tested without root.
  *
  * The script text is a constant: every request value reaches bash as a positional argument
- * ("$1".."$6") and is only ever expanded inside double quotes, so no value can become code,
+ * and is only ever expanded inside double quotes, so no value can become code,
  * whatever it contains (validation rejects hostile values earlier anyway).
  */
 import type { LaunchMode } from '../core/domain.js';
 
 export type { LaunchMode };
 
+/**
+ * A file the VMM gets in its sandbox: `<sandbox_dir>/<name>`, a symlink to the descriptor the VMM's
+ * own process opened `path` as, beneath `root` (openat2 RESOLVE_BENEATH; native/vmprocd-reaper.c).
+ * So the VMM gets exactly the file checked under its image root, and a path swapped after the
+ * check can never lead it anywhere else.
+ */
+export interface SandboxLink {
+  /** One file name: `vmlinux`, `rootfs.ext4`. */
+  readonly name: string;
+  /** The image root `path` lies under (resolved). */
+  readonly root: string;
+  /** The file as the daemon resolved and checked it. */
+  readonly path: string;
+  /** A block device is acceptable too (`--allow-block-devices`). */
+  readonly allowBlock: boolean;
+}
+
+/** The descriptor link i is opened as, in the VMM's process and across its exec. */
+export const FIRST_LINK_FD = 3;
+
 export interface LaunchPlan {
-  readonly mode: LaunchMode;
   /** Where the VMM sees its kernel and rootfs: a tmpfs private to its mount namespace. */
   readonly sandboxDir: string;
-  /** Boot mode only. */
-  readonly kernelPath?: string;
-  readonly rootfsPath: string;
+  readonly links: readonly SandboxLink[];
   readonly networkNamespace: string;
   /** From the daemon's configuration, never from a request. */
   readonly vmmBin: string;
   readonly socketPath: string;
+}
+
+/** The links of a start: `vmlinux` (boot mode) and `rootfs.ext4`, each under the root it was checked beneath. */
+export function sandboxLinks(
+  spec: { readonly mode: LaunchMode; readonly kernelPath?: string; readonly rootfsPath: string },
+  rootOf: (path: string) => string,
+  allowBlock: boolean,
+): SandboxLink[] {
+  const links: SandboxLink[] = [];
+  if (spec.mode === 'boot' && spec.kernelPath) links.push({ name: 'vmlinux', root: rootOf(spec.kernelPath), path: spec.kernelPath, allowBlock: false });
+  links.push({ name: 'rootfs.ext4', root: rootOf(spec.rootfsPath), path: spec.rootfsPath, allowBlock });
+  return links;
 }
 
 export interface LaunchCommand {
@@ -34,22 +63,23 @@ export const LAUNCH_SCRIPT_NAME = 'vmprocd-launch';
 /**
  * Every step either configures the private mount namespace or execs, so the process that
  * runs this script becomes the VMM itself (same PID, same process group).
+ * After the four fixed arguments come pairs of a link's name and the descriptor its file is open as.
  */
 export const LAUNCH_SCRIPT = [
   'set -euo pipefail',
-  'sandbox_dir=$1 kernel=$2 rootfs=$3 netns=$4 vmm=$5 socket=$6',
+  'sandbox_dir=$1 netns=$2 vmm=$3 socket=$4',
+  'shift 4',
   // unshare -m made a new mount namespace; keep every mount made below out of the host's.
   'mount --make-rprivate /',
   'mkdir -p -- "$sandbox_dir"',
   'mount -t tmpfs -o mode=0755,size=16m vmprocd-sandbox "$sandbox_dir"',
-  'if [[ -n $kernel ]]; then ln -s -- "$kernel" "$sandbox_dir/vmlinux"; fi',
-  'ln -s -- "$rootfs" "$sandbox_dir/rootfs.ext4"',
+  // BASHPID is this process, which the execs below turn into the VMM: /proc/<VMM pid>/fd/<fd>.
+  'while [[ $# -gt 0 ]]; do ln -s -- "/proc/$BASHPID/fd/$2" "$sandbox_dir/$1"; shift 2; done',
   'exec ip netns exec "$netns" "$vmm" --api-socket "path=$socket"',
 ].join('\n');
 
-/** `unshare -m -- bash -c <script> vmprocd-launch <sandbox_dir> <kernel|""> <rootfs> <netns> <vmm> <socket>` */
+/** `unshare -m -- bash -c <script> vmprocd-launch <sandbox_dir> <netns> <vmm> <socket> [<name> <fd>]...` */
 export function buildLaunchCommand(plan: LaunchPlan): LaunchCommand {
-  const kernel = plan.mode === 'boot' ? (plan.kernelPath ?? '') : '';
   return {
     file: 'unshare',
     args: [
@@ -60,11 +90,10 @@ export function buildLaunchCommand(plan: LaunchPlan): LaunchCommand {
       LAUNCH_SCRIPT,
       LAUNCH_SCRIPT_NAME,
       plan.sandboxDir,
-      kernel,
-      plan.rootfsPath,
       plan.networkNamespace,
       plan.vmmBin,
       plan.socketPath,
+      ...plan.links.flatMap((link, i) => [link.name, String(FIRST_LINK_FD + i)]),
     ],
   };
 }
@@ -75,22 +104,20 @@ export function buildLaunchCommand(plan: LaunchPlan): LaunchCommand {
  *   `exec ip netns exec <netns> <vmm>`: the reference launch, eight fork/execs.
  * - `native`: the same steps in the VMM's own process before it execs the VMM
  *   (native/vmprocd-reaper.c, setup_sandbox): same namespaces, mounts, links and PID.
+ * Either way the VMM's process opens the links' files beneath their roots before anything else.
  */
 export type LaunchStrategy = 'script' | 'native';
 
 export interface SandboxSetup {
   readonly dir: string;
-  /** Empty in restore mode: no vmlinux link. */
-  readonly kernel: string;
-  readonly rootfs: string;
   readonly netnsPath: string;
   readonly netnsName: string;
 }
 
-/** What the spawner runs: a command as it is, or the VMM after setting up its sandbox. */
+/** What the spawner runs: a command as it is, or the VMM after setting up its sandbox; both with their links. */
 export type LaunchProgram =
-  | { readonly kind: 'exec'; readonly file: string; readonly args: readonly string[] }
-  | { readonly kind: 'sandbox'; readonly sandbox: SandboxSetup; readonly file: string; readonly args: readonly string[] };
+  | { readonly kind: 'exec'; readonly links: readonly SandboxLink[]; readonly file: string; readonly args: readonly string[] }
+  | { readonly kind: 'sandbox'; readonly links: readonly SandboxLink[]; readonly sandbox: SandboxSetup; readonly file: string; readonly args: readonly string[] };
 
 /** The VMM's own command line, the same for both strategies. */
 export function vmmArgs(socketPath: string): string[] {
@@ -98,13 +125,12 @@ export function vmmArgs(socketPath: string): string[] {
 }
 
 export function planLaunch(plan: LaunchPlan, strategy: LaunchStrategy, netnsDir: string): LaunchProgram {
-  if (strategy === 'script') return { kind: 'exec', ...buildLaunchCommand(plan) };
+  if (strategy === 'script') return { kind: 'exec', links: plan.links, ...buildLaunchCommand(plan) };
   return {
     kind: 'sandbox',
+    links: plan.links,
     sandbox: {
       dir: plan.sandboxDir,
-      kernel: plan.mode === 'boot' ? (plan.kernelPath ?? '') : '',
-      rootfs: plan.rootfsPath,
       netnsPath: `${netnsDir}/${plan.networkNamespace}`,
       netnsName: plan.networkNamespace,
     },

@@ -1,41 +1,53 @@
-import { realpath, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { StartSpec } from '../core/domain.js';
 import { VmprocError } from '../errors.js';
+import { type PathPolicy, resolveLeniently } from '../host/path-policy.js';
 import { checkSandboxDirCoversNothingNeeded, pathsTheLaunchNeeds, restoreSourceDir, type StartDefaults } from '../validation/start-request.js';
 
 /**
- * Checks what must exist on the host for the launch to succeed. Throws `failed-precondition`:
- * the request is well-formed but the host is not ready for it.
+ * Resolves every host path of a start through the path policy and checks what must exist on the
+ * host for the launch to succeed. Returns the spec with the resolved paths: what the VMM gets.
+ * Throws `permission-denied` for a path outside its roots, `failed-precondition` for what is
+ * missing; when several are wrong, the first in the order below.
  */
-export async function checkStartPreconditions(spec: StartSpec, defaults: StartDefaults): Promise<void> {
-  const checks: Array<Promise<void>> = [
-    checkCanonicalSandboxDir(spec, defaults),
-    expectFile('rootfs_path', spec.rootfsPath),
+export async function prepareLaunch(spec: StartSpec, policy: PathPolicy, defaults: StartDefaults): Promise<StartSpec> {
+  const results = await Promise.allSettled([
+    policy.sandboxDir('sandbox_dir', spec.sandboxDir),
+    policy.image('rootfs_path', spec.rootfsPath, 'file'),
     expectExists('network namespace', spec.networkNamespace, posix.join(defaults.netnsDir, spec.networkNamespace),
       `create it with: ip netns add ${spec.networkNamespace}`),
-    expectDirectory('socket_path directory', posix.dirname(spec.socketPath)),
-  ];
-  if (spec.kernelPath) checks.push(expectFile('kernel_path', spec.kernelPath));
-  if (spec.restore) checks.push(expectDirectory('restore.source_url', restoreSourceDir(spec.restore.sourceUrl)));
-  const results = await Promise.allSettled(checks);
+    policy.socket('socket_path', spec.socketPath),
+    spec.kernelPath ? policy.image('kernel_path', spec.kernelPath, 'file') : Promise.resolve(undefined),
+    spec.restore ? policy.image('restore.source_url', restoreSourceDir(spec.restore.sourceUrl), 'directory') : Promise.resolve(undefined),
+  ]);
   const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failure) throw failure.reason;
+  const [sandboxDir, rootfs, , socket, kernel, restoreDir] = results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
+    string, { path: string }, unknown, { path: string }, { path: string } | undefined, { path: string } | undefined,
+  ];
+  const resolved: StartSpec = {
+    ...spec,
+    sandboxDir,
+    rootfsPath: rootfs.path,
+    socketPath: socket.path,
+    ...(kernel ? { kernelPath: kernel.path } : {}),
+    ...(spec.restore && restoreDir ? { restore: { ...spec.restore, sourceUrl: `file://${restoreDir.path}` } } : {}),
+  };
+  await checkCanonicalSandboxDir(resolved, defaults);
+  return resolved;
 }
 
 /**
- * The same coverage rules on resolved paths: `/var/run` is a symlink to `/run`, so a sandbox at
- * /run/netns would hide /var/run/netns although the strings differ.
+ * The sandbox dir's tmpfs must hide nothing the launch needs, on resolved paths: `/var/run` is a
+ * symlink to `/run`, so a sandbox at /run/netns would hide /var/run/netns although the strings differ.
  */
 async function checkCanonicalSandboxDir(spec: StartSpec, defaults: StartDefaults): Promise<void> {
   // The socket does not exist yet: its directory does, and covering that is covering the socket.
   const needed = pathsTheLaunchNeeds(spec, defaults).map(([what, path]) =>
     what === 'socket_path' ? ([what, posix.dirname(path)] as const) : ([what, path] as const));
-  const [sandboxDir, ...resolved] = await Promise.all([
-    canonicalPath(spec.sandboxDir, defaults),
-    ...needed.map(([, path]) => canonicalPath(path, defaults)),
-  ]);
-  checkSandboxDirCoversNothingNeeded(sandboxDir!, needed.map(([what], i) => [what, resolved[i]!] as const));
+  const resolved = await Promise.all(needed.map(([, path]) => canonicalPath(path, defaults)));
+  checkSandboxDirCoversNothingNeeded(spec.sandboxDir, needed.map(([what], i) => [what, resolved[i]!] as const));
 }
 
 /**
@@ -46,35 +58,12 @@ const canonicalDefaults = new WeakMap<StartDefaults, Map<string, Promise<string>
 
 function canonicalPath(path: string, defaults: StartDefaults): Promise<string> {
   const configured = [defaults.runDir, defaults.sandboxDir, defaults.vmmBin, defaults.netnsDir];
-  if (!configured.includes(path)) return resolveCanonical(path);
+  if (!configured.includes(path)) return resolveLeniently(path);
   let cache = canonicalDefaults.get(defaults);
   if (!cache) canonicalDefaults.set(defaults, (cache = new Map()));
   let resolved = cache.get(path);
-  if (!resolved) cache.set(path, (resolved = resolveCanonical(path)));
+  if (!resolved) cache.set(path, (resolved = resolveLeniently(path)));
   return resolved;
-}
-
-/** realpath of the longest existing prefix, with the rest appended: works for paths not yet created. */
-async function resolveCanonical(path: string): Promise<string> {
-  try {
-    return await realpath(path);
-  } catch (error) {
-    const parent = posix.dirname(path);
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || parent === path) return path;
-    return posix.join(await resolveCanonical(parent), posix.basename(path));
-  }
-}
-
-async function expectFile(field: string, path: string): Promise<void> {
-  const stats = await statOrThrow(field, path);
-  if (!stats.isFile() && !stats.isBlockDevice()) {
-    throw new VmprocError('failed-precondition', `${field} ${path} is not a regular file or block device`);
-  }
-}
-
-async function expectDirectory(field: string, path: string): Promise<void> {
-  const stats = await statOrThrow(field, path);
-  if (!stats.isDirectory()) throw new VmprocError('failed-precondition', `${field} ${path} is not a directory`);
 }
 
 async function expectExists(field: string, name: string, path: string, hint: string): Promise<void> {
@@ -82,15 +71,5 @@ async function expectExists(field: string, name: string, path: string, hint: str
     await stat(path);
   } catch (cause) {
     throw new VmprocError('failed-precondition', `${field} ${name} does not exist (no ${path}); ${hint}`, { cause });
-  }
-}
-
-async function statOrThrow(field: string, path: string) {
-  try {
-    return await stat(path);
-  } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    const problem = code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`;
-    throw new VmprocError('failed-precondition', `${field} ${path} ${problem}`, { cause });
   }
 }

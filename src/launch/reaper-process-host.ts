@@ -6,8 +6,9 @@ import type { StartDefaults } from '../validation/start-request.js';
 import { readExitStatus } from './exit-status.js';
 import { ExitWatch } from './exit-watch.js';
 import { findLaunchByStatusPath } from './find-reaper.js';
-import { buildLaunchEnvironment, type LaunchStrategy, planLaunch } from './launch-command.js';
-import { checkStartPreconditions } from './launch-preconditions.js';
+import { buildLaunchEnvironment, type LaunchStrategy, planLaunch, sandboxLinks } from './launch-command.js';
+import { prepareLaunch } from './launch-preconditions.js';
+import type { PathPolicy } from '../host/path-policy.js';
 import { isSameLiveProcess, readBootId } from './proc-stat.js';
 import { signalProcessGroup } from './process-group.js';
 import { Spawner } from './spawner.js';
@@ -17,6 +18,8 @@ export interface ReaperProcessHostOptions {
   readonly reaperBin: string;
   /** The daemon's configuration: the VMM binary, the netns dir, what a sandbox dir must not hide. */
   readonly defaults: StartDefaults;
+  /** Where a request's host paths may lead. */
+  readonly paths: PathPolicy;
   /** How a VMM gets into its sandbox (see LaunchStrategy); default `native`. */
   readonly strategy?: LaunchStrategy;
   /** This host boot, if the caller has read it already; read on first use otherwise. */
@@ -39,14 +42,21 @@ export class ReaperProcessHost implements ProcessHost {
     this.#options = options;
   }
 
-  checkLaunchable(spec: StartSpec): Promise<void> {
-    return checkStartPreconditions(spec, this.#options.defaults);
+  prepareLaunch(spec: StartSpec): Promise<StartSpec> {
+    return prepareLaunch(spec, this.#options.paths, this.#options.defaults);
   }
 
   async launch(spec: StartSpec, files: LaunchFiles): Promise<ProcessHandle> {
     const { defaults } = this.#options;
     const spawner = await this.#currentSpawner();
-    const program = planLaunch({ ...spec, vmmBin: defaults.vmmBin }, this.#options.strategy ?? 'native', defaults.netnsDir);
+    const { paths } = this.#options;
+    const rootOf = (path: string) => {
+      const root = paths.imageRootOf(path);
+      if (!root) throw new VmprocError('internal', `${path} lies under no image root: it was not resolved by prepareLaunch`);
+      return root;
+    };
+    const links = sandboxLinks(spec, rootOf, paths.roots.allowBlockDevices);
+    const program = planLaunch({ ...spec, links, vmmBin: defaults.vmmBin }, this.#options.strategy ?? 'native', defaults.netnsDir);
     const env = buildLaunchEnvironment(spec.sandboxId, spec.sandboxDir);
     const file = await this.#resolve(program.file, env.PATH ?? '');
     const spawned = await spawner.spawn({
@@ -56,6 +66,7 @@ export class ReaperProcessHost implements ProcessHost {
       statusPath: files.statusPath,
       logPath: files.logPath,
       ...(program.kind === 'sandbox' ? { sandbox: program.sandbox } : {}),
+      links: program.links,
       argv: [file, ...program.args],
       env,
     });

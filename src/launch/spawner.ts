@@ -1,7 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { VmprocError } from '../errors.js';
-import type { SandboxSetup } from './launch-command.js';
+import { posix } from 'node:path';
+import type { SandboxLink, SandboxSetup } from './launch-command.js';
 import { UNKNOWN_START_TIME } from '../core/domain.js';
 
 export interface SpawnRequest {
@@ -11,6 +12,8 @@ export interface SpawnRequest {
   readonly logPath: string;
   /** Set up this sandbox in the VMM's process before exec (the native launch). */
   readonly sandbox?: SandboxSetup;
+  /** Files the VMM's process opens beneath their roots, as descriptors 3, 4, ... kept across exec. */
+  readonly links?: readonly SandboxLink[];
   /** argv[0] must be an absolute path. */
   readonly argv: readonly string[];
   readonly env: Readonly<Record<string, string>>;
@@ -169,13 +172,22 @@ function startTime(text: string | undefined): bigint {
 
 /**
  * A 4-byte little-endian length, then NUL-terminated fields: id, status, log, kind ("exec", or
- * "sandbox" and its five fields), argc, argv, envc, env.
+ * "sandbox" and its three fields), linkc, links (name, root, path relative to the root, "file" or
+ * "file-or-block"), argc, argv, envc, env.
  */
 export function encodeRequest(request: SpawnRequest): Buffer {
   const env = Object.entries(request.env).map(([key, value]) => `${key}=${value}`);
   const sb = request.sandbox;
-  const kind = sb ? ['sandbox', sb.dir, sb.kernel, sb.rootfs, sb.netnsPath, sb.netnsName] : ['exec'];
-  const fields = [request.id, request.statusPath, request.logPath, ...kind, String(request.argv.length), ...request.argv, String(env.length), ...env];
+  const kind = sb ? ['sandbox', sb.dir, sb.netnsPath, sb.netnsName] : ['exec'];
+  const links = request.links ?? [];
+  const linkFields = links.flatMap((link) => {
+    const relative = posix.relative(link.root, link.path);
+    if (relative === '' || relative.startsWith('..') || posix.isAbsolute(relative)) {
+      throw new VmprocError('internal', `link ${link.name}: ${link.path} is not beneath its root ${link.root}`);
+    }
+    return [link.name, link.root, relative, link.allowBlock ? 'file-or-block' : 'file'];
+  });
+  const fields = [request.id, request.statusPath, request.logPath, ...kind, String(links.length), ...linkFields, String(request.argv.length), ...request.argv, String(env.length), ...env];
   for (const field of fields) {
     // Validation keeps NUL out of every value; this guards the framing itself.
     if (field.includes('\0')) throw new VmprocError('invalid-argument', 'a launch argument contains a NUL byte');

@@ -29,7 +29,7 @@ export function instrumentStore(store: StateStore, observer: StoreObserver): Sta
       return appended;
     },
     spawned: (sandboxId, identity, logOffset) => timed('spawn', store.spawned(sandboxId, identity, logOffset)),
-    ready: (sandboxId, readyAt, vmmVersion) => timed('ready', store.ready(sandboxId, readyAt, vmmVersion)),
+    ready: (sandboxId, readyAt, vmmVersion, socketFiles) => timed('ready', store.ready(sandboxId, readyAt, vmmVersion, socketFiles)),
     stopping: (sandboxId, killAt) => timed('stop', store.stopping(sandboxId, killAt)),
     signalled: (sandboxId, signal) => timed('signal', store.signalled(sandboxId, signal)),
     startFailed: (sandboxId, failure) => timed('start_failure', store.startFailed(sandboxId, failure)),

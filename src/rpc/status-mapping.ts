@@ -4,6 +4,7 @@ import { type ErrorCode, VmprocError } from '../errors.js';
 /** The one mapping from domain errors to gRPC status codes. */
 const GRPC_CODE: Readonly<Record<ErrorCode, status>> = {
   'invalid-argument': status.INVALID_ARGUMENT,
+  'permission-denied': status.PERMISSION_DENIED,
   'not-found': status.NOT_FOUND,
   'already-exists': status.ALREADY_EXISTS,
   'failed-precondition': status.FAILED_PRECONDITION,

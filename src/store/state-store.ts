@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ProcessExitEvent, ProcessIdentity, StartSpec } from '../core/domain.js';
+import type { ProcessExitEvent, ProcessIdentity, SocketFiles, StartSpec } from '../core/domain.js';
 import type { PersistedProcess, PersistedState, Recorded, StateStore } from '../core/ports.js';
 import { Journal } from './journal.js';
 
@@ -39,7 +39,7 @@ type Json = Record<string, unknown>;
 type JournalRecord =
   | { k: 'launch'; id: string; spec: StartSpec; logPath: string; statusPath: string; startedAt: number; bootId: string }
   | { k: 'spawn'; id: string; pid: number; startTime: string; reaperPid: number; reaperStartTime: string; logOffset: number }
-  | { k: 'ready'; id: string; readyAt: number; vmmVersion: string }
+  | { k: 'ready'; id: string; readyAt: number; vmmVersion: string; sock?: SocketFiles }
   | { k: 'stop'; id: string; killAt: number }
   | { k: 'signal'; id: string; signal: string }
   | { k: 'startFailure'; id: string; reason: 'start-failed' | 'start-timeout'; message: string }
@@ -106,8 +106,9 @@ export class JournalStateStore implements StateStore {
     return this.#append({ k: 'spawn', id, pid, startTime: String(startTime), reaperPid, reaperStartTime: String(reaperStartTime), logOffset });
   }
 
-  ready(id: string, readyAt: Date, vmmVersion: string): Promise<void> {
-    return this.#append({ k: 'ready', id, readyAt: readyAt.getTime(), vmmVersion });
+  ready(id: string, readyAt: Date, vmmVersion: string, socketFiles: SocketFiles = {}): Promise<void> {
+    const sock = Object.keys(socketFiles).length > 0 ? { sock: socketFiles } : {};
+    return this.#append({ k: 'ready', id, readyAt: readyAt.getTime(), vmmVersion, ...sock });
   }
 
   stopping(id: string, killAt: Date): Promise<void> {
@@ -207,7 +208,7 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
       });
       break;
     case 'ready':
-      update(record.id, { readyAt: new Date(record.readyAt), vmmVersion: record.vmmVersion });
+      update(record.id, { readyAt: new Date(record.readyAt), vmmVersion: record.vmmVersion, ...(record.sock ? { socketFiles: record.sock } : {}) });
       break;
     case 'stop':
       update(record.id, { stopKillAt: new Date(record.killAt) });

@@ -169,7 +169,8 @@ describeAsRoot('gRPC end to end: error codes', () => {
 
   it('starting a sandbox_id that is still starting is ALREADY_EXISTS; the first start completes', async () => {
     const id = s.id('dup-starting');
-    const first = s.startBoot(id, { socket_delay_ms: 600 });
+    // Wide enough that the second start is refused while the first is still starting, on a loaded host.
+    const first = s.startBoot(id, { socket_delay_ms: 2_500 });
     await spawnedAndStarting(id);
     await expectRpcError(s.startBoot(id), status.ALREADY_EXISTS, `sandbox ${id} is already starting`);
     expect((await first).process?.state).toBe(ProcessState.RUNNING);

@@ -64,7 +64,7 @@ describeAsRoot('gRPC end to end: process lifecycle', () => {
     expect(inspect.netns).not.toBe(await readlink('/proc/self/ns/net'));
     expect(inspect.sandbox_dir).toBe(s.fixture.sandboxDir);
     expect(inspect.sandbox_fstype).toBe('tmpfs');
-    expect(inspect.links).toEqual({ vmlinux: s.fixture.kernelPath, 'rootfs.ext4': p.rootfsPath });
+    expect(inspect.files).toEqual({ vmlinux: s.fixture.kernelPath, 'rootfs.ext4': p.rootfsPath });
     expect(inspect.api_socket).toBe(p.socketPath);
     // The sandbox tmpfs lives only in the VMM's mount namespace.
     expect(await hostMountsUnder(s.fixture.sandboxDir)).toEqual([]);
@@ -88,7 +88,7 @@ describeAsRoot('gRPC end to end: process lifecycle', () => {
     expect(p).toMatchObject({ mode: LaunchMode.RESTORE, labels: { kind: 'restore' }, kernelPath: '' });
 
     const inspect = await inspectStandin(p.socketPath);
-    expect(inspect.links).toEqual({ vmlinux: null, 'rootfs.ext4': p.rootfsPath });
+    expect(inspect.files).toEqual({ vmlinux: null, 'rootfs.ext4': p.rootfsPath });
     expect(inspect.sandbox_fstype).toBe('tmpfs');
     expect({ pgid: inspect.pgid, sid: inspect.sid, pid: inspect.pid }).toEqual({ pgid: p.pid, sid: p.pid, pid: p.pid });
     expect(inspect.netns).toBe(await netnsIdentity(s.netns.name));
@@ -123,7 +123,7 @@ describeAsRoot('gRPC end to end: process lifecycle', () => {
     inspects.forEach((inspect, i) => {
       expect(inspect.sandbox_dir).toBe(s.fixture.sandboxDir);
       expect(inspect.sandbox_fstype).toBe('tmpfs');
-      expect(inspect.links['rootfs.ext4']).toBe(`${s.fixture.root}/${ids[i]}.rootfs`);
+      expect(inspect.files['rootfs.ext4']).toBe(`${s.fixture.root}/${ids[i]}.rootfs`);
     });
     expect(await hostMountsUnder(s.fixture.sandboxDir)).toEqual([]);
     await Promise.all(ids.map((sandboxId) => s.client.stopProcess({ sandboxId, gracePeriod: { seconds: 5n } })));

@@ -27,6 +27,7 @@ export async function startDaemonHarness(fixture: SandboxFixture, overrides: Par
     stateDir: join(fixture.root, 'state'),
     stateSync: 'launches',
     sandboxDir: fixture.sandboxDir,
+    imageRoots: [fixture.root],
     netnsDir: '/var/run/netns',
     exitHistory: 10_000,
     watchBuffer: 1024,

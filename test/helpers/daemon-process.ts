@@ -48,6 +48,7 @@ export function daemonArgs(fixture: SandboxFixture, options: DaemonProcessOption
     '--run-dir', fixture.runDir,
     '--state-dir', options.stateDir ?? join(fixture.root, 'state'),
     '--sandbox-dir', fixture.sandboxDir,
+    '--image-root', fixture.root,
     ...(options.stateSync !== undefined ? ['--state-sync', options.stateSync] : []),
     '--log-level', options.logLevel ?? 'info',
     ...(options.exitHistory !== undefined ? ['--exit-history', String(options.exitHistory)] : []),

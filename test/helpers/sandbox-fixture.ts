@@ -1,6 +1,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PathPolicy, type PathRoots } from '../../src/host/path-policy.js';
 
 /** Stand-in VMM knobs, written into the rootfs file the launch links into the sandbox dir. */
 export type StandinKnobs = Partial<{
@@ -34,6 +35,20 @@ export interface SandboxFixture {
   /** An (empty) snapshot directory, as `file://` URL. */
   snapshot(name: string): Promise<string>;
   remove(): Promise<void>;
+}
+
+/** The path policy of a daemon on `fixture`: images anywhere in its root, sockets in its run dir. */
+export function fixturePathPolicy(fixture: SandboxFixture, overrides: Partial<PathRoots> = {}): Promise<PathPolicy> {
+  return PathPolicy.create({
+    images: [fixture.root],
+    sockets: [fixture.runDir],
+    sandboxDir: fixture.sandboxDir,
+    sandboxes: [],
+    allowBlockDevices: false,
+    reservedFiles: [],
+    reservedDirs: [join(fixture.runDir, 'logs'), join(fixture.runDir, 'exits')],
+    ...overrides,
+  });
 }
 
 export async function createSandboxFixture(): Promise<SandboxFixture> {

@@ -10,7 +10,10 @@ export interface StandinInspect {
   mntns: string | null;
   sandbox_dir: string | null;
   sandbox_fstype: string | null;
+  /** The sandbox's symlinks as they read: `/proc/<VMM pid>/fd/<n>`. */
   links: { vmlinux: string | null; 'rootfs.ext4': string | null };
+  /** Where they lead: the files the VMM holds open. */
+  files: { vmlinux: string | null; 'rootfs.ext4': string | null };
   last_restore: Record<string, unknown> | null;
   restore_count: number;
   argv: string[];

@@ -16,7 +16,7 @@ import { eventually } from '../helpers/wait.js';
 import { collectLeftovers } from '../helpers/leak-check.js';
 import { describeAsRoot } from '../helpers/root.js';
 import { inspectStandin } from '../helpers/standin-inspect.js';
-import { createSandboxFixture, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
+import { createSandboxFixture, fixturePathPolicy, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
 
 /**
  * Both launch strategies must give the same isolation: the same tests run against each.
@@ -37,6 +37,7 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
     ({ supervisor } = createHostSupervisor({
       defaults: { runDir: fixture.runDir, sandboxDir: fixture.sandboxDir, vmmBin: nativeBin('standin-vmm'), netnsDir: '/var/run/netns' },
       reaperBin: nativeBin('vmprocd-reaper'),
+      paths: await fixturePathPolicy(fixture),
       launchStrategy: strategy,
       exchange,
       exitedRecordLimit: 1000,
@@ -113,7 +114,9 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
     expect(facts.netns).not.toBe((await execa('readlink', ['/proc/self/ns/net'])).stdout.trim());
     expect(facts.sandbox_dir).toBe(fixture.sandboxDir);
     expect(facts.sandbox_fstype).toBe('tmpfs');
-    expect(facts.links).toEqual({ vmlinux: fixture.kernelPath, 'rootfs.ext4': req.rootfsPath });
+    // Each link leads to the VMM's own descriptor of the file checked beneath its image root.
+    expect(facts.links).toEqual({ vmlinux: `/proc/${started.pid}/fd/3`, 'rootfs.ext4': `/proc/${started.pid}/fd/4` });
+    expect(facts.files).toEqual({ vmlinux: fixture.kernelPath, 'rootfs.ext4': req.rootfsPath });
     // The tmpfs lives only in the VMM's mount namespace.
     expect(await hostMountsUnder(fixture.sandboxDir)).toEqual([]);
     // Its parent is the reaper, which keeps the exit status for the daemon.
@@ -149,7 +152,8 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
     const started = await supervisor.start(req);
     const facts = await inspect(started.socketPath);
     expect(facts.last_restore).toEqual({ source_url: snapshot, memory_restore_mode: 'OnDemand', resume: true, prefault: false });
-    expect(facts.links).toEqual({ vmlinux: null, 'rootfs.ext4': req.rootfsPath });
+    expect(facts.links).toEqual({ vmlinux: null, 'rootfs.ext4': `/proc/${started.pid}/fd/3` });
+    expect(facts.files).toEqual({ vmlinux: null, 'rootfs.ext4': req.rootfsPath });
     const info = await new ChClient(started.socketPath).info({ timeoutMs: 2000 });
     expect(info.state).toBe('Running');
   });
@@ -258,7 +262,7 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
     // The refused start must not have touched the live VMM's socket.
     expect((await new ChClient(first.socketPath).ping({ timeoutMs: 2000 })).pid).toBe(first.pid);
 
-    const notSocket = join(fixture.root, 'plain-file');
+    const notSocket = join(fixture.runDir, 'plain-file');
     await writeFile(notSocket, 'x');
     const refused = await supervisor.start(await request({}, { socketPath: notSocket })).then(() => undefined, (e: unknown) => e);
     expect(isVmprocError(refused, 'failed-precondition')).toBe(true);

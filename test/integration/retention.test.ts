@@ -11,7 +11,7 @@ import { killProcessesMentioning, processesMentioning } from '../helpers/process
 import { eventually } from '../helpers/wait.js';
 import { collectLeftovers } from '../helpers/leak-check.js';
 import { describeAsRoot } from '../helpers/root.js';
-import { createSandboxFixture, type SandboxFixture } from '../helpers/sandbox-fixture.js';
+import { createSandboxFixture, fixturePathPolicy, type SandboxFixture } from '../helpers/sandbox-fixture.js';
 
 describeAsRoot('retention: a forgotten sandbox takes its logs with it', () => {
   let netns: TestNetns;
@@ -24,6 +24,7 @@ describeAsRoot('retention: a forgotten sandbox takes its logs with it', () => {
     ({ supervisor } = createHostSupervisor({
       defaults: { runDir: fixture.runDir, sandboxDir: fixture.sandboxDir, vmmBin: nativeBin('standin-vmm'), netnsDir: '/var/run/netns' },
       reaperBin: nativeBin('vmprocd-reaper'),
+      paths: await fixturePathPolicy(fixture),
       exchange: new ExitExchange({ historyLimit: 100, subscriberBufferLimit: 100 }),
       exitedRecordLimit: 1,
     }));

@@ -61,7 +61,7 @@ describe('DaemonMetrics', () => {
     const store = instrumentStore(failing, metrics);
     await store.launching('a', {} as never).durable;
     await store.exited({} as never);
-    await expect(store.ready('a', new Date(), '1')).rejects.toThrow('disk full');
+    await expect(store.ready('a', new Date(), '1', {})).rejects.toThrow('disk full');
     await new Promise((resolve) => setImmediate(resolve));
     const scrape = await scrapeOf(metrics);
     expect(scrape.value('vmprocd_store_write_seconds_count', { operation: 'launch' })).toBe(1);

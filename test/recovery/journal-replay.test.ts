@@ -6,7 +6,8 @@
  */
 import { expect, it } from '@jest/globals';
 import { status } from '@grpc/grpc-js';
-import { stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ProcessState } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import type { DaemonProcess } from '../helpers/daemon-process.js';
 import { describeAsRoot } from '../helpers/root.js';
@@ -50,9 +51,13 @@ describeAsRoot('recovery: the journal replays what the previous daemon knew', ()
     const client = (await serving()).client();
     await client.startProcess(await suite.bootRequest('again'), { timeoutMs: RPC_MS });
     const first = (await client.stopProcess({ sandboxId: 'again', gracePeriod: { seconds: 5n } }, { timeoutMs: RPC_MS })).process!.exit!;
-    // A regular file where the socket goes: the relaunch fails after its launch record is written.
-    await writeFile(suite.socketOf('again'), 'not a socket\n');
-    await expectRpcError(client.startProcess(await suite.bootRequest('again'), { timeoutMs: RPC_MS }), status.FAILED_PRECONDITION, 'is not a socket');
+    // A directory where the log goes: the relaunch fails in the spawner, after its launch record is
+    // written and before any process exists.
+    const log = join(suite.fixture.runDir, 'logs', 'again.log');
+    await rm(log);
+    await mkdir(log);
+    await expectRpcError(client.startProcess(await suite.bootRequest('again'), { timeoutMs: RPC_MS }), status.INTERNAL, 'cannot open log');
+    await rmdir(log);
     const before = await getProcess(client, 'again');
     expect({ state: ProcessState[before.state], exit: outcome(before.exit) }).toEqual({ state: 'EXITED', exit: outcome(first) });
     expect((await readJournalRecords(suite.stateDir)).filter((r) => r.id === 'again').map((r) => r.k).slice(-2)).toEqual(['launch', 'abandon']);

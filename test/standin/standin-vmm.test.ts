@@ -833,6 +833,7 @@ describe('standin.inspect', () => {
       sandbox_dir: sandbox,
       sandbox_fstype: null, // a plain directory, not a mount point
       links: { vmlinux: '/boot/vmlinux-does-not-need-to-exist', 'rootfs.ext4': path.join(dir, 'knobs.txt') },
+      files: { vmlinux: null, 'rootfs.ext4': path.join(dir, 'knobs.txt') },
       last_restore: null,
       restore_count: 0,
       argv: [BIN, '--api-socket', `path=${vmm.sock}`],

@@ -23,6 +23,10 @@ describe('parseDaemonConfig defaults', () => {
       stateDir: '/var/lib/vmprocd',
       stateSync: 'launches',
       sandboxDir: '/run/vmprocd/sandbox',
+      imageRoots: ['/srv/vmprocd'],
+      socketRoots: [],
+      sandboxRoots: [],
+      allowBlockDevices: false,
       netnsDir: '/var/run/netns',
       exitHistory: 10000,
       watchBuffer: 1024,
@@ -219,5 +223,28 @@ describe('parseDaemonConfig --launcher', () => {
     expect(config([...VMM, '--launcher', 'script']).launcher).toBe('script');
     expect(config(VMM, { VMPROCD_LAUNCHER: 'script' }).launcher).toBe('script');
     expectThrowsVmprocError(() => config([...VMM, '--launcher', 'bash']), 'invalid-argument', '--launcher');
+  });
+});
+
+describe('parseDaemonConfig confinement roots', () => {
+  it('takes --image-root, --socket-root and --sandbox-root repeatedly, or comma-separated from the environment', () => {
+    const flags = config([...VMM, '--image-root', '/a', '--image-root', '/b/', '--socket-root', '/s', '--sandbox-root', '/x']);
+    expect({ images: flags.imageRoots, sockets: flags.socketRoots, sandboxes: flags.sandboxRoots }).toEqual({ images: ['/a', '/b'], sockets: ['/s'], sandboxes: ['/x'] });
+    const env = config(VMM, { VMPROCD_IMAGE_ROOT: '/e1, /e2', VMPROCD_SOCKET_ROOT: '/es', VMPROCD_SANDBOX_ROOT: '/ex' });
+    expect({ images: env.imageRoots, sockets: env.socketRoots, sandboxes: env.sandboxRoots }).toEqual({ images: ['/e1', '/e2'], sockets: ['/es'], sandboxes: ['/ex'] });
+    expect(config([...VMM, '--image-root', '/f'], { VMPROCD_IMAGE_ROOT: '/e' }).imageRoots).toEqual(['/f']);
+  });
+
+  it('refuses a relative root and an environment variable that names none', () => {
+    expectThrowsVmprocError(() => config([...VMM, '--image-root', 'images']), 'invalid-argument', '--image-root');
+    expectThrowsVmprocError(() => config(VMM, { VMPROCD_IMAGE_ROOT: ' , ' }), 'invalid-argument', 'VMPROCD_IMAGE_ROOT names no directory');
+  });
+
+  it('allows block devices only when told, by flag or environment', () => {
+    expect(config(VMM).allowBlockDevices).toBe(false);
+    expect(config([...VMM, '--allow-block-devices']).allowBlockDevices).toBe(true);
+    expect(config(VMM, { VMPROCD_ALLOW_BLOCK_DEVICES: 'yes' }).allowBlockDevices).toBe(true);
+    expect(config(VMM, { VMPROCD_ALLOW_BLOCK_DEVICES: '0' }).allowBlockDevices).toBe(false);
+    expectThrowsVmprocError(() => config(VMM, { VMPROCD_ALLOW_BLOCK_DEVICES: 'maybe' }), 'invalid-argument', 'VMPROCD_ALLOW_BLOCK_DEVICES');
   });
 });

@@ -9,6 +9,7 @@ import {
   LAUNCH_SCRIPT,
   LAUNCH_SCRIPT_NAME,
   type LaunchPlan,
+  sandboxLinks,
 } from '../../src/launch/launch-command.js';
 import type { StartRequest } from '../../src/core/domain.js';
 import { type StartDefaults, validateStartRequest } from '../../src/validation/start-request.js';
@@ -134,17 +135,19 @@ describe('validation rejects hostile values before they reach the launch', () =>
 });
 
 describe('buildLaunchCommand', () => {
+  const LINKS = [
+    { name: 'vmlinux', root: '/srv/images', path: '/srv/images/vmlinux', allowBlock: false },
+    { name: 'rootfs.ext4', root: '/srv/images', path: '/srv/images/rootfs.ext4', allowBlock: false },
+  ];
   const PLAN: LaunchPlan = {
-    mode: 'boot',
     sandboxDir: '/run/vmprocd/sandbox',
-    kernelPath: '/srv/images/vmlinux',
-    rootfsPath: '/srv/images/rootfs.ext4',
+    links: LINKS,
     networkNamespace: 'ns-1',
     vmmBin: '/usr/local/bin/cloud-hypervisor',
     socketPath: '/run/vmprocd/sb-1.sock',
   };
 
-  it('runs the constant script under unshare -m with the values as positional arguments', () => {
+  it('runs the constant script under unshare -m with the values as positional arguments, and each link as its name and descriptor', () => {
     expect(buildLaunchCommand(PLAN)).toEqual({
       file: 'unshare',
       args: [
@@ -155,25 +158,21 @@ describe('buildLaunchCommand', () => {
         LAUNCH_SCRIPT,
         'vmprocd-launch',
         '/run/vmprocd/sandbox',
-        '/srv/images/vmlinux',
-        '/srv/images/rootfs.ext4',
         'ns-1',
         '/usr/local/bin/cloud-hypervisor',
         '/run/vmprocd/sb-1.sock',
+        'vmlinux',
+        '3',
+        'rootfs.ext4',
+        '4',
       ],
     });
     expect(LAUNCH_SCRIPT_NAME).toBe('vmprocd-launch');
   });
 
-  it('passes an empty kernel argument in restore mode, even when a kernel path is present', () => {
-    expect(buildLaunchCommand({ ...PLAN, mode: 'restore' }).args[7]).toBe('');
-    const { kernelPath: _omitted, ...withoutKernel } = PLAN;
-    expect(buildLaunchCommand({ ...withoutKernel, mode: 'restore' }).args[7]).toBe('');
-  });
-
-  it('passes an empty kernel argument in boot mode without a kernel path (validation requires one)', () => {
-    const { kernelPath: _omitted, ...withoutKernel } = PLAN;
-    expect(buildLaunchCommand(withoutKernel).args[7]).toBe('');
+  it("never puts a file path on the command line: the VMM's process opens them beneath their roots", () => {
+    const args = buildLaunchCommand(PLAN).args;
+    for (const link of LINKS) expect(args).not.toContain(link.path);
   });
 
   it('is pure: the same plan gives equal commands and the plan is not modified', () => {
@@ -184,23 +183,19 @@ describe('buildLaunchCommand', () => {
 
   const slots = [
     ['sandboxDir', 6],
-    ['kernelPath', 7],
-    ['rootfsPath', 8],
-    ['networkNamespace', 9],
-    ['vmmBin', 10],
-    ['socketPath', 11],
+    ['networkNamespace', 7],
+    ['vmmBin', 8],
+    ['socketPath', 9],
   ] as const;
 
   describe.each(slots)('never interpolates %s (argv slot %i)', (key, slot) => {
     it.each(HOSTILE)('%s: the script stays constant and the value is exactly one argv element', (_label, value) => {
       const command = buildLaunchCommand({ ...PLAN, [key]: value });
       expect(command.file).toBe('unshare');
-      expect(command.args).toHaveLength(12);
+      expect(command.args).toHaveLength(14);
       expect(command.args.slice(0, 6)).toEqual(['-m', '--', 'bash', '-c', LAUNCH_SCRIPT, LAUNCH_SCRIPT_NAME]);
-      expect(command.args[4]).toBe(LAUNCH_SCRIPT);
       expect(command.args[slot]).toBe(value);
       expect(command.args.filter((arg) => arg === value)).toHaveLength(1);
-      // Every other slot still carries its own benign value.
       for (const [otherKey, otherSlot] of slots) {
         if (otherKey !== key) expect(command.args[otherSlot]).toBe(PLAN[otherKey]);
       }
@@ -209,18 +204,22 @@ describe('buildLaunchCommand', () => {
 
   it('never interpolates when every slot is hostile at once', () => {
     for (const [, value] of HOSTILE) {
-      const command = buildLaunchCommand({
-        mode: 'boot',
-        sandboxDir: `${value}0`,
-        kernelPath: `${value}1`,
-        rootfsPath: `${value}2`,
-        networkNamespace: `${value}3`,
-        vmmBin: `${value}4`,
-        socketPath: `${value}5`,
-      });
-      expect(command.args).toEqual(['-m', '--', 'bash', '-c', LAUNCH_SCRIPT, LAUNCH_SCRIPT_NAME,
-        `${value}0`, `${value}1`, `${value}2`, `${value}3`, `${value}4`, `${value}5`]);
+      const command = buildLaunchCommand({ sandboxDir: `${value}0`, links: [], networkNamespace: `${value}1`, vmmBin: `${value}2`, socketPath: `${value}3` });
+      expect(command.args).toEqual(['-m', '--', 'bash', '-c', LAUNCH_SCRIPT, LAUNCH_SCRIPT_NAME, `${value}0`, `${value}1`, `${value}2`, `${value}3`]);
     }
+  });
+});
+
+describe('sandboxLinks', () => {
+  const rootOf = () => '/srv/images';
+  it('links vmlinux in boot mode and rootfs.ext4 always; only a rootfs may be a block device, and only when allowed', () => {
+    expect(sandboxLinks({ mode: 'boot', kernelPath: '/srv/images/k', rootfsPath: '/srv/images/r' }, rootOf, true)).toEqual([
+      { name: 'vmlinux', root: '/srv/images', path: '/srv/images/k', allowBlock: false },
+      { name: 'rootfs.ext4', root: '/srv/images', path: '/srv/images/r', allowBlock: true },
+    ]);
+    expect(sandboxLinks({ mode: 'restore', kernelPath: '/srv/images/k', rootfsPath: '/srv/images/r' }, rootOf, false)).toEqual([
+      { name: 'rootfs.ext4', root: '/srv/images', path: '/srv/images/r', allowBlock: false },
+    ]);
   });
 });
 
@@ -231,10 +230,11 @@ describe('LAUNCH_SCRIPT', () => {
     expect(lines[0]).toBe('set -euo pipefail');
   });
 
-  it('names the six positional parameters in order and uses no others', () => {
-    expect(lines[1]).toBe('sandbox_dir=$1 kernel=$2 rootfs=$3 netns=$4 vmm=$5 socket=$6');
+  it('names the four fixed positional parameters, then reads the links two at a time', () => {
+    expect(lines[1]).toBe('sandbox_dir=$1 netns=$2 vmm=$3 socket=$4');
+    expect(lines[2]).toBe('shift 4');
     const positional = [...LAUNCH_SCRIPT.matchAll(/\$\{?(\d+|[@*#])\}?/g)].map((m) => m[0]);
-    expect(positional).toEqual(['$1', '$2', '$3', '$4', '$5', '$6']);
+    expect(positional).toEqual(['$1', '$2', '$3', '$4', '$#', '$2', '$1']);
   });
 
   it('makes every mount private before mounting the tmpfs over the sandbox dir', () => {
@@ -247,17 +247,14 @@ describe('LAUNCH_SCRIPT', () => {
     expect(lines[tmpfs]).toBe('mount -t tmpfs -o mode=0755,size=16m vmprocd-sandbox "$sandbox_dir"');
   });
 
-  it('links vmlinux only when a kernel is given, and always links rootfs.ext4, after the tmpfs mount', () => {
+  it("links each file to the VMM's own descriptor of it, after the tmpfs mount", () => {
     const tmpfs = lines.findIndex((line) => line.startsWith('mount -t tmpfs'));
-    const kernel = lines.indexOf('if [[ -n $kernel ]]; then ln -s -- "$kernel" "$sandbox_dir/vmlinux"; fi');
-    const rootfs = lines.indexOf('ln -s -- "$rootfs" "$sandbox_dir/rootfs.ext4"');
-    expect(kernel).toBeGreaterThan(tmpfs);
-    expect(rootfs).toBeGreaterThan(tmpfs);
+    const links = lines.indexOf('while [[ $# -gt 0 ]]; do ln -s -- "/proc/$BASHPID/fd/$2" "$sandbox_dir/$1"; shift 2; done');
+    expect(links).toBeGreaterThan(tmpfs);
   });
 
   it('ends by exec-ing the VMM inside the network namespace, so the tracked PID is the VMM', () => {
     expect(lines.at(-1)).toBe('exec ip netns exec "$netns" "$vmm" --api-socket "path=$socket"');
-    expect(LAUNCH_SCRIPT.endsWith('exec ip netns exec "$netns" "$vmm" --api-socket "path=$socket"')).toBe(true);
     expect(lines.filter((line) => /\bexec\b/.test(line) && !line.startsWith('exec '))).toEqual([]);
     expect(lines.filter((line) => line.startsWith('exec '))).toHaveLength(1);
   });
@@ -282,7 +279,7 @@ describe('LAUNCH_SCRIPT', () => {
         if (c === "'" && !inDouble) inSingle = !inSingle;
         else if (c === '"' && !inSingle) inDouble = !inDouble;
         else if (c === '$' && !inSingle) {
-          const name = /^\$(\{[^}]*\}|\w+)/.exec(line.slice(i))?.[0];
+          const name = /^\$(\{[^}]*\}|\w+|#)/.exec(line.slice(i))?.[0];
           if (name === undefined) throw new Error(`unexpected $ in script line: ${line}`);
           if (inDouble) {
             quoted++;
@@ -296,10 +293,7 @@ describe('LAUNCH_SCRIPT', () => {
       expect({ line, inDouble, inSingle }).toEqual({ line, inDouble: false, inSingle: false });
     }
     // Assignments (`x=$1`) and `[[ ... ]]` operands are never word-split or globbed in bash.
-    expect(unquoted).toEqual([
-      'assignment $1', 'assignment $2', 'assignment $3', 'assignment $4', 'assignment $5', 'assignment $6',
-      '[[ ]] $kernel',
-    ]);
+    expect(unquoted).toEqual(['assignment $1', 'assignment $2', 'assignment $3', 'assignment $4', '[[ ]] $#']);
     expect(quoted).toBe(9);
   });
 });
@@ -388,58 +382,47 @@ describe('LAUNCH_SCRIPT under bash with stubbed tools (no root)', () => {
     return { status, calls };
   }
 
-  function expectedCalls(plan: Required<LaunchPlan>, withKernel: boolean): Call[] {
+  const LINKS = [
+    { name: 'vmlinux', root: '/srv/images', path: '/srv/images/vmlinux', allowBlock: false },
+    { name: 'rootfs.ext4', root: '/srv/images', path: '/srv/images/rootfs.ext4', allowBlock: false },
+  ];
+
+  /** The calls, with the script's PID in each link target replaced by `PID`. */
+  function expectedCalls(plan: LaunchPlan): Call[] {
     return [
       ['mount', '--make-rprivate', '/'],
       ['mkdir', '-p', '--', plan.sandboxDir],
       ['mount', '-t', 'tmpfs', '-o', 'mode=0755,size=16m', 'vmprocd-sandbox', plan.sandboxDir],
-      ...(withKernel ? [['ln', '-s', '--', plan.kernelPath, `${plan.sandboxDir}/vmlinux`]] : []),
-      ['ln', '-s', '--', plan.rootfsPath, `${plan.sandboxDir}/rootfs.ext4`],
+      ...plan.links.map((link, i) => ['ln', '-s', '--', `/proc/PID/fd/${3 + i}`, `${plan.sandboxDir}/${link.name}`]),
       ['ip', 'netns', 'exec', plan.networkNamespace, plan.vmmBin, '--api-socket', `path=${plan.socketPath}`],
     ];
   }
 
-  it('runs the steps in order with benign values', async () => {
-    const plan: Required<LaunchPlan> = {
-      mode: 'boot',
+  const withoutPid = (calls: Call[]) => calls.map((call) => call.map((arg) => arg.replace(/^\/proc\/\d+\/fd\//, '/proc/PID/fd/')));
+
+  it('runs the steps in order with benign values, one link per file', async () => {
+    const plan: LaunchPlan = {
       sandboxDir: '/run/vmprocd/sandbox',
-      kernelPath: '/srv/images/vmlinux',
-      rootfsPath: '/srv/images/rootfs.ext4',
+      links: LINKS,
       networkNamespace: 'ns-1',
       vmmBin: '/usr/local/bin/cloud-hypervisor',
       socketPath: '/run/vmprocd/sb-1.sock',
     };
     const { status, calls } = await run(plan);
     expect(status).toBe(0);
-    expect(calls).toEqual(expectedCalls(plan, true));
+    expect(withoutPid(calls)).toEqual(expectedCalls(plan));
   });
 
-  it('skips the vmlinux link in restore mode', async () => {
-    const plan: Required<LaunchPlan> = {
-      mode: 'restore',
-      sandboxDir: '/run/vmprocd/sandbox',
-      kernelPath: '/srv/images/vmlinux',
-      rootfsPath: '/srv/images/rootfs.ext4',
-      networkNamespace: 'ns-1',
-      vmmBin: '/usr/local/bin/cloud-hypervisor',
-      socketPath: '/run/vmprocd/sb-1.sock',
-    };
+  it('links nothing more than it is given (restore mode: rootfs.ext4 only)', async () => {
+    const plan: LaunchPlan = { sandboxDir: '/run/vmprocd/sandbox', links: LINKS.slice(1), networkNamespace: 'ns-1', vmmBin: '/vmm', socketPath: '/s.sock' };
     const { status, calls } = await run(plan);
     expect(status).toBe(0);
-    expect(calls).toEqual(expectedCalls(plan, false));
+    expect(withoutPid(calls)).toEqual(expectedCalls(plan));
     expect(calls.flat().some((arg) => arg.endsWith('/vmlinux'))).toBe(false);
   });
 
   it('stops at the first failing step (set -e): the VMM is never exec-ed', async () => {
-    const plan: LaunchPlan = {
-      mode: 'boot',
-      sandboxDir: '/run/vmprocd/sandbox',
-      kernelPath: '/k',
-      rootfsPath: '/r',
-      networkNamespace: 'ns-1',
-      vmmBin: '/vmm',
-      socketPath: '/s.sock',
-    };
+    const plan: LaunchPlan = { sandboxDir: '/run/vmprocd/sandbox', links: LINKS, networkNamespace: 'ns-1', vmmBin: '/vmm', socketPath: '/s.sock' };
     const { status, calls } = await run(plan, { STUB_FAIL: 'mkdir' });
     expect(status).toBe(7);
     expect(calls).toEqual([['mount', '--make-rprivate', '/']]);
@@ -450,18 +433,10 @@ describe('LAUNCH_SCRIPT under bash with stubbed tools (no root)', () => {
     const values = hostileValues(markerDir).filter(([label]) => label !== 'NUL');
     for (const [label, value] of values) {
       // A per-slot suffix tells the slots apart, so a swapped argument would show too.
-      const plan: Required<LaunchPlan> = {
-        mode: 'boot',
-        sandboxDir: `${value}0`,
-        kernelPath: `${value}1`,
-        rootfsPath: `${value}2`,
-        networkNamespace: `${value}3`,
-        vmmBin: `${value}4`,
-        socketPath: `${value}5`,
-      };
+      const plan: LaunchPlan = { sandboxDir: `${value}0`, links: LINKS, networkNamespace: `${value}1`, vmmBin: `${value}2`, socketPath: `${value}3` };
       const { status, calls } = await run(plan);
       expect({ label, status }).toEqual({ label, status: 0 });
-      expect({ label, calls }).toEqual({ label, calls: expectedCalls(plan, true) });
+      expect({ label, calls: withoutPid(calls) }).toEqual({ label, calls: expectedCalls(plan) });
       expect({ label, pwned: await readdir(markerDir) }).toEqual({ label, pwned: [] });
     }
     expect((await readdir(globDir)).sort()).toEqual(['glob-a', 'glob-b']);

@@ -36,13 +36,15 @@ function handle(payload) {
   if (!payload.endsWith('\\0')) throw new Error('payload does not end with NUL');
   const fields = payload.slice(0, -1).split('\\0');
   const [id, statusPath, logPath, kind] = fields;
-  let at = kind === 'sandbox' ? 9 : 4;
+  let at = kind === 'sandbox' ? 7 : 4;
+  const linkc = Number(fields[at++]);
+  const links = fields.slice(at, at + 4 * linkc); at += 4 * linkc;
   const argc = Number(fields[at++]);
   const argv = fields.slice(at, at + argc); at += argc;
   const envc = Number(fields[at++]);
   const envList = fields.slice(at, at + envc);
   const env = Object.fromEntries(envList.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
-  if (env.FAKE_FIELDS) writeFileSync(env.FAKE_FIELDS, JSON.stringify({ fields, length: payload.length, id, statusPath, logPath, kind, argv, env: envList }));
+  if (env.FAKE_FIELDS) writeFileSync(env.FAKE_FIELDS, JSON.stringify({ fields, length: payload.length, id, statusPath, logPath, kind, links, argv, env: envList }));
   if (env.FAKE_ANSWER) process.stdout.write(env.FAKE_ANSWER.split('{id}').join(id) + '\\n');
   if (env.FAKE_SIGNAL) process.kill(process.pid, env.FAKE_SIGNAL);
   if (env.FAKE_EXIT) process.stdout.write('', () => process.exit(Number(env.FAKE_EXIT)));
@@ -116,21 +118,22 @@ function nextCall<A extends unknown[]>(register: (listener: (...args: A) => void
 describe('encodeRequest', () => {
   it('frames an exec request: 4-byte LE length, then NUL-terminated fields', () => {
     const bytes = encodeRequest({ id: 'sb-1', statusPath: '/s', logPath: '/l', argv: ['/bin/vmm', '-v'], env: { A: '1', B: 'x=y' } });
-    const payload = 'sb-1\0/s\0/l\0exec\x002\0/bin/vmm\0-v\x002\0A=1\0B=x=y\0';
+    const payload = 'sb-1\0/s\0/l\0exec\x000\x002\0/bin/vmm\0-v\x002\0A=1\0B=x=y\0';
     expect(bytes.readUInt32LE(0)).toBe(Buffer.byteLength(payload));
     expect(bytes.subarray(4).toString('utf8')).toBe(payload);
   });
 
-  it('frames a sandbox request with its five fields', () => {
-    const sandbox = { dir: '/sb', kernel: '', rootfs: '/r', netnsPath: '/var/run/netns/n', netnsName: 'n' };
-    const bytes = encodeRequest({ id: 'x', statusPath: '/s', logPath: '/l', sandbox, argv: [], env: {} });
-    expect(bytes.subarray(4).toString('utf8')).toBe('x\0/s\0/l\0sandbox\0/sb\0\0/r\0/var/run/netns/n\0n\x000\x000\0');
+  it('frames a sandbox request with its three fields, and each link as name, root, relative path, check', () => {
+    const sandbox = { dir: '/sb', netnsPath: '/var/run/netns/n', netnsName: 'n' };
+    const links = [{ name: 'rootfs.ext4', root: '/img', path: '/img/r', allowBlock: true }];
+    const bytes = encodeRequest({ id: 'x', statusPath: '/s', logPath: '/l', sandbox, links, argv: [], env: {} });
+    expect(bytes.subarray(4).toString('utf8')).toBe('x\0/s\0/l\0sandbox\0/sb\0/var/run/netns/n\0n\x001\0rootfs.ext4\0/img\0r\0file-or-block\x000\x000\0');
   });
 
   it('counts the length in bytes, not characters', () => {
     const bytes = encodeRequest({ id: 'é', statusPath: '€', logPath: '/l', argv: [], env: {} });
     expect(bytes.readUInt32LE(0)).toBe(bytes.length - 4);
-    expect(bytes.length - 4).toBe(Buffer.byteLength('é\0€\0/l\0exec\x000\x000\0'));
+    expect(bytes.length - 4).toBe(Buffer.byteLength('é\0€\0/l\0exec\x000\x000\x000\0'));
   });
 
   it.each([
@@ -190,11 +193,13 @@ describe('Spawner.spawn', () => {
   it('sends a sandbox request', async () => {
     const spawner = await start();
     const out = join(dir, 'fields-sandbox.json');
-    const sandbox = { dir: '/run/vmprocd/sandbox/s', kernel: '/k', rootfs: '/r', netnsPath: '/var/run/netns/s', netnsName: 's' };
-    await spawner.spawn(request('s', { FAKE_FIELDS: out, FAKE_ANSWER: 'spawned {id} 1 2 0 1 1' }, { sandbox }));
+    const sandbox = { dir: '/run/vmprocd/sandbox/s', netnsPath: '/var/run/netns/s', netnsName: 's' };
+    const links = [{ name: 'rootfs.ext4', root: '/srv/images', path: '/srv/images/a/r.ext4', allowBlock: false }];
+    await spawner.spawn(request('s', { FAKE_FIELDS: out, FAKE_ANSWER: 'spawned {id} 1 2 0 1 1' }, { sandbox, links }));
     const got = JSON.parse(await readFile(out, 'utf8'));
     expect(got.kind).toBe('sandbox');
-    expect(got.fields.slice(4, 9)).toEqual(['/run/vmprocd/sandbox/s', '/k', '/r', '/var/run/netns/s', 's']);
+    expect(got.fields.slice(4, 7)).toEqual(['/run/vmprocd/sandbox/s', '/var/run/netns/s', 's']);
+    expect(got.links).toEqual(['rootfs.ext4', '/srv/images', 'a/r.ext4', 'file']);
     expect(got.argv).toEqual(['/usr/bin/cloud-hypervisor', '--api-socket', 'path=/run/vmprocd/s.sock']);
   });
 

@@ -7,6 +7,7 @@ import { toGrpcStatus } from '../../src/rpc/status-mapping.js';
 const EXPECTED = {
   'invalid-argument': status.INVALID_ARGUMENT,
   'not-found': status.NOT_FOUND,
+  'permission-denied': status.PERMISSION_DENIED,
   'already-exists': status.ALREADY_EXISTS,
   'failed-precondition': status.FAILED_PRECONDITION,
   'deadline-exceeded': status.DEADLINE_EXCEEDED,

@@ -4,7 +4,7 @@
  * and SIGKILL), a clock the test advances, a VMM API the test answers, and a store that records
  * what it was told.
  */
-import type { ExitStatus, LaunchFiles, ProcessIdentity, ProcessExitEvent, RestoreSpec, StartFailure, StartSpec } from '../../../src/core/domain.js';
+import type { ExitStatus, LaunchFiles, ProcessIdentity, ProcessExitEvent, RestoreSpec, SocketFiles, StartFailure, StartSpec } from '../../../src/core/domain.js';
 import { ExitExchange } from '../../../src/core/exit-exchange.js';
 import type {
   Clock,
@@ -151,7 +151,7 @@ export class FakeProcessHost implements ProcessHost {
   holdLaunches = false;
   /** The next launch fails with this (nothing is spawned). */
   launchFailure: unknown;
-  /** checkLaunchable fails with this. */
+  /** prepareLaunch fails with this. */
   notLaunchable: unknown;
   /** Processes a previous daemon left: alive on the host, adoptable by identity. */
   readonly survivors = new Map<number, { identity: ProcessIdentity; process?: FakeProcess; behaviour: FakeBehaviour }>();
@@ -168,8 +168,9 @@ export class FakeProcessHost implements ProcessHost {
     this.#clock = clock;
   }
 
-  async checkLaunchable(): Promise<void> {
+  async prepareLaunch(spec: StartSpec): Promise<StartSpec> {
     if (this.notLaunchable) throw this.notLaunchable;
+    return spec;
   }
 
   async launch(spec: StartSpec, files: LaunchFiles): Promise<ProcessHandle> {
@@ -230,6 +231,7 @@ export class FakeProcessHost implements ProcessHost {
 
 export class FakeRunLayout implements RunLayout {
   readonly removedSockets: string[] = [];
+  readonly releasedSocketFiles: SocketFiles[] = [];
   readonly removedLogs: string[] = [];
   readonly removedLaunchFiles: string[] = [];
   orphanSweeps: Array<readonly LaunchFiles[]> = [];
@@ -250,10 +252,17 @@ export class FakeRunLayout implements RunLayout {
     this.removedLogs.push(logPath);
   }
 
-  async removeStaleSocket(): Promise<void> {}
+  async claimSocket(): Promise<SocketFiles> {
+    return {};
+  }
 
-  async removeSocket(socketPath: string): Promise<void> {
+  async socketFiles(socketPath: string, claimed: SocketFiles): Promise<SocketFiles> {
+    return { ...claimed, socket: `socket:${socketPath}` };
+  }
+
+  async releaseSocket(socketPath: string, known: SocketFiles): Promise<void> {
     this.removedSockets.push(socketPath);
+    this.releasedSocketFiles.push(known);
   }
 
   async removeLaunchFiles(files: LaunchFiles): Promise<void> {
@@ -342,8 +351,8 @@ export class RecordingStore implements StateStore {
     return this.#record('spawned', sandboxId, { identity, logOffset });
   }
 
-  ready(sandboxId: string, readyAt: Date, vmmVersion: string): Promise<void> {
-    return this.#record('ready', sandboxId, { readyAt, vmmVersion });
+  ready(sandboxId: string, readyAt: Date, vmmVersion: string, socketFiles: SocketFiles): Promise<void> {
+    return this.#record('ready', sandboxId, { readyAt, vmmVersion, socketFiles });
   }
 
   stopping(sandboxId: string, killAt: Date): Promise<void> {
