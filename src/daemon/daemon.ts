@@ -34,6 +34,12 @@ export interface RunningDaemon {
   readonly operations: DaemonOperations;
   /** Stops serving (streams end with UNAVAILABLE) and abandons unready starts; VMMs keep running. */
   stop(): Promise<void>;
+  /**
+   * Settles once the daemon has stopped, whoever stopped it: resolves after stop(), rejects with
+   * the reason when it stopped itself (it lost the state directory's lock) or could not stop
+   * cleanly. The process that runs it decides what to do then (src/daemon/main.ts exits non-zero).
+   */
+  readonly stopped: Promise<void>;
 }
 
 export function createLogger(config: Pick<DaemonConfig, 'logLevel'>): Logger & pino.Logger {
@@ -53,8 +59,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     for (const step of teardown.reverse()) await step().catch(() => undefined);
   };
   try {
-    const lock = await lockStateDir(config.stateDir);
+    const lock = await lockStateDir(config.stateDir, config.reaperBin);
     teardown.push(() => lock.release());
+    // Lost before serving: the start fails (below) with this instead of going on unlocked.
+    let lostBeforeServing: VmprocError | undefined;
+    lock.onLost((error) => {
+      lostBeforeServing ??= error;
+    });
     const { store, state } = await JournalStateStore.open({
       stateDir: config.stateDir,
       historyLimit: config.exitHistory,
@@ -106,6 +117,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     });
     teardown.push(() => server.shutdown(SHUTDOWN_GRACE_MS));
     await operations.serveMetrics(supervisor, exchange);
+    if (lostBeforeServing) throw lostBeforeServing;
     logger.info(
       {
         listen: server.addresses.map(formatListenAddress),
@@ -121,25 +133,40 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     );
 
     let stopping: Promise<void> | undefined;
-    return {
-      config,
-      server,
-      supervisor,
-      logger,
-      operations,
-      stop() {
-        stopping ??= (async () => {
-          logger.info({}, 'vmprocd shutting down; VMMs keep running');
-          // Streams end with UNAVAILABLE and unready starts are abandoned first, so that the
-          // server's grace period is spent only on calls that can still finish.
-          exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
-          operations.closeStreams();
-          await supervisor.shutdown();
-          await undo();
-        })();
-        return stopping;
-      },
+    let fatal: VmprocError | undefined;
+    let settleStopped!: { resolve: () => void; reject: (error: unknown) => void };
+    const stopped = new Promise<void>((resolve, reject) => {
+      settleStopped = { resolve, reject };
+    });
+    // Only for whoever asks: a test's in-process daemon need not listen.
+    stopped.catch(() => undefined);
+    const stop = (): Promise<void> => {
+      stopping ??= (async () => {
+        logger.info({}, 'vmprocd shutting down; VMMs keep running');
+        // Streams end with UNAVAILABLE and unready starts are abandoned first, so that the
+        // server's grace period is spent only on calls that can still finish.
+        exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
+        operations.closeStreams();
+        await supervisor.shutdown();
+        await undo();
+      })().then(
+        () => (fatal ? settleStopped.reject(fatal) : settleStopped.resolve()),
+        (error: unknown) => {
+          logger.error({ err: error }, 'unclean shutdown');
+          settleStopped.reject(error);
+          throw error;
+        },
+      );
+      return stopping;
     };
+    lock.onLost((error) => {
+      if (stopping) return; // a stop releases the lock itself
+      fatal = error;
+      // Another daemon may take the state directory now: stop before two supervise one set of VMMs.
+      logger.fatal({ err: error, stateDir: config.stateDir }, `${error.message}; stopping (VMMs keep running)`);
+      stop().catch(() => undefined);
+    });
+    return { config, server, supervisor, logger, operations, stop, stopped };
   } catch (error) {
     await undo();
     throw error;

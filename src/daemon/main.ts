@@ -30,15 +30,16 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, star
     process.exitCode = 1;
     return;
   }
+  // However it stops: by a signal below (exit 0), or by itself on a fatal error such as a lost
+  // state-dir lock, or uncleanly (exit 1, so that systemd and operators see a failure). The
+  // daemon has logged why.
+  daemon.stopped.then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
   const onSignal = (signal: NodeJS.Signals) => {
     logger.info({ signal }, 'signal received');
-    daemon.stop().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, 'unclean shutdown');
-        process.exit(1);
-      },
-    );
+    daemon.stop().catch(() => undefined); // reported through daemon.stopped
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
