@@ -82,8 +82,11 @@ export interface RunLayout {
   removeSocket(socketPath: string): Promise<void>;
   /** A launch's exit record, once the journal holds the exit. */
   removeLaunchFiles(files: LaunchFiles): Promise<void>;
-  /** Exit records of launches not in `live`: left by a previous daemon after it recorded the exit. */
-  removeOrphanLaunchFiles(live: readonly LaunchFiles[]): Promise<void>;
+  /**
+   * Exit records of launches not in `keep`: left by a previous daemon after it recorded the exit.
+   * Recovery keeps every launch it picked up again (live, or ended with an exit not yet journalled).
+   */
+  removeOrphanLaunchFiles(keep: readonly LaunchFiles[]): Promise<void>;
 }
 
 /** An append's two moments: in the file (survives a crash of this process), and on disk. */
