@@ -123,6 +123,12 @@ export interface PersistedState {
   readonly exits: readonly ProcessExitEvent[];
   /** The last exit sequence ever issued (numbering continues from here). */
   readonly lastSequence: number;
+  /**
+   * Set when lastSequence comes not from the journal but from an exit a previous daemon published
+   * without journalling it (a full state disk): that exit is found again through its reaper and
+   * published anew, with a new sequence.
+   */
+  readonly sequenceFloor?: number;
   /** Bytes of a torn final record dropped at load (a crash mid-write), 0 normally. */
   readonly droppedTailBytes: number;
   /** The host boot the last daemon ran in; undefined for a new store. */

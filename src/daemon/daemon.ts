@@ -1,10 +1,11 @@
 import { access, constants } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
 import { pino } from 'pino';
-import { VmprocError } from '../errors.js';
+import { isVmprocError, VmprocError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatListenAddress } from '../rpc/listen-address.js';
 import { type RpcServer, startRpcServer } from '../rpc/server.js';
+import { sequenceFloorPath } from '../host/run-layout.js';
 import { readBootId } from '../launch/proc-stat.js';
 import { lockStateDir } from '../store/state-lock.js';
 import { JournalStateStore } from '../store/state-store.js';
@@ -71,6 +72,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       historyLimit: config.exitHistory,
       exitedRecordLimit: config.exitHistory,
       sync: config.stateSync,
+      // In the run dir: another file system than the state dir in production (a tmpfs), so it
+      // can be written when the state disk is full.
+      sequenceFloorPath: sequenceFloorPath(config.runDir),
     });
     teardown.push(() => store.close());
     if (state.droppedTailBytes > 0) {
@@ -81,7 +85,18 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (rebooted && config.stateSync !== 'always') {
       logger.warn({ lastSequence: state.lastSequence, gap: SEQUENCE_GAP_AFTER_REBOOT }, 'the host rebooted since the last run: exit sequences jump ahead');
     }
-    await store.booted(bootId);
+    if (state.sequenceFloor !== undefined) {
+      logger.warn(
+        { sequenceFloor: state.sequenceFloor, floorFile: sequenceFloorPath(config.runDir) },
+        'the last daemon published exits it could not journal (state disk full): numbering goes on after them, and those exits are published again',
+      );
+    }
+    // Not recording this boot costs at most a needless jump of sequences at the next start; a
+    // daemon that will not start on a full state disk leaves every VMM unsupervised.
+    await store.booted(bootId).catch((error: unknown) => {
+      if (!isVmprocError(error, 'resource-exhausted')) throw error;
+      logger.error({ err: error }, `${error.message}; serving anyway`);
+    });
     const exchange = new ExitExchange({
       historyLimit: config.exitHistory,
       subscriberBufferLimit: config.watchBuffer,
