@@ -15,6 +15,10 @@
  *       one spawner and never forks itself per launch: forking a large Node process costs
  *       milliseconds and blocks its event loop; forking this one costs microseconds.
  *
+ *   vmprocd-reaper --lock FILE
+ *       Holds the daemon's lock on its state directory (see hold_lock): an OFD lock on FILE,
+ *       because Node cannot call fcntl.
+ *
  *   vmprocd-reaper STATUS_FILE PROGRAM [ARG...]
  *       Runs one reaper directly (for debugging; output goes to this process's stderr).
  *
@@ -671,10 +675,95 @@ static int serve(void) {
     }
 }
 
+/* ---- lock mode ------------------------------------------------------------------------------- */
+
+/*
+ * `--lock FILE`: takes a write lock on all of FILE, without waiting, and holds it until stdin ends.
+ *
+ * Why a process: the lock is an OFD lock (fcntl F_OFD_SETLK), which belongs to the open file, so
+ * it lives exactly as long as this process's descriptor: however the daemon dies, even by SIGKILL,
+ * its end of our stdin closes, read() returns 0 and we exit, releasing the lock. A file with mode
+ * 0600 in root's state directory, unlike the abstract socket this replaces, cannot be taken or
+ * flooded by another user (containerd CVE-2020-15257); a read lock by anyone who can open the file
+ * would block us, hence 0600 and root's.
+ *
+ * One line on stdout, written at once:
+ *   locked              the lock is ours until stdin reaches EOF; then exit 0
+ *   busy                another open file holds a lock on FILE (another daemon); exit 1
+ *   failed <reason>     FILE is a symlink or not a regular file, or a system call failed; exit 2
+ *
+ * It holds nothing but stdin, stdout and the lock file: stderr goes to /dev/null (failures are
+ * told on stdout), so it never keeps the daemon's log pipe or terminal open.
+ */
+static int hold_lock(const char *path) {
+    /* A Ctrl-C or hangup meant for the daemon's terminal, or a SIGTERM sent to its whole process
+     * group (timeout(1), kill -- -PGID): the daemon decides when to release, and a daemon that
+     * saw us die first would stop with "lock lost" instead of cleanly. Ignoring SIGTERM strands
+     * nothing: we end with the daemon whatever kills it (stdin EOF), and SIGKILL still works. A
+     * daemon gone before our answer must not end us with SIGPIPE either. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    close_fds_from(3);
+    redirect_to_devnull(STDERR_FILENO, O_WRONLY);
+
+    /* O_NOFOLLOW: a symlink planted at FILE would make us create or lock whatever it names.
+     * O_NONBLOCK: a FIFO planted there must not hang the open; fstat refuses it right after. */
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno == ELOOP) answer(STDOUT_FILENO, "failed %s is a symbolic link; refusing to follow it", path);
+        else answer(STDOUT_FILENO, "failed cannot open %s: %s", path, strerror(errno));
+        return 2;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        answer(STDOUT_FILENO, "failed cannot stat %s: %s", path, strerror(errno));
+        return 2;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        answer(STDOUT_FILENO, "failed %s is not a regular file", path);
+        return 2;
+    }
+    /* A file left by someone else, or with a looser mode, is made root's own and 0600 again. */
+    if ((st.st_uid != geteuid() || st.st_gid != getegid()) && fchown(fd, geteuid(), getegid()) < 0) {
+        answer(STDOUT_FILENO, "failed cannot chown %s: %s", path, strerror(errno));
+        return 2;
+    }
+    if ((st.st_mode & 07777) != 0600 && fchmod(fd, 0600) < 0) {
+        answer(STDOUT_FILENO, "failed cannot chmod %s: %s", path, strerror(errno));
+        return 2;
+    }
+
+    struct flock lock;
+    memset(&lock, 0, sizeof lock);
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET; /* l_start = l_len = 0: the whole file, however long */
+    if (fcntl(fd, F_OFD_SETLK, &lock) < 0) {
+        if (errno == EAGAIN || errno == EACCES) {
+            answer(STDOUT_FILENO, "busy");
+            return 1;
+        }
+        answer(STDOUT_FILENO, "failed cannot lock %s: %s", path, strerror(errno));
+        return 2;
+    }
+    answer(STDOUT_FILENO, "locked");
+
+    char buf[64];
+    for (;;) {
+        ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+        if (n == 0) break;
+        if (n < 0 && errno != EINTR) break; /* no daemon to read from either */
+    }
+    /* Exiting closes fd, which releases the lock. */
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--spawner") == 0) return serve();
+    if (argc == 3 && strcmp(argv[1], "--lock") == 0) return hold_lock(argv[2]);
     if (argc < 3) {
-        dprintf(STDERR_FILENO, "usage: vmprocd-reaper --spawner\n       vmprocd-reaper STATUS_FILE PROGRAM [ARG...]\n");
+        dprintf(STDERR_FILENO, "usage: vmprocd-reaper --spawner\n       vmprocd-reaper --lock FILE\n       vmprocd-reaper STATUS_FILE PROGRAM [ARG...]\n");
         return 2;
     }
     unlink(argv[1]);

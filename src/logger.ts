@@ -7,6 +7,8 @@ export interface Logger {
   info(fields: object, message: string): void;
   warn(fields: object, message: string): void;
   error(fields: object, message: string): void;
+  /** An error the daemon stops for (it logs it, then stops itself). */
+  fatal(fields: object, message: string): void;
 }
 
 export const silentLogger: Logger = {
@@ -14,4 +16,5 @@ export const silentLogger: Logger = {
   info() {},
   warn() {},
   error() {},
+  fatal() {},
 };

@@ -90,8 +90,11 @@ export interface RunLayout {
   releaseSocket(socketPath: string, known: SocketFiles): Promise<void>;
   /** A launch's exit record, once the journal holds the exit. */
   removeLaunchFiles(files: LaunchFiles): Promise<void>;
-  /** Exit records of launches not in `live`: left by a previous daemon after it recorded the exit. */
-  removeOrphanLaunchFiles(live: readonly LaunchFiles[]): Promise<void>;
+  /**
+   * Exit records of launches not in `keep`: left by a previous daemon after it recorded the exit.
+   * Recovery keeps every launch it picked up again (live, or ended with an exit not yet journalled).
+   */
+  removeOrphanLaunchFiles(keep: readonly LaunchFiles[]): Promise<void>;
 }
 
 /** An append's two moments: in the file (survives a crash of this process), and on disk. */
@@ -130,6 +133,12 @@ export interface PersistedState {
   readonly exits: readonly ProcessExitEvent[];
   /** The last exit sequence ever issued (numbering continues from here). */
   readonly lastSequence: number;
+  /**
+   * Set when lastSequence comes not from the journal but from an exit a previous daemon published
+   * without journalling it (a full state disk): that exit is found again through its reaper and
+   * published anew, with a new sequence.
+   */
+  readonly sequenceFloor?: number;
   /** Bytes of a torn final record dropped at load (a crash mid-write), 0 normally. */
   readonly droppedTailBytes: number;
   /** The host boot the last daemon ran in; undefined for a new store. */

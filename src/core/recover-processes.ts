@@ -1,6 +1,5 @@
 import type { SupervisorContext } from './context.js';
-import { type ExitStatus, type ProcessIdentity, UNKNOWN_START_TIME } from './domain.js';
-import { isLive } from './lifecycle.js';
+import { type ExitStatus, type LaunchFiles, type ProcessIdentity, UNKNOWN_START_TIME } from './domain.js';
 import type { PersistedProcess, PersistedState, ProcessHandle } from './ports.js';
 import { supervise } from './record-exit.js';
 import { awaitReady } from './start-process.js';
@@ -18,6 +17,10 @@ import { SupervisedProcess } from './supervised-process.js';
 export async function recoverProcesses(context: SupervisorContext, state: PersistedState): Promise<void> {
   const exited: SupervisedProcess[] = [];
   const resumed: Array<Promise<void>> = [];
+  // The files of every launch picked up again, ended meanwhile or not: an exit found now removes
+  // its own once the journal has it (record-exit), and one the journal could not take (a full
+  // state disk) must keep its reaper's record for the next daemon.
+  const kept: LaunchFiles[] = [];
   for (const persisted of state.processes.values()) {
     const record = new SupervisedProcess(persisted.spec, { logPath: persisted.logPath, statusPath: persisted.statusPath }, persisted.startedAt);
     context.table.restore(record, !persisted.exit);
@@ -27,23 +30,29 @@ export async function recoverProcesses(context: SupervisorContext, state: Persis
       continue;
     }
     resumed.push(
-      readopt(context, record, persisted).catch((error: unknown) =>
-        context.logger.error({ sandboxId: record.sandboxId, err: error }, 'cannot re-adopt vmm')),
+      readopt(context, record, persisted).then(
+        (outcome) => {
+          if (outcome !== 'dropped') kept.push(record.files);
+        },
+        (error: unknown) => {
+          kept.push(record.files);
+          context.logger.error({ sandboxId: record.sandboxId, err: error }, 'cannot re-adopt vmm');
+        },
+      ),
     );
   }
   // Retention forgets the oldest exits first, so they go in in the order they exited.
   exited.sort((a, b) => a.exit!.sequence - b.exit!.sequence);
   for (const record of exited) context.retention.retain(record.sandboxId);
   await Promise.all(resumed);
-  const live = [...context.table.records()].filter((r) => isLive(r.phase)).map((r) => r.files);
-  await context.layout.removeOrphanLaunchFiles(live);
+  await context.layout.removeOrphanLaunchFiles(kept);
 }
 
 /**
  * Picks one live record up again. Resolves once it is either supervised again or, when it ended
- * while nobody watched, once its exit is published.
+ * while nobody watched, once its exit is published; with 'dropped' when it never had a process.
  */
-async function readopt(context: SupervisorContext, record: SupervisedProcess, persisted: PersistedProcess): Promise<void> {
+async function readopt(context: SupervisorContext, record: SupervisedProcess, persisted: PersistedProcess): Promise<'dropped' | undefined> {
   const { sandboxId, files } = record;
   const { host, store } = context;
   // Where it was in its lifecycle first: an exit found now is classified by it.
@@ -54,9 +63,10 @@ async function readopt(context: SupervisorContext, record: SupervisedProcess, pe
     signalsSent: persisted.signalsSent,
     ...(persisted.socketFiles ? { socketFiles: persisted.socketFiles } : {}),
   });
-  const settle = async (pid: number, status: ExitStatus | undefined, lostBecause?: string) => {
+  const settle = async (pid: number, status: ExitStatus | undefined, lostBecause?: string): Promise<undefined> => {
     supervise(context, record, endedProcess(pid, persisted.logOffset ?? 0, status), lostBecause);
     await record.exited;
+    return undefined;
   };
   let identity: ProcessIdentity | undefined = persisted.identity;
   if (persisted.bootId !== context.bootId) {
@@ -68,7 +78,9 @@ async function readopt(context: SupervisorContext, record: SupervisedProcess, pe
     const found = await host.findLaunch(files);
     if (found?.vmm) {
       identity = { pid: found.vmm.pid, startTime: found.vmm.startTime, reaperPid: found.reaper.pid, reaperStartTime: found.reaper.startTime };
-      await store.spawned(sandboxId, identity, 0);
+      // Supervised whether or not this is recorded (a full state disk): the next daemon finds it again.
+      await store.spawned(sandboxId, identity, 0).catch((error: unknown) =>
+        context.logger.error({ sandboxId, err: error }, 'cannot record the re-found process; supervising it anyway'));
     } else {
       const status = await host.recordedExit(files);
       if (status) return settle(status.pid, status);
@@ -76,7 +88,7 @@ async function readopt(context: SupervisorContext, record: SupervisedProcess, pe
       context.table.forget(record);
       await store.abandoned(sandboxId);
       context.logger.warn({ sandboxId }, 'dropped a launch that never produced a process');
-      return;
+      return 'dropped';
     }
   }
   // Ended while nobody watched: its reaper recorded how, or (reaper gone too) nobody knows.

@@ -30,7 +30,10 @@ export async function terminate(context: SupervisorContext, record: SupervisedPr
   const handle = await record.spawned;
   if (!handle) throw new VmprocError('not-found', `sandbox ${record.sandboxId} never got a process: its launch failed`);
   const { pid } = handle.identity;
-  await context.store.stopping(record.sandboxId, killAt);
+  // A stop must not wait for the state disk: stopping VMMs may be how an operator frees it. Not
+  // recorded, only a stop interrupted by a daemon crash suffers: it is not resumed after a restart.
+  await context.store.stopping(record.sandboxId, killAt).catch((error: unknown) =>
+    context.logger.error({ sandboxId: record.sandboxId, err: error }, 'cannot record the stop; stopping anyway'));
   const graceMs = killAt.getTime() - context.clock.now().getTime();
   if (graceMs > 0) {
     await handle.signal('SIGTERM');

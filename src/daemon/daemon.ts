@@ -1,10 +1,11 @@
 import { access, constants, mkdir } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
 import { pino } from 'pino';
-import { VmprocError } from '../errors.js';
+import { isVmprocError, VmprocError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatListenAddress } from '../rpc/listen-address.js';
 import { type RpcServer, startRpcServer } from '../rpc/server.js';
+import { sequenceFloorPath } from '../host/run-layout.js';
 import { readBootId } from '../launch/proc-stat.js';
 import { lockStateDir } from '../store/state-lock.js';
 import { JournalStateStore } from '../store/state-store.js';
@@ -36,6 +37,12 @@ export interface RunningDaemon {
   readonly operations: DaemonOperations;
   /** Stops serving (streams end with UNAVAILABLE) and abandons unready starts; VMMs keep running. */
   stop(): Promise<void>;
+  /**
+   * Settles once the daemon has stopped, whoever stopped it: resolves after stop(), rejects with
+   * the reason when it stopped itself (it lost the state directory's lock) or could not stop
+   * cleanly. The process that runs it decides what to do then (src/daemon/main.ts exits non-zero).
+   */
+  readonly stopped: Promise<void>;
 }
 
 export function createLogger(config: Pick<DaemonConfig, 'logLevel'>): Logger & pino.Logger {
@@ -55,13 +62,21 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     for (const step of teardown.reverse()) await step().catch(() => undefined);
   };
   try {
-    const lock = await lockStateDir(config.stateDir);
+    const lock = await lockStateDir(config.stateDir, config.reaperBin);
     teardown.push(() => lock.release());
+    // Lost before serving: the start fails (below) with this instead of going on unlocked.
+    let lostBeforeServing: VmprocError | undefined;
+    lock.onLost((error) => {
+      lostBeforeServing ??= error;
+    });
     const { store, state } = await JournalStateStore.open({
       stateDir: config.stateDir,
       historyLimit: config.exitHistory,
       exitedRecordLimit: config.exitHistory,
       sync: config.stateSync,
+      // In the run dir: another file system than the state dir in production (a tmpfs), so it
+      // can be written when the state disk is full.
+      sequenceFloorPath: sequenceFloorPath(config.runDir),
     });
     teardown.push(() => store.close());
     if (state.droppedTailBytes > 0) {
@@ -72,7 +87,18 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (rebooted && config.stateSync !== 'always') {
       logger.warn({ lastSequence: state.lastSequence, gap: SEQUENCE_GAP_AFTER_REBOOT }, 'the host rebooted since the last run: exit sequences jump ahead');
     }
-    await store.booted(bootId);
+    if (state.sequenceFloor !== undefined) {
+      logger.warn(
+        { sequenceFloor: state.sequenceFloor, floorFile: sequenceFloorPath(config.runDir) },
+        'the last daemon published exits it could not journal (state disk full): numbering goes on after them, and those exits are published again',
+      );
+    }
+    // Not recording this boot costs at most a needless jump of sequences at the next start; a
+    // daemon that will not start on a full state disk leaves every VMM unsupervised.
+    await store.booted(bootId).catch((error: unknown) => {
+      if (!isVmprocError(error, 'resource-exhausted')) throw error;
+      logger.error({ err: error }, `${error.message}; serving anyway`);
+    });
     const exchange = new ExitExchange({
       historyLimit: config.exitHistory,
       subscriberBufferLimit: config.watchBuffer,
@@ -110,6 +136,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     });
     teardown.push(() => server.shutdown(SHUTDOWN_GRACE_MS));
     await operations.serveMetrics(supervisor, exchange);
+    if (lostBeforeServing) throw lostBeforeServing;
     logger.info(
       {
         listen: server.addresses.map(formatListenAddress),
@@ -125,25 +152,40 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     );
 
     let stopping: Promise<void> | undefined;
-    return {
-      config,
-      server,
-      supervisor,
-      logger,
-      operations,
-      stop() {
-        stopping ??= (async () => {
-          logger.info({}, 'vmprocd shutting down; VMMs keep running');
-          // Streams end with UNAVAILABLE and unready starts are abandoned first, so that the
-          // server's grace period is spent only on calls that can still finish.
-          exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
-          operations.closeStreams();
-          await supervisor.shutdown();
-          await undo();
-        })();
-        return stopping;
-      },
+    let fatal: VmprocError | undefined;
+    let settleStopped!: { resolve: () => void; reject: (error: unknown) => void };
+    const stopped = new Promise<void>((resolve, reject) => {
+      settleStopped = { resolve, reject };
+    });
+    // Only for whoever asks: a test's in-process daemon need not listen.
+    stopped.catch(() => undefined);
+    const stop = (): Promise<void> => {
+      stopping ??= (async () => {
+        logger.info({}, 'vmprocd shutting down; VMMs keep running');
+        // Streams end with UNAVAILABLE and unready starts are abandoned first, so that the
+        // server's grace period is spent only on calls that can still finish.
+        exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
+        operations.closeStreams();
+        await supervisor.shutdown();
+        await undo();
+      })().then(
+        () => (fatal ? settleStopped.reject(fatal) : settleStopped.resolve()),
+        (error: unknown) => {
+          logger.error({ err: error }, 'unclean shutdown');
+          settleStopped.reject(error);
+          throw error;
+        },
+      );
+      return stopping;
     };
+    lock.onLost((error) => {
+      if (stopping) return; // a stop releases the lock itself
+      fatal = error;
+      // Another daemon may take the state directory now: stop before two supervise one set of VMMs.
+      logger.fatal({ err: error, stateDir: config.stateDir }, `${error.message}; stopping (VMMs keep running)`);
+      stop().catch(() => undefined);
+    });
+    return { config, server, supervisor, logger, operations, stop, stopped };
   } catch (error) {
     await undo();
     throw error;

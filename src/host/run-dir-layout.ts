@@ -49,9 +49,9 @@ export class RunDirLayout implements RunLayout {
     await Promise.all([removeFile(files.statusPath), removeFile(`${files.statusPath}.pids`)]);
   }
 
-  async removeOrphanLaunchFiles(live: readonly LaunchFiles[]): Promise<void> {
+  async removeOrphanLaunchFiles(kept: readonly LaunchFiles[]): Promise<void> {
     const dir = exitsDir(this.runDir);
-    const keep = new Set(live.map((files) => posix.basename(files.statusPath)));
+    const keep = new Set(kept.map((files) => posix.basename(files.statusPath)));
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       // <id>.status, <id>.status.pids, <id>.status.tmp all belong to <id>.status.
       if (!keep.has(name.replace(/\.status(\..*)?$/, '.status'))) await removeFile(posix.join(dir, name));

@@ -8,6 +8,8 @@ import type { LaunchFiles } from '../core/domain.js';
  *   <run-dir>/logs/<sandbox_id>.log             the sandbox's VMM log (every run appends)
  *   <run-dir>/exits/<sandbox_id>.<launch>.status   a launch's exit record, written by its reaper,
  *                                               with `.pids` and `.tmp` siblings
+ *   <run-dir>/exit-sequence-floor               the last exit sequence published but not journalled
+ *                                               (src/store/sequence-floor.ts), while there is one
  */
 export function logsDir(runDir: string): string {
   return posix.join(runDir, 'logs');
@@ -15,6 +17,11 @@ export function logsDir(runDir: string): string {
 
 export function exitsDir(runDir: string): string {
   return posix.join(runDir, 'exits');
+}
+
+/** Outside exits/, whose files are swept as orphans at start-up: this one must outlive a restart. */
+export function sequenceFloorPath(runDir: string): string {
+  return posix.join(runDir, 'exit-sequence-floor');
 }
 
 export function defaultSocketPath(runDir: string, sandboxId: string): string {

@@ -17,6 +17,12 @@ import { VmprocError } from '../errors.js';
  * Appends are group-committed: all records queued while a write is in flight go out in the next
  * single write (followed by one fdatasync if any of them asked for it), and callers resolve in
  * append order.
+ *
+ * A batch is in the file whole or not at all: short writes are continued, and a write that fails
+ * (a full disk) is undone by truncating the file back to where the batch began, so a failure never
+ * leaves a torn record for later appends to bury (a complete line failing its checksum is
+ * corruption, which stops the next start). The end of the file is tracked, not asked for: the
+ * file is the daemon's alone while it runs (the state-dir lock).
  */
 export interface JournalOptions {
   /** fdatasync every group of appends, whatever each asks (survives a host crash, not only a daemon crash). */
@@ -52,6 +58,10 @@ export class Journal {
   readonly path: string;
   readonly #options: JournalOptions;
   #handle: FileHandle;
+  /** Where the last whole batch ends: a failed write is truncated back to it. */
+  #size: number;
+  /** A failed write could not be truncated away: do it before the next write. */
+  #tornTail = false;
   #queue: PendingAppend[] = [];
   /** The drain in progress, if any. */
   #draining: Promise<void> | undefined;
@@ -63,10 +73,11 @@ export class Journal {
   #syncing: Promise<void> | undefined;
   readonly #awaitingSync: Settle[] = [];
 
-  private constructor(path: string, options: JournalOptions, handle: FileHandle, recordCount: number) {
+  private constructor(path: string, options: JournalOptions, handle: FileHandle, size: number, recordCount: number) {
     this.path = path;
     this.#options = options;
     this.#handle = handle;
+    this.#size = size;
     this.#recordCount = recordCount;
   }
 
@@ -79,7 +90,8 @@ export class Journal {
     if (loaded.droppedTailBytes > 0) await truncate(path, (await stat(path)).size - loaded.droppedTailBytes);
     await rm(`${path}.compact`, { force: true });
     const handle = await open(path, 'a', 0o600);
-    return { journal: new Journal(path, options, handle, loaded.records.length), loaded };
+    const { size } = await handle.stat();
+    return { journal: new Journal(path, options, handle, size, loaded.records.length), loaded };
   }
 
   /** Records in the file now (appended or compacted), to decide when to compact. */
@@ -141,17 +153,25 @@ export class Journal {
       await this.#idle();
       await this.#syncing;
       const tmp = `${this.path}.compact`;
-      const out = await open(tmp, 'w', 0o600);
       try {
-        await out.writeFile(records.map(encodeRecord).join(''));
-        await out.sync();
-      } finally {
-        await out.close();
+        const out = await open(tmp, 'w', 0o600);
+        try {
+          await out.writeFile(records.map(encodeRecord).join(''));
+          await out.sync();
+        } finally {
+          await out.close();
+        }
+        await rename(tmp, this.path);
+      } catch (error) {
+        // Most likely a full disk: the half-written copy must not hold on to the space.
+        await rm(tmp, { force: true }).catch(() => undefined);
+        throw error;
       }
-      await rename(tmp, this.path);
       await syncDirectory(dirname(this.path));
       await this.#handle.close();
       this.#handle = await open(this.path, 'a', 0o600);
+      this.#size = (await this.#handle.stat()).size;
+      this.#tornTail = false;
       this.#recordCount = records.length + this.#queue.length;
       for (const pending of included) {
         pending.written.resolve();
@@ -195,7 +215,7 @@ export class Journal {
       const batch = this.#queue;
       this.#queue = [];
       try {
-        await this.#handle.write(batch.map((p) => p.line).join(''));
+        await this.#writeWhole(Buffer.from(batch.map((p) => p.line).join('')));
       } catch (error) {
         const failure = this.#failure('write to', error);
         for (const pending of batch) {
@@ -208,6 +228,34 @@ export class Journal {
       const toSync = batch.filter((p) => p.sync).map((p) => p.durable);
       if (toSync.length > 0) this.#sync(toSync);
     }
+  }
+
+  /**
+   * Appends all of `bytes`, or leaves the file as it was: a write may be short (continued), and
+   * one that fails after part of the batch is in is undone by truncating back to the batch's start.
+   * A truncation that fails is retried before the next write, which must not follow a torn tail.
+   */
+  async #writeWhole(bytes: Buffer): Promise<void> {
+    if (this.#tornTail) {
+      await this.#handle.truncate(this.#size);
+      this.#tornTail = false;
+    }
+    let written = 0;
+    try {
+      while (written < bytes.length) {
+        const { bytesWritten } = await this.#handle.write(bytes, written, bytes.length - written);
+        if (bytesWritten <= 0) throw Object.assign(new Error('the write made no progress'), { code: 'EIO' });
+        written += bytesWritten;
+      }
+    } catch (error) {
+      try {
+        await this.#handle.truncate(this.#size);
+      } catch {
+        this.#tornTail = true;
+      }
+      throw error;
+    }
+    this.#size += bytes.length;
   }
 
   /** fdatasync for records already written; one sync at a time, later ones join the next. */
@@ -231,6 +279,16 @@ export class Journal {
   }
 
   #failure(what: string, error: unknown): VmprocError {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') {
+      const [full, fix] = code === 'ENOSPC' ? ['the state disk is full', 'Free space'] : ['the state disk quota is used up', 'Free space, or raise the quota,'];
+      return new VmprocError(
+        'resource-exhausted',
+        `${full}: cannot ${what} the state journal ${this.path} (${code}). ${fix} on the file system ` +
+          `that holds ${dirname(this.path)}; until then no VMM can be started, and exits are published but not recorded`,
+        { cause: error },
+      );
+    }
     return new VmprocError('internal', `cannot ${what} the state journal ${this.path}: ${(error as Error).message}`, { cause: error });
   }
 }

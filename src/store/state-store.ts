@@ -2,7 +2,9 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ProcessExitEvent, ProcessIdentity, SocketFiles, StartSpec } from '../core/domain.js';
 import type { PersistedProcess, PersistedState, Recorded, StateStore } from '../core/ports.js';
+import { VmprocError } from '../errors.js';
 import { Journal } from './journal.js';
+import { SequenceFloor } from './sequence-floor.js';
 
 export type { PersistedProcess, PersistedState, StateStore };
 
@@ -57,6 +59,11 @@ export interface JournalStoreOptions {
   /** Exited processes kept for Get/Wait; older ones are pruned at compaction. */
   readonly exitedRecordLimit: number;
   readonly sync: SyncMode;
+  /**
+   * Where to keep the sequence of an exit published but not journalled (see SequenceFloor): a file
+   * on another file system than the state dir, which may be the one that is full. None: not kept.
+   */
+  readonly sequenceFloorPath?: string;
 }
 
 /**
@@ -68,23 +75,31 @@ export class JournalStateStore implements StateStore {
   readonly #options: JournalStoreOptions;
   readonly #processes: Map<string, PersistedProcess>;
   readonly #exits: ProcessExitEvent[];
+  readonly #floor: SequenceFloor | undefined;
   #lastBootId: string | undefined;
   #compacting: Promise<void> | undefined;
 
-  private constructor(journal: Journal, options: JournalStoreOptions, state: PersistedState) {
+  private constructor(journal: Journal, options: JournalStoreOptions, state: PersistedState, floor: SequenceFloor | undefined) {
     this.#journal = journal;
     this.#options = options;
+    this.#floor = floor;
     this.#processes = new Map(state.processes);
     this.#exits = [...state.exits];
     this.#lastBootId = state.lastBootId;
   }
 
-  /** Opens (or creates) the store and returns what it held. */
+  /**
+   * Opens (or creates) the store and returns what it held. Its lastSequence is past any exit a
+   * previous daemon published without journalling it (the sequence floor).
+   */
   static async open(options: JournalStoreOptions): Promise<{ store: JournalStateStore; state: PersistedState }> {
     await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
+    const floor = options.sequenceFloorPath !== undefined ? await SequenceFloor.open(options.sequenceFloorPath) : undefined;
     const { journal, loaded } = await Journal.open(join(options.stateDir, 'state.journal'), { syncAll: options.sync === 'always' });
-    const state = foldRecords(loaded.records as JournalRecord[], options, loaded.droppedTailBytes);
-    const store = new JournalStateStore(journal, options, state);
+    const folded = foldRecords(loaded.records as JournalRecord[], options, loaded.droppedTailBytes);
+    const above = floor?.value !== undefined && floor.value > folded.lastSequence ? floor.value : undefined;
+    const state: PersistedState = above !== undefined ? { ...folded, lastSequence: above, sequenceFloor: above } : folded;
+    const store = new JournalStateStore(journal, options, state, floor);
     return { store, state };
   }
 
@@ -123,8 +138,35 @@ export class JournalStateStore implements StateStore {
     return this.#append({ k: 'startFailure', id, reason: failure.reason, message: failure.message });
   }
 
-  exited(event: ProcessExitEvent): Promise<void> {
-    return this.#append({ k: 'exit', event: exitToJson(event) });
+  /**
+   * Journals an exit. When that fails, its sequence is kept as the floor before this rejects (the
+   * caller publishes the exit anyway, so a restart must number after it); once one is journalled,
+   * the floor goes.
+   */
+  async exited(event: ProcessExitEvent): Promise<void> {
+    try {
+      await this.#append({ k: 'exit', event: exitToJson(event) });
+    } catch (error) {
+      throw await this.#keepFloor(event.sequence, error);
+    }
+    this.#floor?.journalled(event.sequence).catch(() => undefined); // a stale floor only holds numbering back
+  }
+
+  /** The journal's error, once the floor holds `sequence`; telling too when the floor failed as well. */
+  async #keepFloor(sequence: number, journalError: unknown): Promise<unknown> {
+    if (!this.#floor) return journalError;
+    try {
+      await this.#floor.raise(sequence);
+      return journalError;
+    } catch (floorError) {
+      const code = journalError instanceof VmprocError ? journalError.code : 'internal';
+      return new VmprocError(
+        code,
+        `${(journalError as Error).message}; nor could exit sequence ${sequence} be kept in ${this.#floor.path} ` +
+          `(${(floorError as Error).message}): after a restart, new exits may reuse sequences watchers have seen`,
+        { cause: journalError },
+      );
+    }
   }
 
   abandoned(id: string): Promise<void> {
@@ -134,6 +176,7 @@ export class JournalStateStore implements StateStore {
   async close(): Promise<void> {
     await this.#compacting;
     await this.#journal.close();
+    await this.#floor?.settled();
   }
 
   async #append(record: JournalRecord, sync = false): Promise<void> {

@@ -5,7 +5,8 @@
  *
  * afterAll brings every state directory the suite used back under a daemon (starting one if the
  * last was killed), stops every live VMM through it, stops it, and then FAILS the suite if any
- * process still mentions the fixture root (killing them anyway so nothing leaks).
+ * process still mentions the fixture root (killing them anyway so nothing leaks), or if a step
+ * given to onTeardown fails.
  */
 import { afterAll, beforeAll, expect } from '@jest/globals';
 import { existsSync, readdirSync } from 'node:fs';
@@ -56,6 +57,11 @@ export interface RecoverySuite {
   launchDaemon(options?: DaemonProcessOptions): DaemonProcess;
   /** A process the test started that afterAll must kill (e.g. a PID-reuse stranger). */
   adopt(pid: number): void;
+  /**
+   * A step for afterAll once every daemon is stopped and the leak check is done, before the
+   * fixture is removed, run whatever happened before (e.g. unmounting a file system in it).
+   */
+  onTeardown(step: () => Promise<void>): void;
   /** Boot-mode StartProcess request with a rootfs carrying `knobs`. */
   bootRequest(sandboxId: string, knobs?: StandinKnobs, extra?: Partial<StartInit>): Promise<StartInit>;
   socketOf(sandboxId: string): string;
@@ -65,6 +71,7 @@ export interface RecoverySuite {
 export function useRecoverySuite(): RecoverySuite {
   const daemons: Array<{ daemon: DaemonProcess; options: DaemonProcessOptions }> = [];
   const strangers = new Set<number>();
+  const teardownSteps: Array<() => Promise<void>> = [];
   const suite = {
     daemons,
     get stateDir() {
@@ -82,6 +89,9 @@ export function useRecoverySuite(): RecoverySuite {
     },
     adopt(pid: number) {
       strangers.add(pid);
+    },
+    onTeardown(step: () => Promise<void>) {
+      teardownSteps.push(step);
     },
     async bootRequest(sandboxId: string, knobs: StandinKnobs = {}, extra: Partial<StartInit> = {}): Promise<StartInit> {
       return {
@@ -131,6 +141,9 @@ export function useRecoverySuite(): RecoverySuite {
         leftovers = await collectLeftovers(suite.fixture.root);
       }
     } finally {
+      for (const step of teardownSteps.reverse()) {
+        await step().catch((error: unknown) => problems.push(`teardown step failed: ${String(error)}`));
+      }
       await suite.netns?.remove();
       await suite.fixture?.remove();
     }

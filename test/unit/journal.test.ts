@@ -481,20 +481,160 @@ describe('Journal.close', () => {
 });
 
 describe('Journal write failures', () => {
-  it('rejects both moments of a failed write with internal, and goes on with later appends', async () => {
+  type Write = (this: unknown, buffer: Buffer, offset: number, length: number) => Promise<{ bytesWritten: number }>;
+  const errno = (code: string) => Object.assign(new Error(`${code}: simulated`), { code });
+
+  /**
+   * Spies on FileHandle.write: `step(call, write)` decides each call; write(n) really writes the
+   * first n bytes asked for (a short write), or all of them.
+   */
+  async function spyWrites(step: (call: number, write: (most?: number) => Promise<{ bytesWritten: number }>) => Promise<{ bytesWritten: number }>) {
+    const proto = (await fileHandlePrototype()) as unknown as { write: Write };
+    const realWrite = proto.write;
+    let calls = 0;
+    return jest.spyOn(proto, 'write').mockImplementation(function (this: unknown, buffer: Buffer, offset: number, length: number) {
+      return step(++calls, (most = length) => realWrite.call(this, buffer, offset, Math.min(length, most)));
+    } as Write);
+  }
+
+  async function spyTruncates(failures: number) {
+    const proto = (await fileHandlePrototype()) as unknown as { truncate: (len?: number) => Promise<void> };
+    let left = failures;
+    const realTruncate = proto.truncate;
+    return jest.spyOn(proto, 'truncate').mockImplementation(function (this: unknown, len?: number) {
+      if (left-- > 0) return Promise.reject(errno('EIO'));
+      return realTruncate.call(this, len);
+    });
+  }
+
+  it('continues short writes until the whole batch is in the file', async () => {
     const { journal } = await openJournal();
-    const proto = await fileHandlePrototype();
-    const write = jest.spyOn(proto, 'write').mockImplementationOnce(() => Promise.reject(Object.assign(new Error('ENOSPC: no space left'), { code: 'ENOSPC' })));
+    // Seven bytes at most per write: every record takes several.
+    const spy = await spyWrites((_call, write) => write(7));
     try {
-      const failed = journal.appendStaged({ k: 'lost' }, { sync: true });
-      expectVmprocError(await rejectionOf(failed.written), 'internal', 'cannot write to the state journal', path, 'ENOSPC');
-      const error = expectVmprocError(await rejectionOf(failed.durable), 'internal');
-      expect((error.cause as Error).message).toContain('ENOSPC');
+      await Promise.all(records(5).map((r) => journal.append(r)));
+      expect(spy.mock.calls.length).toBeGreaterThan(10);
     } finally {
-      write.mockRestore();
+      spy.mockRestore();
+    }
+    await journal.append({ k: 'after' });
+    expect((await readJournal(path)).records).toEqual([...records(5), { k: 'after' }]);
+  });
+
+  it('a write failing mid-batch leaves the file exactly as before the batch, rejects all of it, and the next append works', async () => {
+    const { journal } = await openJournal();
+    await Promise.all(records(3).map((r) => journal.append(r)));
+    const [first, ...batch] = records(3, 10);
+    // The first append goes out alone (the drain starts at once); the two queued behind it form
+    // the next batch, of which one record and a bit go in before the write fails.
+    let calls = 0;
+    const spy = await spyWrites((call, write) => {
+      calls = call;
+      return call === 1 ? write() : call === 2 ? write(encodeRecord(batch[0]).length + 5) : Promise.reject(errno('EIO'));
+    });
+    let results: unknown[];
+    try {
+      const appended = [first, ...batch].map((r) => journal.appendStaged(r, { sync: true }));
+      await appended[0]!.durable;
+      results = await Promise.all(appended.slice(1).flatMap((a) => [rejectionOf(a.written), rejectionOf(a.durable)]));
+    } finally {
+      spy.mockRestore();
+    }
+    expect(calls).toBe(3);
+    for (const failure of results) expectVmprocError(failure, 'internal', 'cannot write to the state journal', path, 'EIO');
+    expect((await readJournal(path)).records).toEqual([...records(3), first]);
+    expect(await readFile(path, 'utf8')).toBe([...records(3), first].map(encodeRecord).join(''));
+    await journal.append({ k: 'next' });
+    expect((await readJournal(path)).records).toEqual([...records(3), first, { k: 'next' }]);
+  });
+
+  it('ENOSPC rejects with resource-exhausted naming the journal, the full disk and the fix; EDQUOT too; both undone', async () => {
+    const { journal } = await openJournal();
+    await journal.append({ k: 'kept' });
+    const before = await readFile(path);
+    for (const code of ['ENOSPC', 'EDQUOT']) {
+      const spy = await spyWrites((call, write) => (call === 1 ? write(3) : Promise.reject(errno(code))));
+      let failure: unknown;
+      try {
+        failure = await rejectionOf(journal.append({ k: 'lost', code }));
+      } finally {
+        spy.mockRestore();
+      }
+      const error = expectVmprocError(failure, 'resource-exhausted', `cannot write to the state journal ${path} (${code})`, `on the file system that holds ${dir}`);
+      expect(error.message).toContain(code === 'ENOSPC' ? 'the state disk is full' : 'the state disk quota is used up');
+      expect((error.cause as NodeJS.ErrnoException).code).toBe(code);
+      expect(await readFile(path)).toEqual(before);
+    }
+    await journal.append({ k: 'next' });
+    expect((await readJournal(path)).records).toEqual([{ k: 'kept' }, { k: 'next' }]);
+  });
+
+  it('keeps a failure that writes nothing at internal for other errors, and the file as it was', async () => {
+    const { journal } = await openJournal();
+    const spy = await spyWrites(() => Promise.reject(errno('EIO')));
+    try {
+      expectVmprocError(await rejectionOf(journal.append({ k: 'lost' })), 'internal', 'cannot write to the state journal', path, 'EIO');
+    } finally {
+      spy.mockRestore();
+    }
+    expect(await readFile(path, 'utf8')).toBe('');
+    await journal.append({ k: 'next' });
+    expect((await readJournal(path)).records).toEqual([{ k: 'next' }]);
+  });
+
+  it('a write that makes no progress fails instead of looping', async () => {
+    const { journal } = await openJournal();
+    const spy = await spyWrites(() => Promise.resolve({ bytesWritten: 0 }));
+    try {
+      expectVmprocError(await rejectionOf(journal.append({ k: 'lost' })), 'internal', 'made no progress');
+    } finally {
+      spy.mockRestore();
     }
     await journal.append({ k: 'next' });
     expect((await readJournal(path)).records).toEqual([{ k: 'next' }]);
+  });
+
+  it('when the undo itself fails, truncates before the next write: no later record follows a torn one', async () => {
+    const { journal } = await openJournal();
+    await journal.append({ k: 'kept' });
+    const before = await readFile(path);
+    const spy = await spyWrites((call, write) => (call === 1 ? write(5) : Promise.reject(errno('ENOSPC'))));
+    // The undo fails, and so does the retry before the second append.
+    const truncate = await spyTruncates(2);
+    try {
+      // Cut short after its first few bytes really were written: the file holds a torn record now.
+      const first = journal.append({ k: 'torn' });
+      expectVmprocError(await rejectionOf(first), 'resource-exhausted');
+      expect((await readFile(path)).length).toBeGreaterThan(before.length);
+      spy.mockRestore();
+      expectVmprocError(await rejectionOf(journal.append({ k: 'refused' })), 'internal', 'cannot write to the state journal', 'EIO');
+    } finally {
+      spy.mockRestore();
+      truncate.mockRestore();
+    }
+    await journal.append({ k: 'next' });
+    expect((await readJournal(path)).records).toEqual([{ k: 'kept' }, { k: 'next' }]);
+  });
+
+  it('a compaction that fails for a full disk leaves no .compact file and the journal as it was', async () => {
+    const { journal } = await openJournal();
+    await journal.append({ k: 'old' });
+    const before = await readFile(path);
+    const proto = (await fileHandlePrototype()) as unknown as { writeFile: (...args: unknown[]) => Promise<void> };
+    const realWriteFile = proto.writeFile;
+    const spy = jest.spyOn(proto, 'writeFile').mockImplementation(async function (this: unknown, ...args: unknown[]) {
+      await realWriteFile.call(this, String(args[0]).slice(0, 4));
+      throw errno('ENOSPC');
+    });
+    try {
+      await expect(journal.compact(() => [{ k: 'snapshot' }])).rejects.toThrow('ENOSPC');
+    } finally {
+      spy.mockRestore();
+    }
+    expect(existsSync(`${path}.compact`)).toBe(false);
+    expect(await readFile(path)).toEqual(before);
+    await journal.append({ k: 'next' });
+    expect((await readJournal(path)).records).toEqual([{ k: 'old' }, { k: 'next' }]);
   });
 });
 

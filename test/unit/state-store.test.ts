@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { existsSync } from 'node:fs';
-import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeRecord, readJournal } from '../../src/store/journal.js';
@@ -782,5 +782,103 @@ describe('JournalStateStore: compaction', () => {
     await restarted.store.abandoned('a');
     const { state } = await reopen(restarted.store, { sync: 'none' });
     expect(state.processes.get('a')).toEqual(firstRunOfA());
+  });
+});
+
+describe('JournalStateStore: exits the journal cannot record (the sequence floor)', () => {
+  const floorPath = () => join(root, 'run', 'exit-sequence-floor');
+  const withFloor = () => ({ sequenceFloorPath: floorPath() });
+  const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+
+  /** Makes every journal write fail with ENOSPC (FileHandle.write: the floor is written otherwise). */
+  async function fillDisk() {
+    const probe = await open(join(root, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => unknown };
+    await probe.close();
+    return jest.spyOn(proto, 'write').mockImplementation(() => Promise.reject(enospc()));
+  }
+
+  beforeEach(async () => {
+    await mkdir(join(root, 'run'));
+  });
+
+  it('keeps the sequence of an exit it cannot journal before rejecting, and a reopened store numbers after it', async () => {
+    const { store } = await openStore(withFloor());
+    await store.launching('a', launch('a')).durable;
+    await store.spawned('a', ...spawnArgs(100));
+    await store.launching('b', launch('b', 1)).durable;
+    await store.spawned('b', ...spawnArgs(200));
+    await store.exited(exit(1, 'b', 200));
+    const full = await fillDisk();
+    let failure: unknown;
+    try {
+      failure = await rejectionOf(store.exited(exit(2, 'a', 100)));
+    } finally {
+      full.mockRestore();
+    }
+    expectVmprocError(failure, 'resource-exhausted', 'the state disk is full', journalPath());
+    expect(await readFile(floorPath(), 'utf8')).toBe('2\n');
+    expect(((await stat(floorPath())).mode & 0o777).toString(8)).toBe('600');
+
+    const { state } = await reopen(store, withFloor());
+    // The journal knows exit 1 only, and a live `a`, whose reaper will tell its exit again.
+    expect({ lastSequence: state.lastSequence, sequenceFloor: state.sequenceFloor, exits: state.exits.map((e) => e.sequence) }).toEqual({ lastSequence: 2, sequenceFloor: 2, exits: [1] });
+    expect(state.processes.get('a')?.exit).toBeUndefined();
+  });
+
+  it('removes the floor once a later exit is journalled: the journal is the record again', async () => {
+    const { store } = await openStore(withFloor());
+    const full = await fillDisk();
+    try {
+      await rejectionOf(store.exited(exit(4, 'a', 100)));
+      await rejectionOf(store.exited(exit(5, 'b', 200)));
+    } finally {
+      full.mockRestore();
+    }
+    expect(await readFile(floorPath(), 'utf8')).toBe('5\n');
+    await store.exited(exit(6, 'c', 300));
+    const { state } = await reopen(store, withFloor());
+    expect(existsSync(floorPath())).toBe(false);
+    expect({ lastSequence: state.lastSequence, sequenceFloor: state.sequenceFloor }).toEqual({ lastSequence: 6, sequenceFloor: undefined });
+  });
+
+  it('ignores a floor the journal has passed, and leaves it until the next journalled exit', async () => {
+    const { store } = await openStore(withFloor());
+    await store.exited(exit(7, 'a', 100));
+    await closeStore(store);
+    await writeFile(floorPath(), '3\n');
+    const reopened = await openStore(withFloor());
+    expect({ lastSequence: reopened.state.lastSequence, sequenceFloor: reopened.state.sequenceFloor }).toEqual({ lastSequence: 7, sequenceFloor: undefined });
+    await reopened.store.exited(exit(8, 'b', 200));
+    await closeStore(reopened.store);
+    expect(existsSync(floorPath())).toBe(false);
+  });
+
+  it('refuses a damaged floor file with failed-precondition naming it', async () => {
+    await writeFile(floorPath(), 'twelve\n');
+    expectVmprocError(await rejectionOf(openStore(withFloor())), 'failed-precondition', floorPath(), 'remove it to start anyway');
+  });
+
+  it('says so, keeping the journal\'s code, when the floor cannot be written either', async () => {
+    const { store } = await openStore({ sequenceFloorPath: join(root, 'no-such-dir', 'floor') });
+    const full = await fillDisk();
+    let failure: unknown;
+    try {
+      failure = await rejectionOf(store.exited(exit(1, 'a', 100)));
+    } finally {
+      full.mockRestore();
+    }
+    expectVmprocError(failure, 'resource-exhausted', 'the state disk is full', 'nor could exit sequence 1 be kept in', 'new exits may reuse sequences');
+  });
+
+  it('keeps no floor without a path', async () => {
+    const { store } = await openStore();
+    const full = await fillDisk();
+    try {
+      expectVmprocError(await rejectionOf(store.exited(exit(1, 'a', 100))), 'resource-exhausted');
+    } finally {
+      full.mockRestore();
+    }
+    expect(existsSync(floorPath())).toBe(false);
   });
 });

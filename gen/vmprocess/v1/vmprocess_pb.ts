@@ -651,7 +651,11 @@ export const ProcessInfoSchema: GenMessage<ProcessInfo> = /*@__PURE__*/
 export type ProcessExit = Message<"vmprocess.v1.ProcessExit"> & {
   /**
    * Strictly increasing across all exits of this daemon, across restarts (it may
-   * jump forward after a host reboot, never back).
+   * jump forward after a host reboot, never back): no sequence is ever given to
+   * two exits. One exit may be published twice, though, each time with its own
+   * sequence: when the daemon's state disk was full, an exit it published but
+   * could not record is published again after a restart, with a new, greater
+   * sequence. Match repeats by sandbox_id, pid and started_at if they matter.
    *
    * @generated from field: uint64 sequence = 1;
    */

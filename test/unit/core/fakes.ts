@@ -330,10 +330,13 @@ export class RecordingStore implements StateStore {
   readonly operations: Array<{ op: string; id?: string; detail?: unknown }> = [];
   /** Operations that reject, by name. */
   readonly failing = new Set<string>();
+  /** What they reject with; by default an `internal` error naming the operation. */
+  failure: ((op: string) => VmprocError) | undefined;
 
   #record(op: string, id?: string, detail?: unknown): Promise<void> {
     this.operations.push({ op, ...(id !== undefined ? { id } : {}), ...(detail !== undefined ? { detail } : {}) });
-    return this.failing.has(op) ? Promise.reject(new VmprocError('internal', `store: ${op} failed`)) : Promise.resolve();
+    if (!this.failing.has(op)) return Promise.resolve();
+    return Promise.reject(this.failure?.(op) ?? new VmprocError('internal', `store: ${op} failed`));
   }
 
   /** The operations recorded for `id`, by name. */

@@ -59,6 +59,21 @@ describe('core: recovery', () => {
     expect(h.exits).toEqual([expect.objectContaining({ sandboxId: 'sb-1', reason: 'exited', exitCode: 4, stderrTail: 'bye', exitedAt: new Date(5) })]);
   });
 
+  it('an exit found at recovery that the store cannot record is published, and its reaper\'s record kept for the next daemon', async () => {
+    const h = await coreHarness({ initialSequence: 7 });
+    const identity = h.host.survivor();
+    const record = persisted(h, 'sb-1', { identity, ...ready(h) });
+    h.host.survivors.get(identity.pid)!.process = undefined;
+    h.host.survivors.delete(identity.pid);
+    h.host.recorded.set(record.statusPath, { pid: identity.pid, exitCode: 4, coreDumped: false, exitedAt: new Date(5), logTail: 'bye' });
+    h.store.failing.add('exited');
+    await h.supervisor.recover(state(record));
+    await settle();
+    expect(h.exits).toEqual([expect.objectContaining({ sequence: 8, sandboxId: 'sb-1', exitCode: 4 })]);
+    expect(h.layout.removedLaunchFiles).toEqual([]);
+    expect(h.layout.orphanSweeps).toEqual([[{ logPath: record.logPath, statusPath: record.statusPath }]]);
+  });
+
   it('a VMM gone with its reaper and no record is LOST; so is everything after a host reboot', async () => {
     const h = await coreHarness();
     const gone: ProcessIdentity = { pid: 9, startTime: 9n, reaperPid: 8, reaperStartTime: 8n };
@@ -150,6 +165,17 @@ describe('core: recovery', () => {
     await h.supervisor.recover(state(record));
     await settle();
     expect(h.store.operations.find((o) => o.op === 'spawned')).toEqual({ op: 'spawned', id: 'sb-1', detail: { identity, logOffset: 0 } });
+    expect(h.supervisor.get('sb-1')).toMatchObject({ state: 'running', pid: identity.pid });
+  });
+
+  it('a launch found through its reaper is adopted even when its PIDs cannot be journalled (a full state disk)', async () => {
+    const h = await coreHarness();
+    const identity = h.host.survivor();
+    const record = persisted(h, 'sb-1', {}, 1_000);
+    h.host.found.set(record.statusPath, { reaper: { pid: identity.reaperPid, startTime: identity.reaperStartTime }, vmm: { pid: identity.pid, startTime: identity.startTime } });
+    h.store.failing.add('spawned');
+    await h.supervisor.recover(state(record));
+    await settle();
     expect(h.supervisor.get('sb-1')).toMatchObject({ state: 'running', pid: identity.pid });
   });
 

@@ -84,6 +84,17 @@ describe('core: a start refused before anything is spawned', () => {
     expect((await h.supervisor.start(bootRequest('sb-1'))).state).toBe('running');
   });
 
+  it('a launch record refused for a full state disk is RESOURCE_EXHAUSTED with the store\'s message, and spawns nothing', async () => {
+    const h = await coreHarness();
+    h.store.failing.add('launching');
+    h.store.failure = () => new VmprocError('resource-exhausted', 'the state disk is full: cannot write to the state journal /state/state.journal (ENOSPC)');
+    expectVmprocError(await rejectionOf(h.supervisor.start(bootRequest('sb-1'))), 'resource-exhausted', 'the state disk is full', '/state/state.journal');
+    expect(h.host.launches).toEqual([]);
+    expect(h.store.of('sb-1')).toEqual(['launching', 'abandoned']);
+    expect(h.exits).toEqual([]);
+    expectVmprocError(await rejectionOf(Promise.resolve().then(() => h.supervisor.get('sb-1'))), 'not-found');
+  });
+
   it('a failed relaunch brings the previous exited record back', async () => {
     const h = await coreHarness();
     await h.supervisor.start(bootRequest('sb-1'));

@@ -16,6 +16,17 @@ describe('core: stop', () => {
     expect(h.layout.removedLaunchFiles).toEqual([h.host.launches[0]!.files.statusPath]);
   });
 
+  it('goes ahead when the stop cannot be recorded (a full state disk): the VMM is stopped and its exit published', async () => {
+    const h = await coreHarness();
+    await h.supervisor.start(bootRequest('sb-1'));
+    h.store.failing.add('stopping');
+    h.store.failing.add('exited');
+    const stopped = await h.supervisor.stop('sb-1', 5_000);
+    expect(stopped).toMatchObject({ state: 'exited', exit: { sequence: 1, reason: 'stopped', signal: 'SIGTERM', signalSentByDaemon: true } });
+    expect(h.host.processes[0]!.signals).toEqual(['SIGTERM']);
+    expect(h.exits.map((e) => e.sandboxId)).toEqual(['sb-1']);
+  });
+
   it('SIGKILL exactly at the end of the grace period for a VMM that ignores SIGTERM', async () => {
     const h = await coreHarness();
     h.host.behaviour = { ignoreSigterm: true };
