@@ -12,3 +12,9 @@ export const DEFAULT_STOP_GRACE_MS = 10_000;
 
 /** How long a process may survive SIGKILL before a stop (or a failed start) reports it as stuck. */
 export const KILL_BACKSTOP_MS = 5_000;
+
+/** The longest ready_timeout a StartProcess may ask for. */
+export const MAX_READY_TIMEOUT_MS = 10 * 60_000;
+
+/** The longest grace_period a StopProcess may ask for: an hour is longer than any VM needs to shut down. */
+export const MAX_STOP_GRACE_MS = 60 * 60_000;

@@ -1,4 +1,4 @@
-import { DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS } from '../api-defaults.js';
+import { DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS, MAX_STOP_GRACE_MS } from '../api-defaults.js';
 import { VmprocError } from '../errors.js';
 import type { SupervisorContext } from './context.js';
 import type { ProcessSnapshot } from './domain.js';
@@ -16,6 +16,9 @@ export function stopProcess(context: SupervisorContext, sandboxId: string, grace
   if (record.phase === 'exited') return Promise.resolve(record.snapshot());
   if (record.stopInFlight) return record.stopInFlight;
   if (!(graceMs >= 0)) throw new VmprocError('invalid-argument', 'grace_period must not be negative');
+  if (graceMs > MAX_STOP_GRACE_MS) {
+    throw new VmprocError('invalid-argument', `grace_period must be at most ${MAX_STOP_GRACE_MS / 1000}s (got ${graceMs / 1000}s)`);
+  }
   record.requestStop();
   context.logger.info({ sandboxId, pid: record.handle?.identity.pid, graceMs }, 'stopping vmm');
   // A failed stop (process stuck after SIGKILL) may be retried by a later StopProcess.

@@ -1,11 +1,10 @@
-import { DEFAULT_READY_TIMEOUT_MS } from '../api-defaults.js';
+import { DEFAULT_READY_TIMEOUT_MS, MAX_READY_TIMEOUT_MS } from '../api-defaults.js';
 import { VmprocError } from '../errors.js';
 import { defaultSocketPath } from '../host/run-layout.js';
 import type { RestoreSpec, StartRequest, StartSpec } from '../core/domain.js';
 import { validateLabels, validateNetworkNamespace, validateSandboxId } from './identifiers.js';
 import { MAX_SOCKET_PATH_BYTES, isSameOrUnder, validatePath } from './paths.js';
 
-const MAX_READY_TIMEOUT_MS = 10 * 60_000;
 
 /** What the daemon's configuration contributes to every start. */
 export interface StartDefaults {

@@ -204,8 +204,9 @@ export type StopProcessRequest = Message<"vmprocess.v1.StopProcessRequest"> & {
   sandboxId: string;
 
   /**
-   * Time between SIGTERM and SIGKILL. Default 10 s; zero sends SIGKILL at once.
-   * Ignored when a stop of this process is already in progress.
+   * Time between SIGTERM and SIGKILL. Default 10 s; zero sends SIGKILL at once;
+   * at most 1 hour (INVALID_ARGUMENT above). Ignored when a stop of this process
+   * is already in progress.
    *
    * @generated from field: google.protobuf.Duration grace_period = 2;
    */
@@ -990,7 +991,7 @@ export const VmProcessService: GenService<{
    * next daemon with its original SIGKILL deadline.
    *
    * Errors: NOT_FOUND (unknown sandbox_id), INVALID_ARGUMENT (negative
-   * grace_period), INTERNAL (the process survived SIGKILL for 5 s, e.g. stuck in
+   * grace_period, or over 1 hour), INTERNAL (the process survived SIGKILL for 5 s, e.g. stuck in
    * the kernel; a later StopProcess retries).
    *
    * @generated from rpc vmprocess.v1.VmProcessService.StopProcess
