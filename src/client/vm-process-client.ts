@@ -16,6 +16,7 @@ import {
   type GetProcessResponse,
   ListProcessesRequestSchema,
   type ListProcessesResponse,
+  ListProcessesResponseSchema,
   type ProcessExit,
   SignalProcessRequestSchema,
   type SignalProcessResponse,
@@ -110,7 +111,25 @@ export class VmProcessClient {
     return this.#unary('getProcess', GetProcessRequestSchema, request, this.#deadline(options), options);
   }
 
-  listProcesses(request: Init<typeof ListProcessesRequestSchema> = {}, options?: RpcOptions): Promise<ListProcessesResponse> {
+  /**
+   * Every matching process, from one snapshot at one exit sequence: follows the daemon's pages to
+   * the end (each call with its own deadline) and returns them as one response. With a
+   * `pageToken` in the request, only that page (see listProcessesPage).
+   */
+  async listProcesses(request: Init<typeof ListProcessesRequestSchema> = {}, options?: RpcOptions): Promise<ListProcessesResponse> {
+    const first = await this.listProcessesPage(request, options);
+    if (first.nextPageToken === '' || (request as { pageToken?: string }).pageToken) return first;
+    const processes = [...first.processes];
+    for (let token = first.nextPageToken; token !== ''; ) {
+      const page = await this.listProcessesPage({ ...request, pageToken: token }, options);
+      processes.push(...page.processes);
+      token = page.nextPageToken;
+    }
+    return create(ListProcessesResponseSchema, { processes, exitSequence: first.exitSequence });
+  }
+
+  /** One ListProcesses call: one page, and the token of the next. */
+  listProcessesPage(request: Init<typeof ListProcessesRequestSchema> = {}, options?: RpcOptions): Promise<ListProcessesResponse> {
     return this.#unary('listProcesses', ListProcessesRequestSchema, request, this.#deadline(options), options);
   }
 

@@ -24,13 +24,15 @@ import type { Supervisor } from '../core/supervisor.js';
 import { durationToMs, processStatesFromProto, sequenceFromProto, startRequestFromProto } from './convert.js';
 import { toGrpcStatus } from './status-mapping.js';
 import { streamLogsHandler } from './stream-logs.js';
-import { encodedProcessExit, encodeListResponse, encodeProcessResponse } from './wire-cache.js';
+import { ListPages } from './list-pages.js';
+import { encodedProcessExit, encodeListResponse, encodeProcessResponse, listedSize } from './wire-cache.js';
 
 /**
  * The gRPC face of the supervisor: each handler decodes, calls one supervisor method and
  * encodes. No decisions are made here.
  */
 export function vmProcessServiceImplementation(supervisor: Supervisor, logger: Logger, logs: VmmLogs): UntypedServiceImplementation {
+  const pages = new ListPages(listedSize);
   return {
     startProcess: unary<StartProcessRequest>(logger, async (request, signal) =>
       encodeProcessResponse(await supervisor.start(startRequestFromProto(request), signal))),
@@ -46,11 +48,10 @@ export function vmProcessServiceImplementation(supervisor: Supervisor, logger: L
     getProcess: unary<GetProcessRequest>(logger, async (request) => encodeProcessResponse(supervisor.get(request.sandboxId))),
 
     listProcesses: unary<ListProcessesRequest>(logger, async (request) => {
-      const { processes, exitSequence } = supervisor.list({
-        states: processStatesFromProto(request.states),
-        labels: request.labels,
-      });
-      return encodeListResponse(processes, exitSequence);
+      const filter = { states: processStatesFromProto(request.states), labels: request.labels };
+      const filterKey = JSON.stringify([[...filter.states].sort(), Object.entries(filter.labels).sort()]);
+      const page = pages.page({ pageSize: request.pageSize, pageToken: request.pageToken, filterKey }, () => supervisor.list(filter));
+      return encodeListResponse(page.processes, page.exitSequence, page.nextPageToken);
     }),
 
     waitProcess: unary<WaitProcessRequest>(logger, async (request, signal) =>

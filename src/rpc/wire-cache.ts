@@ -33,10 +33,16 @@ export function encodeProcessResponse(snapshot: ProcessSnapshot): Uint8Array {
   return new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(encodedProcessInfo(snapshot)).finish();
 }
 
-/** ListProcessesResponse: `repeated ProcessInfo processes = 1; uint64 exit_sequence = 2;` */
-export function encodeListResponse(snapshots: readonly ProcessSnapshot[], exitSequence: number): Uint8Array {
+/** ListProcessesResponse: `repeated ProcessInfo processes = 1; uint64 exit_sequence = 2; string next_page_token = 3;` */
+export function encodeListResponse(snapshots: readonly ProcessSnapshot[], exitSequence: number, nextPageToken = ''): Uint8Array {
   const writer = new BinaryWriter();
   for (const snapshot of snapshots) writer.tag(1, WireType.LengthDelimited).bytes(encodedProcessInfo(snapshot));
   if (exitSequence > 0) writer.tag(2, WireType.Varint).uint64(exitSequence);
+  if (nextPageToken !== '') writer.tag(3, WireType.LengthDelimited).string(nextPageToken);
   return writer.finish();
+}
+
+/** What one process adds to a ListProcessesResponse: its encoding, its tag and its length. */
+export function listedSize(snapshot: ProcessSnapshot): number {
+  return encodedProcessInfo(snapshot).length + 1 + 5;
 }
