@@ -12,6 +12,11 @@ export class Output {
     readonly stderr: NodeJS.WritableStream = process.stderr,
   ) {}
 
+  /** Whether stdout is a terminal (where text from guests and requests is shown escaped). */
+  get isTerminal(): boolean {
+    return (this.stdout as { isTTY?: boolean }).isTTY === true;
+  }
+
   async write(text: string | Uint8Array): Promise<void> {
     if (!this.stdout.write(text)) await once(this.stdout, 'drain');
   }

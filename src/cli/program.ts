@@ -145,7 +145,8 @@ export async function runCli(argv: readonly string[], io: CliIo = { stdout: proc
     .argument('<sandbox-id>')
     .option('--tail <lines>', 'start this many lines before the end', parseCount)
     .option('-f, --follow', 'keep printing what the VMM writes until it exits')
-    .action((sandboxId: string, flags: { tail?: number; follow?: boolean }, command: Command) =>
+    .option('--raw', 'print the bytes as they are even on a terminal (control characters are escaped there otherwise)')
+    .action((sandboxId: string, flags: { tail?: number; follow?: boolean; raw?: boolean }, command: Command) =>
       run('logs', sandboxId, command, (c, out) => logsCommand(c, out, sandboxId, flags)));
 
   try {

@@ -6,6 +6,7 @@ import { ExitCode } from './exit-codes.js';
 import { rpcDetails } from './failure.js';
 import { EXIT_HEADER, exitRow } from './format.js';
 import type { Output } from './output.js';
+import { safeLines } from './terminal-text.js';
 
 /**
  * `watch`: one line (or JSON object) per exit, until killed. Starts after `--after`, or after the
@@ -17,7 +18,8 @@ export async function watchCommand(
   out: Output,
   flags: { after?: bigint; sandbox?: string[] },
 ): Promise<ExitCode> {
-  const { exitSequence } = await client.listProcesses({});
+  // The latest sequence alone: one page of one process is enough.
+  const { exitSequence } = await client.listProcessesPage({ pageSize: 1 });
   const exits = client.watchExitsReconnecting({
     startAfter: flags.after ?? exitSequence,
     sandboxIds: flags.sandbox ?? [],
@@ -37,17 +39,25 @@ export async function watchCommand(
   return ExitCode.OK;
 }
 
-/** `logs`: the VMM's output, raw, or one StreamLogsResponse JSON object per line with --json. */
+/**
+ * `logs`: the VMM's output (a guest's serial console among it), or one StreamLogsResponse JSON
+ * object per line with --json. On a terminal, control characters are escaped, since a guest could
+ * otherwise drive the operator's terminal; into a pipe, or with --raw, the bytes go as they are.
+ */
 export async function logsCommand(
   client: VmProcessClient,
   out: Output,
   sandboxId: string,
-  flags: { tail?: number; follow?: boolean },
+  flags: { tail?: number; follow?: boolean; raw?: boolean },
 ): Promise<ExitCode> {
   const chunks = client.streamLogs({ sandboxId, ...(flags.tail !== undefined ? { tailLines: flags.tail } : {}), follow: flags.follow ?? false });
+  const escape = !flags.raw && out.isTerminal;
+  const decoder = new TextDecoder('utf-8', { fatal: false });
   for await (const chunk of chunks) {
     if (out.json) await out.write(`${JSON.stringify(toJson(StreamLogsResponseSchema, chunk))}\n`);
+    else if (escape) await out.write(safeLines(decoder.decode(chunk.data, { stream: true })));
     else await out.write(chunk.data);
   }
+  if (escape) await out.write(safeLines(decoder.decode()));
   return ExitCode.OK;
 }

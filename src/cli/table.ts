@@ -1,8 +1,11 @@
+import { safeCell, safeLines } from './terminal-text.js';
+
 /**
  * Plain aligned columns, as `kubectl get` and `docker ps` print them: no borders, so `grep`,
  * `awk '{print $1}'` and `column` keep working. Cells are single-line; the last column is not padded.
  */
-export function formatTable(header: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
+export function formatTable(header: readonly string[], unsafeRows: ReadonlyArray<readonly string[]>): string {
+  const rows = unsafeRows.map((row) => row.map(safeCell));
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: readonly string[]) =>
     cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column]!))).join('   ').trimEnd();
@@ -13,6 +16,6 @@ export function formatTable(header: readonly string[], rows: ReadonlyArray<reado
 export function formatFields(fields: ReadonlyArray<readonly [string, string]>): string {
   const width = Math.max(...fields.map(([key]) => key.length)) + 2;
   return fields
-    .map(([key, value]) => `${`${key}:`.padEnd(width)}${value.split('\n').join(`\n${' '.repeat(width)}`)}`)
+    .map(([key, value]) => `${`${key}:`.padEnd(width)}${safeLines(value).split('\n').join(`\n${' '.repeat(width)}`)}`)
     .join('\n') + '\n';
 }

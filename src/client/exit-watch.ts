@@ -38,7 +38,8 @@ export interface ReconnectEvent {
 /** What the watcher needs from a client (VmProcessClient has it). */
 export interface ExitWatchSource {
   watchExits(request: Init<typeof WatchExitsRequestSchema>, options: StreamOptions): AsyncIterable<ProcessExit>;
-  listProcesses(request: Init<typeof ListProcessesRequestSchema>, options?: RpcOptions): Promise<ListProcessesResponse>;
+  /** One ListProcesses call (one page). */
+  listProcessesPage(request: Init<typeof ListProcessesRequestSchema>, options?: RpcOptions): Promise<ListProcessesResponse>;
 }
 
 /**
@@ -93,7 +94,8 @@ export class ReconnectingExitWatch implements AsyncIterable<ProcessExit> {
           // waitForReady: while the daemon is away, an attempt waits for the channel to reconnect
           // (grpc-js retries the connection with its own backoff) instead of failing at once.
           const callOptions = { signal: attempt.signal, waitForReady: true };
-          this.#cursor ??= (await this.#source.listProcesses({}, callOptions)).exitSequence;
+          // The latest sequence: one page of one process carries it.
+          this.#cursor ??= (await this.#source.listProcessesPage({ pageSize: 1 }, callOptions)).exitSequence;
           const request = { sandboxIds: [...(this.#options.sandboxIds ?? [])], afterSequence: this.#cursor };
           const streamOptions = { ...callOptions, onHeaders: () => (establishedAt = Date.now()) };
           for await (const exit of this.#source.watchExits(request, streamOptions)) {

@@ -5,6 +5,7 @@ import type { LaunchStrategy } from '../launch/launch-command.js';
 import type { SyncMode } from '../store/state-store.js';
 import { type ListenAddress, parseListenAddress } from '../rpc/listen-address.js';
 import { validatePath } from '../validation/paths.js';
+import { DEFAULT_LOG_STREAM_LIMITS, DEFAULT_WATCH_LIMITS, type StreamLimits } from '../rpc/stream-caps.js';
 import { checkListenSecurity } from '../rpc/transport-security.js';
 import { INSECURE_LISTEN, OPERATIONS_SETTINGS, OPERATIONS_USAGE, type OperationsSettings, parseOperationsSettings } from './operations-config.js';
 
@@ -33,6 +34,8 @@ export interface DaemonConfig extends OperationsSettings {
   readonly netnsDir: string;
   readonly exitHistory: number;
   readonly watchBuffer: number;
+  /** Open WatchExits and StreamLogs streams, over the daemon and per connection; defaults when unset. */
+  readonly streamLimits?: { readonly watches: StreamLimits; readonly logs: StreamLimits };
   readonly logLevel: LogLevel;
 }
 
@@ -52,6 +55,10 @@ const SETTINGS = {
   'netns-dir': { env: 'VMPROCD_NETNS_DIR', fallback: '/var/run/netns' },
   'exit-history': { env: 'VMPROCD_EXIT_HISTORY', fallback: '10000' },
   'watch-buffer': { env: 'VMPROCD_WATCH_BUFFER', fallback: '1024' },
+  'max-watchers': { env: 'VMPROCD_MAX_WATCHERS', fallback: String(DEFAULT_WATCH_LIMITS.total) },
+  'max-watchers-per-connection': { env: 'VMPROCD_MAX_WATCHERS_PER_CONNECTION', fallback: String(DEFAULT_WATCH_LIMITS.perConnection) },
+  'max-log-streams': { env: 'VMPROCD_MAX_LOG_STREAMS', fallback: String(DEFAULT_LOG_STREAM_LIMITS.total) },
+  'max-log-streams-per-connection': { env: 'VMPROCD_MAX_LOG_STREAMS_PER_CONNECTION', fallback: String(DEFAULT_LOG_STREAM_LIMITS.perConnection) },
   'log-level': { env: 'VMPROCD_LOG_LEVEL', fallback: 'info' },
   ...OPERATIONS_SETTINGS,
 } as const;
@@ -86,6 +93,12 @@ Confinement: every host path a request names is resolved and must lie under one 
                         otherwise)                                       VMPROCD_ALLOW_BLOCK_DEVICES=1
   --exit-history N      exits kept for WatchExits replay; default 10000  VMPROCD_EXIT_HISTORY
   --watch-buffer N      exits one watcher may lag before it is cut off; default 1024   VMPROCD_WATCH_BUFFER
+  --max-watchers N      open WatchExits streams, over the daemon; default ${DEFAULT_WATCH_LIMITS.total}   VMPROCD_MAX_WATCHERS
+  --max-watchers-per-connection N
+                        ... over one client connection; default ${DEFAULT_WATCH_LIMITS.perConnection}     VMPROCD_MAX_WATCHERS_PER_CONNECTION
+  --max-log-streams N   open StreamLogs streams, over the daemon; default ${DEFAULT_LOG_STREAM_LIMITS.total}   VMPROCD_MAX_LOG_STREAMS
+  --max-log-streams-per-connection N
+                        ... over one client connection; default ${DEFAULT_LOG_STREAM_LIMITS.perConnection}      VMPROCD_MAX_LOG_STREAMS_PER_CONNECTION
   --log-level LEVEL     trace, debug, info, warn, error, fatal; default info   VMPROCD_LOG_LEVEL
   --launcher KIND       native (default): the sandbox is set up in the VMM's own process; script:
                         unshare -m -- bash -c <script> ... ip netns exec (same isolation, slower)
@@ -180,6 +193,10 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
       netnsDir: validatePath('--netns-dir', one('netns-dir')!),
       exitHistory: positiveInteger('--exit-history', one('exit-history')!),
       watchBuffer: positiveInteger('--watch-buffer', one('watch-buffer')!),
+      streamLimits: {
+        watches: { total: positiveInteger('--max-watchers', one('max-watchers')!), perConnection: positiveInteger('--max-watchers-per-connection', one('max-watchers-per-connection')!) },
+        logs: { total: positiveInteger('--max-log-streams', one('max-log-streams')!), perConnection: positiveInteger('--max-log-streams-per-connection', one('max-log-streams-per-connection')!) },
+      },
       logLevel: logLevel as LogLevel,
       ...operations,
     },

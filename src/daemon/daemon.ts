@@ -5,6 +5,7 @@ import { isVmprocError, VmprocError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { formatListenAddress } from '../rpc/listen-address.js';
 import { type RpcServer, startRpcServer } from '../rpc/server.js';
+import { StreamCaps } from '../rpc/stream-caps.js';
 import { sequenceFloorPath } from '../host/run-layout.js';
 import { readBootId } from '../launch/proc-stat.js';
 import { lockStateDir } from '../store/state-lock.js';
@@ -133,6 +134,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       tcpCredentials: operations.tcpCredentials,
       unixSocketMode: operations.unixSocketMode,
       unixSocketGroup: operations.unixSocketGroup,
+      ...(config.streamLimits
+        ? { streamCaps: { watches: new StreamCaps('WatchExits streams', config.streamLimits.watches), logs: new StreamCaps('StreamLogs streams', config.streamLimits.logs) } }
+        : {}),
     });
     teardown.push(() => server.shutdown(SHUTDOWN_GRACE_MS));
     await operations.serveMetrics(supervisor, exchange);

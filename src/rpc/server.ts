@@ -11,7 +11,8 @@ import { grpcServiceDefinition } from './grpc-service-definition.js';
 import { HealthService, ServingStatus } from './health-service.js';
 import { grpcTarget, type ListenAddress } from './listen-address.js';
 import { addReflection } from './reflection.js';
-import { vmProcessServiceImplementation } from './vm-process-service.js';
+import { DEFAULT_LOG_STREAM_LIMITS, DEFAULT_WATCH_LIMITS, StreamCaps, connectionInterceptor } from './stream-caps.js';
+import { type ServiceStreamCaps, vmProcessServiceImplementation } from './vm-process-service.js';
 
 export const SERVICE_NAME = VmProcessService.typeName;
 
@@ -27,6 +28,17 @@ export interface RpcServerOptions {
   readonly tcpCredentials?: ServerCredentials;
   /** VMM logs, for StreamLogs. */
   readonly logs: VmmLogs;
+  /** Caps on open WatchExits and StreamLogs streams; the defaults when unset. */
+  readonly streamCaps?: ServiceStreamCaps;
+}
+
+/** Calls one connection may have open at once. */
+export const MAX_CONCURRENT_STREAMS = 256;
+/** The largest request message the daemon reads. */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
+
+export function defaultStreamCaps(): ServiceStreamCaps {
+  return { watches: new StreamCaps('WatchExits streams', DEFAULT_WATCH_LIMITS), logs: new StreamCaps('StreamLogs streams', DEFAULT_LOG_STREAM_LIMITS) };
 }
 
 export interface RpcServer {
@@ -45,8 +57,19 @@ export async function startRpcServer(options: RpcServerOptions): Promise<RpcServ
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
     'grpc.keepalive_permit_without_calls': 1,
+    // One connection may not hold more calls than this at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS):
+    // a client beyond it waits for a free stream, the daemon never sees more.
+    'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
+    // Requests are small (the largest, a StartProcess with 64 labels at their cap, is ~80 KiB);
+    // responses are at most a 1 MiB ListProcesses page or a 64 KiB log chunk.
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+    'grpc.max_send_message_length': 4 * 1024 * 1024,
+    // Memory one connection's HTTP/2 session may use (headers, buffered frames) before new streams are refused.
+    'grpc-node.max_session_memory': 16,
+    interceptors: [connectionInterceptor()],
   });
-  server.addService(grpcServiceDefinition(VmProcessService), vmProcessServiceImplementation(options.supervisor, options.logger, options.logs));
+  const caps = options.streamCaps ?? defaultStreamCaps();
+  server.addService(grpcServiceDefinition(VmProcessService), vmProcessServiceImplementation(options.supervisor, options.logger, options.logs, caps));
   const health = new HealthService({ '': ServingStatus.SERVING, [SERVICE_NAME]: ServingStatus.SERVING });
   health.addToServer(server);
   addReflection(server, [file_vmprocess_v1_vmprocess, file_grpc_health_v1_health]);

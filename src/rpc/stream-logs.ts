@@ -5,6 +5,7 @@ import type { Logger } from '../logger.js';
 import type { VmmLogs } from '../logs/vmm-logs.js';
 import type { Supervisor } from '../core/supervisor.js';
 import { toGrpcStatus } from './status-mapping.js';
+import { connectionOf, type StreamCaps } from './stream-caps.js';
 
 type LogCall = ServerWritableStream<StreamLogsRequest, Uint8Array>;
 
@@ -12,20 +13,25 @@ type LogCall = ServerWritableStream<StreamLogsRequest, Uint8Array>;
  * StreamLogs: looks the process up (NOT_FOUND before anything is sent), then relays its log as
  * the logs module reads it. The process's end tells a follower when to drain and stop.
  */
-export function streamLogsHandler(supervisor: Supervisor, logs: VmmLogs, logger: Logger) {
+export function streamLogsHandler(supervisor: Supervisor, logs: VmmLogs, logger: Logger, caps: StreamCaps) {
   return (call: LogCall): void => {
     const { sandboxId, tailLines, follow } = call.request;
     const cancelled = new AbortController();
     let chunks: AsyncGenerator<Buffer, void, undefined>;
+    let release = (): void => {};
     try {
       const process = supervisor.get(sandboxId);
+      release = caps.acquire(connectionOf(call));
       chunks = logs.read({ path: process.logPath, tailLines, follow, writerGone: supervisor.wait(sandboxId), signal: cancelled.signal });
     } catch (error) {
+      release();
       call.emit('error', toGrpcStatus(error));
       return;
     }
     call.once('cancelled', () => cancelled.abort());
-    relayLog(chunks, call).catch((error: unknown) => logger.error({ err: error, sandboxId }, 'log stream failed'));
+    relayLog(chunks, call)
+      .catch((error: unknown) => logger.error({ err: error, sandboxId }, 'log stream failed'))
+      .finally(release);
   };
 }
 

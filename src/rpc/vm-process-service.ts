@@ -25,13 +25,20 @@ import { durationToMs, processStatesFromProto, sequenceFromProto, startRequestFr
 import { toGrpcStatus } from './status-mapping.js';
 import { streamLogsHandler } from './stream-logs.js';
 import { ListPages } from './list-pages.js';
+import { connectionOf, type StreamCaps } from './stream-caps.js';
 import { encodedProcessExit, encodeListResponse, encodeProcessResponse, listedSize } from './wire-cache.js';
 
 /**
  * The gRPC face of the supervisor: each handler decodes, calls one supervisor method and
  * encodes. No decisions are made here.
  */
-export function vmProcessServiceImplementation(supervisor: Supervisor, logger: Logger, logs: VmmLogs): UntypedServiceImplementation {
+/** The caps on long-lived streams (stream-caps.ts). */
+export interface ServiceStreamCaps {
+  readonly watches: StreamCaps;
+  readonly logs: StreamCaps;
+}
+
+export function vmProcessServiceImplementation(supervisor: Supervisor, logger: Logger, logs: VmmLogs, caps: ServiceStreamCaps): UntypedServiceImplementation {
   const pages = new ListPages(listedSize);
   return {
     startProcess: unary<StartProcessRequest>(logger, async (request, signal) =>
@@ -59,15 +66,25 @@ export function vmProcessServiceImplementation(supervisor: Supervisor, logger: L
 
     watchExits: (call: ServerWritableStream<WatchExitsRequest, EncodedOrMessage<ProcessExit>>) => {
       let subscription: ExitSubscription;
+      let release: () => void;
+      try {
+        release = caps.watches.acquire(connectionOf(call));
+      } catch (error) {
+        call.emit('error', toGrpcStatus(error));
+        return;
+      }
       try {
         subscription = supervisor.watchExits({
           sandboxIds: call.request.sandboxIds,
           afterSequence: sequenceFromProto(call.request.afterSequence),
         });
       } catch (error) {
+        release();
         call.emit('error', toGrpcStatus(error));
         return;
       }
+      subscription.onEnded(release);
+      call.once('close', release);
       // Headers now, not with the first exit: the client learns the stream is established (a
       // reconnecting watcher resets its backoff on it) even when no exit comes for a while.
       call.sendMetadata(new Metadata());
@@ -77,7 +94,7 @@ export function vmProcessServiceImplementation(supervisor: Supervisor, logger: L
       });
     },
 
-    streamLogs: streamLogsHandler(supervisor, logs, logger),
+    streamLogs: streamLogsHandler(supervisor, logs, logger, caps.logs),
   };
 }
 

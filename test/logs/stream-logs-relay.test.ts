@@ -13,6 +13,7 @@ import { StreamLogsResponseSchema } from '../../gen/vmprocess/v1/vmprocess_pb.js
 import { VmprocError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { VmmLogs } from '../../src/logs/vmm-logs.js';
+import { DEFAULT_LOG_STREAM_LIMITS, StreamCaps } from '../../src/rpc/stream-caps.js';
 import { streamLogsHandler } from '../../src/rpc/stream-logs.js';
 import type { Supervisor } from '../../src/core/supervisor.js';
 
@@ -83,7 +84,7 @@ describe('StreamLogs handler', () => {
     await writeFile(logPath, content);
     const call = new FakeCall({ sandboxId: 'sb', tailLines: 0, follow: false });
     call.accepting = false;
-    streamLogsHandler(fakeSupervisor(logPath), logs, silentLogger)(call as never);
+    streamLogsHandler(fakeSupervisor(logPath), logs, silentLogger, new StreamCaps('StreamLogs streams', DEFAULT_LOG_STREAM_LIMITS))(call as never);
     await until(() => call.writes.length === 1, 'the first write');
     await delay(100);
     // Full: nothing more is read or written until the call drains.
@@ -107,7 +108,7 @@ describe('StreamLogs handler', () => {
     await writeFile(logPath, Buffer.alloc(4 * 64 * 1024, 'x'));
     const call = new FakeCall({ sandboxId: 'sb', tailLines: 0, follow: false });
     call.accepting = false;
-    streamLogsHandler(fakeSupervisor(logPath), logs, silentLogger)(call as never);
+    streamLogsHandler(fakeSupervisor(logPath), logs, silentLogger, new StreamCaps('StreamLogs streams', DEFAULT_LOG_STREAM_LIMITS))(call as never);
     await until(() => call.writes.length === 1, 'the first write');
     call.cancelled = true;
     call.emit('cancelled');
@@ -119,11 +120,11 @@ describe('StreamLogs handler', () => {
 
   it('maps NOT_FOUND and unreadable logs to status codes', async () => {
     const unknown = new FakeCall({ sandboxId: 'other', tailLines: 0, follow: false });
-    streamLogsHandler(fakeSupervisor(join(dir, 'x.log')), logs, silentLogger)(unknown as never);
+    streamLogsHandler(fakeSupervisor(join(dir, 'x.log')), logs, silentLogger, new StreamCaps('StreamLogs streams', DEFAULT_LOG_STREAM_LIMITS))(unknown as never);
     expect(unknown.error?.code).toBe(status.NOT_FOUND);
 
     const unreadable = new FakeCall({ sandboxId: 'sb', tailLines: 0, follow: false });
-    streamLogsHandler(fakeSupervisor(dir), logs, silentLogger)(unreadable as never);
+    streamLogsHandler(fakeSupervisor(dir), logs, silentLogger, new StreamCaps('StreamLogs streams', DEFAULT_LOG_STREAM_LIMITS))(unreadable as never);
     await until(() => unreadable.error !== undefined, 'an error');
     expect(unreadable.error).toMatchObject({ code: status.INTERNAL, details: expect.stringContaining(dir) });
   });

@@ -30,6 +30,7 @@ describe('parseDaemonConfig defaults', () => {
       netnsDir: '/var/run/netns',
       exitHistory: 10000,
       watchBuffer: 1024,
+      streamLimits: { watches: { total: 1024, perConnection: 128 }, logs: { total: 256, perConnection: 32 } },
       logLevel: 'info',
       logMaxBytes: 16 * 1024 * 1024,
       logKeep: 1,
