@@ -3,7 +3,7 @@ import type { Logger } from '../logger.js';
 import type { StartDefaults } from '../validation/start-request.js';
 import type { ExitExchange } from './exit-exchange.js';
 import type { SupervisorObserver } from './observer.js';
-import type { Clock, ProcessHost, RunLayout, StateStore, VmmApi } from './ports.js';
+import type { Clock, ProcessHost, RunLayout, SnapshotDirs, StateStore, VmmApi } from './ports.js';
 import type { ProcessTable } from './process-table.js';
 import type { ExitedRetention } from './retention.js';
 
@@ -14,6 +14,7 @@ export interface SupervisorPorts {
   readonly store: StateStore;
   readonly vmm: VmmApi;
   readonly clock: Clock;
+  readonly snapshotDirs: SnapshotDirs;
 }
 
 /** What every use case shares: the ports, the process table and the exit exchange. */

@@ -32,6 +32,69 @@ export interface RestoreSpec {
   readonly prefault: boolean;
 }
 
+/**
+ * The VM inside a VMM, as the daemon last saw it. Cloud Hypervisor itself reports a shut-down VM
+ * as Created; `shut-down` is what the daemon knows after a guest power-off with the VMM kept up.
+ */
+export type VmState = 'not-created' | 'created' | 'running' | 'paused' | 'shut-down';
+
+export interface DiskSpec {
+  readonly id: string;
+  readonly path: string;
+  readonly readonly: boolean;
+}
+
+export interface NetSpec {
+  readonly id: string;
+  readonly tap: string;
+  /** Unset: Cloud Hypervisor picks one. */
+  readonly mac?: string;
+}
+
+/** A validated VM to create and boot (VmConfig), with its defaults filled in. */
+export interface VmSpec {
+  readonly vcpus: number;
+  readonly maxVcpus: number;
+  readonly memoryMib: number;
+  readonly maxMemoryMib: number;
+  readonly cmdline: string;
+  readonly initramfsPath?: string;
+  readonly rootfsReadonly: boolean;
+  readonly disks: readonly DiskSpec[];
+  readonly net: readonly NetSpec[];
+  readonly serial: 'log' | 'off';
+  readonly vsock?: { readonly cid: number };
+  readonly pvpanic: boolean;
+}
+
+/** What VmConfig may carry in restore mode: the snapshot's extra disks, nothing else. */
+export type RestoreVmSpec = Pick<VmSpec, 'disks'>;
+
+/** What SnapshotVm does with the VM once the snapshot is written. */
+export type AfterSnapshot = 'resume' | 'stay-paused' | 'stop';
+
+/** A VM as Cloud Hypervisor describes it (vm.info). */
+export interface VmInfo {
+  readonly state: VmState;
+  readonly vcpus: number;
+  readonly maxVcpus: number;
+  readonly memoryBytes: number;
+  readonly memoryActualBytes: number;
+  readonly devices: ReadonlyArray<{ readonly id: string; readonly kind: string; readonly pciBdf: string }>;
+  /** vm.info's JSON as the VMM sent it. */
+  readonly rawJson: string;
+}
+
+/** Per-device counters, by device id and counter name; u64 values, hence bigint. */
+export type VmCounters = Readonly<Record<string, Readonly<Record<string, bigint>>>>;
+
+/** A resize: at least one of them. */
+export interface VmResize {
+  readonly vcpus?: number;
+  readonly memoryMib?: number;
+  readonly balloonMib?: number;
+}
+
 /** A start request as it arrives, before validation. Empty strings mean "not given". */
 export interface StartRequest {
   readonly sandboxId: string;
@@ -44,6 +107,24 @@ export interface StartRequest {
   readonly readyTimeoutMs?: number;
   readonly restore?: RestoreSpec;
   readonly labels: Readonly<Record<string, string>>;
+  /** VmConfig as it arrived (validated into StartSpec.vm). */
+  readonly vm?: VmRequest;
+}
+
+/** VmConfig as it arrives: zero values mean "not given". */
+export interface VmRequest {
+  readonly vcpus: number;
+  readonly maxVcpus: number;
+  readonly memoryMib: number;
+  readonly maxMemoryMib: number;
+  readonly cmdline: string;
+  readonly initramfsPath: string;
+  readonly rootfsReadonly: boolean;
+  readonly disks: ReadonlyArray<{ readonly id: string; readonly path: string; readonly readonly: boolean }>;
+  readonly net: ReadonlyArray<{ readonly id: string; readonly tap: string; readonly mac: string }>;
+  readonly serial?: 'log' | 'off';
+  readonly vsock?: { readonly cid: number };
+  readonly pvpanic: boolean;
 }
 
 /** A validated start request with every default filled in. */
@@ -58,6 +139,13 @@ export interface StartSpec {
   readonly readyTimeoutMs: number;
   readonly restore?: RestoreSpec;
   readonly labels: Readonly<Record<string, string>>;
+  /** Boot mode: the VM to create and boot. Restore mode: only the snapshot's extra disks. */
+  readonly vm?: VmSpec | RestoreVmSpec;
+}
+
+/** True for a boot-mode VM to create, as opposed to a restore's extra disks. */
+export function isVmSpec(vm: StartSpec['vm']): vm is VmSpec {
+  return vm !== undefined && 'vcpus' in vm;
 }
 
 /** Stands for the start time of a process that was gone before it could be read: it never matches. */
@@ -115,6 +203,8 @@ export interface ProcessExitEvent {
   readonly message: string;
   /** The daemon sent the signal that ended the process (stop or SignalProcess). */
   readonly signalSentByDaemon: boolean;
+  /** The VMM was stopped after a snapshot to this `file://` URL (SnapshotVm, after_snapshot stop). */
+  readonly snapshotUrl?: string;
 }
 
 export type UnsequencedExit = Omit<ProcessExitEvent, 'sequence'>;
@@ -136,6 +226,9 @@ export interface ProcessSnapshot {
   readonly kernelPath?: string;
   readonly rootfsPath: string;
   readonly logPath: string;
+  readonly vmState: VmState;
+  /** With a vsock device: its host-side socket, reachable from the host. */
+  readonly vsockSocket?: string;
 }
 
 /**

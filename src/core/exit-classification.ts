@@ -10,7 +10,10 @@ export function classifyExit(
   lostBecause?: string,
 ): { reason: ExitReason; message: string } {
   const how = status ? describeExitStatus(status) : 'an unknown status';
-  if (record.stopRequested) return { reason: 'stopped', message: `stopped (${how}${!status && lostBecause ? `: ${lostBecause}` : ''})` };
+  if (record.stopRequested) {
+    const after = record.stopSnapshotUrl ? ` after a snapshot to ${record.stopSnapshotUrl}` : '';
+    return { reason: 'stopped', message: `stopped${after} (${how}${!status && lostBecause ? `: ${lostBecause}` : ''})` };
+  }
   if (!status && lostBecause) return { reason: 'lost', message: lostBecause };
   if (record.startFailure) return { reason: record.startFailure.reason, message: record.startFailure.message };
   if (record.phase === 'starting') return { reason: 'start-failed', message: `exited before it was ready (${how})` };

@@ -12,6 +12,10 @@ import type {
   SocketFiles,
   StartFailure,
   StartSpec,
+  VmCounters,
+  VmInfo,
+  VmResize,
+  VmState,
 } from './domain.js';
 
 /** Wall-clock time and timers. */
@@ -36,6 +40,8 @@ export interface ProcessHandle {
    * time): a reused PID is never signalled. 'gone' when it no longer exists or is already dead.
    */
   signal(signal: NodeJS.Signals | number): Promise<'sent' | 'gone'>;
+  /** The network interfaces in the VMM's network namespace (its TAP devices among them). */
+  networkInterfaces(): Promise<string[]>;
 }
 
 /** A launch a previous daemon made but died before recording the PIDs of. */
@@ -97,6 +103,18 @@ export interface RunLayout {
   removeOrphanLaunchFiles(keep: readonly LaunchFiles[]): Promise<void>;
 }
 
+/** Where snapshots go: directories under the image roots, made by the daemon. */
+export interface SnapshotDirs {
+  /**
+   * Makes the directory `url` (`file://` of an absolute path) names for a snapshot: its parent
+   * must lie under an image root and it must not exist. Returns its resolved `file://` URL and path.
+   * Throws `invalid-argument`, `permission-denied` or `failed-precondition` naming `field`.
+   */
+  create(field: string, url: string): Promise<{ readonly url: string; readonly path: string }>;
+  /** Removes a directory create() made, with what a failed snapshot left in it. */
+  remove(path: string): Promise<void>;
+}
+
 /** An append's two moments: in the file (survives a crash of this process), and on disk. */
 export interface Recorded {
   readonly written: Promise<void>;
@@ -119,6 +137,10 @@ export interface PersistedProcess extends LaunchFiles {
   readonly socketFiles?: SocketFiles;
   /** Set once a stop was requested: when SIGKILL is due. */
   readonly stopKillAt?: Date;
+  /** The stop followed a snapshot to this URL. */
+  readonly stopSnapshotUrl?: string;
+  /** The VM's state as of the daemon's last operation on it. */
+  readonly vmState?: VmState;
   readonly signalsSent: readonly string[];
   readonly startFailure?: StartFailure;
   readonly exit?: ProcessExitEvent;
@@ -158,7 +180,9 @@ export interface StateStore {
   launching(sandboxId: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Recorded;
   spawned(sandboxId: string, identity: ProcessIdentity, logOffset: number): Promise<void>;
   ready(sandboxId: string, readyAt: Date, vmmVersion: string, socketFiles: SocketFiles): Promise<void>;
-  stopping(sandboxId: string, killAt: Date): Promise<void>;
+  stopping(sandboxId: string, killAt: Date, snapshotUrl?: string): Promise<void>;
+  /** The VM's state changed through the daemon (boot, pause, resume, restore, snapshot...). */
+  vmState(sandboxId: string, state: VmState): Promise<void>;
   signalled(sandboxId: string, signal: string): Promise<void>;
   startFailed(sandboxId: string, failure: StartFailure): Promise<void>;
   exited(event: ProcessExitEvent): Promise<void>;
@@ -180,4 +204,14 @@ export interface VmmApi {
   restore(socketPath: string, restore: RestoreSpec, signal: AbortSignal): Promise<void>;
   /** The VM's state from `GET /api/v1/vm.info`, or undefined when the VMM holds no VM. */
   vmState(socketPath: string, signal: AbortSignal): Promise<string | undefined>;
+  /** `PUT vm.create` for a start's VM, naming its files by their paths in the sandbox dir. */
+  createVm(socketPath: string, spec: StartSpec, signal: AbortSignal): Promise<void>;
+  bootVm(socketPath: string, signal: AbortSignal): Promise<void>;
+  pauseVm(socketPath: string): Promise<void>;
+  resumeVm(socketPath: string): Promise<void>;
+  /** `PUT vm.snapshot` into a `file://` directory (the VM is paused). */
+  snapshotVm(socketPath: string, destinationUrl: string): Promise<void>;
+  vmInfo(socketPath: string, signal?: AbortSignal): Promise<VmInfo>;
+  vmCounters(socketPath: string): Promise<VmCounters>;
+  resizeVm(socketPath: string, resize: VmResize): Promise<void>;
 }

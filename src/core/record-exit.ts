@@ -53,6 +53,7 @@ async function recordExit(context: SupervisorContext, record: SupervisedProcess,
       ((record.stopRequested && (status.signal === 'SIGTERM' || status.signal === 'SIGKILL')) ||
         record.sentSignal(status.signal) ||
         record.startFailure !== undefined),
+    ...(record.stopRequested && record.stopSnapshotUrl ? { snapshotUrl: record.stopSnapshotUrl } : {}),
   };
   const { exchange } = context;
   const event = exchange.assign(exit);

@@ -62,6 +62,8 @@ async function readopt(context: SupervisorContext, record: SupervisedProcess, pe
     ...(persisted.startFailure ? { startFailure: persisted.startFailure } : {}),
     signalsSent: persisted.signalsSent,
     ...(persisted.socketFiles ? { socketFiles: persisted.socketFiles } : {}),
+    ...(persisted.vmState ? { vmState: persisted.vmState } : {}),
+    ...(persisted.stopSnapshotUrl ? { stopSnapshotUrl: persisted.stopSnapshotUrl } : {}),
   });
   const settle = async (pid: number, status: ExitStatus | undefined, lostBecause?: string): Promise<undefined> => {
     supervise(context, record, endedProcess(pid, persisted.logOffset ?? 0, status), lostBecause);
@@ -124,5 +126,6 @@ function endedProcess(pid: number, logOffset: number, status: ExitStatus | undef
     logOffset,
     exited: Promise.resolve(status),
     signal: async () => 'gone',
+    networkInterfaces: async () => [],
   };
 }

@@ -16,11 +16,16 @@ export async function signalProcess(context: SupervisorContext, sandboxId: strin
     throw new VmprocError('failed-precondition', `sandbox ${sandboxId} is being launched and has no process yet; retry shortly`);
   }
   if (record.phase === 'exited' || !handle) throw notRunning(record);
-  record.recordSignal(signal.name);
-  await context.store.signalled(sandboxId, signal.name);
-  if ((await handle.signal(signal.number)) === 'gone') throw notRunning(record);
-  context.logger.info({ sandboxId, pid: handle.identity.pid, signal: signal.name }, 'signalled vmm');
-  return record.snapshot();
+  const send = async () => {
+    record.recordSignal(signal.name);
+    await context.store.signalled(sandboxId, signal.name);
+    if ((await handle.signal(signal.number)) === 'gone') throw notRunning(record);
+    context.logger.info({ sandboxId, pid: handle.identity.pid, signal: signal.name }, 'signalled vmm');
+    return record.snapshot();
+  };
+  // In line with the sandbox's VM operations; a stop in progress has closed that line, and a
+  // signal then still goes straight to the process, as it always could.
+  return record.phase === 'running' ? record.lane.run('signal', send) : send();
 }
 
 function notRunning(record: SupervisedProcess): VmprocError {

@@ -2,7 +2,7 @@ import { KILL_BACKSTOP_MS } from '../api-defaults.js';
 import { asVmprocError, VmprocError } from '../errors.js';
 import { validateStartRequest } from '../validation/start-request.js';
 import { assertOpen, type SupervisorContext } from './context.js';
-import { describeExitStatus, type ProcessSnapshot, type StartRequest } from './domain.js';
+import { describeExitStatus, isVmSpec, type ProcessSnapshot, type StartRequest, type VmState } from './domain.js';
 import { describeStartFailure } from './exit-classification.js';
 import type { StartAbortReason } from './lifecycle.js';
 import type { ProcessHandle, Recorded } from './ports.js';
@@ -92,12 +92,13 @@ export async function awaitReady(
   try {
     const api = context.vmm;
     const ready = await api.waitReady(spec.socketPath, startSignal);
-    // A restarted daemon may find the restore already done (or under way: the ping waited for it).
-    if (spec.restore && (await api.vmState(spec.socketPath, startSignal)) === undefined) {
-      await api.restore(spec.socketPath, spec.restore, startSignal);
-    }
+    const vmState = await prepareVm(context, record);
     if (startSignal.aborted) throw startSignal.reason;
     await recorded;
+    if (vmState !== record.vmState) {
+      await context.store.vmState(spec.sandboxId, vmState);
+      record.setVmState(vmState);
+    }
     const socketFiles = await context.layout.socketFiles(spec.socketPath, record.socketFiles);
     const readyAt = context.clock.now();
     await context.store.ready(spec.sandboxId, readyAt, ready.version, socketFiles);
@@ -110,6 +111,44 @@ export async function awaitReady(
   } finally {
     cancelTimer();
   }
+}
+
+/**
+ * What the start does inside the VMM once it answers: restore the snapshot (restore mode), or
+ * create and boot the VM (boot mode with a VmConfig), or nothing (a bare VMM). A restarted daemon
+ * finishing a start may find it done already, or half done (the ping waited for a restore under way).
+ * Returns the VM's state.
+ */
+async function prepareVm(context: SupervisorContext, record: SupervisedProcess): Promise<VmState> {
+  const { spec, startSignal } = record;
+  const api = context.vmm;
+  if (spec.restore) {
+    const existing = await api.vmState(spec.socketPath, startSignal);
+    if (existing === undefined) await api.restore(spec.socketPath, spec.restore, startSignal);
+    return existing === 'Running' || (existing === undefined && spec.restore.resume) ? 'running' : 'paused';
+  }
+  if (!isVmSpec(spec.vm)) return 'not-created';
+  const existing = await api.vmState(spec.socketPath, startSignal);
+  if (existing === undefined) {
+    // The VMM is in the sandbox's network namespace: its TAPs must be there already (Cloud
+    // Hypervisor would make a missing one itself, in a netns nobody configured for it).
+    const interfaces = await record.handle!.networkInterfaces();
+    const missing = spec.vm.net.find((nic) => !interfaces.includes(nic.tap));
+    if (missing) {
+      throw new VmprocError(
+        'failed-precondition',
+        `vm.net ${missing.id}: TAP device ${missing.tap} does not exist in network namespace ${spec.networkNamespace}; ` +
+          `create it first (ip netns exec ${spec.networkNamespace} ip tuntap add dev ${missing.tap} mode tap)`,
+      );
+    }
+    await api.createVm(spec.socketPath, spec, startSignal);
+  }
+  if (existing === undefined || existing === 'Created') await api.bootVm(spec.socketPath, startSignal);
+  const info = await api.vmInfo(spec.socketPath, startSignal);
+  if (info.state !== 'running') {
+    throw new VmprocError('failed-precondition', `the VM of sandbox ${spec.sandboxId} is ${info.state} after vm.boot, not running`);
+  }
+  return 'running';
 }
 
 /** Kills what a failed start left, waits for its exit event, and returns the caller's error. */

@@ -35,8 +35,13 @@ export async function terminate(context: SupervisorContext, record: SupervisedPr
   const { pid } = handle.identity;
   // A stop must not wait for the state disk: stopping VMMs may be how an operator frees it. Not
   // recorded, only a stop interrupted by a daemon crash suffers: it is not resumed after a restart.
-  await context.store.stopping(record.sandboxId, killAt).catch((error: unknown) =>
+  await context.store.stopping(record.sandboxId, killAt, record.stopSnapshotUrl).catch((error: unknown) =>
     context.logger.error({ sandboxId: record.sandboxId, err: error }, 'cannot record the stop; stopping anyway'));
+  // Operations queued for this sandbox fail; the one in progress (a snapshot being written) may
+  // finish, within the grace period.
+  const closing = record.lane.close(new VmprocError('failed-precondition', `sandbox ${record.sandboxId} is being stopped`));
+  const waitMs = killAt.getTime() - context.clock.now().getTime();
+  if (waitMs > 0 && record.lane.current !== undefined) await withinTimeout(context.clock, closing, waitMs);
   const graceMs = killAt.getTime() - context.clock.now().getTime();
   if (graceMs > 0) {
     await handle.signal('SIGTERM');

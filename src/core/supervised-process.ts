@@ -1,4 +1,6 @@
-import type { LaunchFiles, ProcessExitEvent, ProcessSnapshot, ProcessState, SocketFiles, StartFailure, StartSpec } from './domain.js';
+import { isVmSpec, type LaunchFiles, type ProcessExitEvent, type ProcessSnapshot, type ProcessState, type SocketFiles, type StartFailure, type StartSpec, type VmState } from './domain.js';
+import { OperationLane } from './operation-lane.js';
+import { SANDBOX_NAMES } from './sandbox-files.js';
 import { assertMove, type Phase, publicState, type StartAbortReason } from './lifecycle.js';
 import type { ProcessHandle } from './ports.js';
 
@@ -20,6 +22,12 @@ export class SupervisedProcess {
   #startFailure: StartFailure | undefined;
   /** What the daemon knows of the VMM's socket files: removed at exit, and only those. */
   #socketFiles: SocketFiles = {};
+  /** The VM inside the VMM, as of the daemon's last operation on it. */
+  #vmState: VmState = 'not-created';
+  /** Set when the stop follows a snapshot (SnapshotVm, after_snapshot stop): where it is. */
+  #stopSnapshotUrl: string | undefined;
+  /** VM operations and signals of this sandbox, one at a time; a stop closes it. */
+  readonly lane = new OperationLane();
   /** Names of signals sent through SignalProcess, to tell a requested death from a stranger's. */
   readonly #signalsSent = new Set<string>();
   /** The shared in-flight stop, if any. */
@@ -67,6 +75,14 @@ export class SupervisedProcess {
 
   get socketFiles(): SocketFiles {
     return this.#socketFiles;
+  }
+
+  get vmState(): VmState {
+    return this.#vmState;
+  }
+
+  get stopSnapshotUrl(): string | undefined {
+    return this.#stopSnapshotUrl;
   }
 
   get startFailure(): StartFailure | undefined {
@@ -141,6 +157,18 @@ export class SupervisedProcess {
     return true;
   }
 
+  /** The daemon's own operation (or vm.info) changed the VM's state. */
+  setVmState(state: VmState): void {
+    if (state === this.#vmState) return;
+    this.#vmState = state;
+    this.#snapshot = undefined;
+  }
+
+  /** The stop about to be requested follows a snapshot to `url`: its exit says so. */
+  stopAfterSnapshot(url: string): void {
+    this.#stopSnapshotUrl = url;
+  }
+
   /** A signal went out through SignalProcess. */
   recordSignal(name: string): void {
     this.#signalsSent.add(name);
@@ -185,8 +213,12 @@ export class SupervisedProcess {
     readonly startFailure?: StartFailure;
     readonly signalsSent: readonly string[];
     readonly socketFiles?: SocketFiles;
+    readonly vmState?: VmState;
+    readonly stopSnapshotUrl?: string;
   }): void {
     if (recorded.socketFiles) this.#socketFiles = recorded.socketFiles;
+    if (recorded.vmState) this.#vmState = recorded.vmState;
+    if (recorded.stopSnapshotUrl) this.#stopSnapshotUrl = recorded.stopSnapshotUrl;
     for (const signal of recorded.signalsSent) this.#signalsSent.add(signal);
     if (recorded.startFailure) this.abandonStart(recorded.startFailure);
     if (recorded.readyAt && this.#phase === 'starting') this.markReady(recorded.readyAt, recorded.vmmVersion ?? '', this.#socketFiles);
@@ -232,6 +264,11 @@ export class SupervisedProcess {
       ...(spec.kernelPath ? { kernelPath: spec.kernelPath } : {}),
       rootfsPath: spec.rootfsPath,
       logPath: this.files.logPath,
+      vmState: this.#vmState,
+      // The vsock's host side is a socket in the VMM's own sandbox dir: reached through its root.
+      ...(isVmSpec(spec.vm) && spec.vm.vsock && this.#handle && this.#phase !== 'exited'
+        ? { vsockSocket: `/proc/${this.#handle.identity.pid}/root${spec.sandboxDir}/${SANDBOX_NAMES.vsock}` }
+        : {}),
     };
   }
 }

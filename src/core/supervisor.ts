@@ -2,7 +2,8 @@ import { type Logger, silentLogger } from '../logger.js';
 import type { StartDefaults } from '../validation/start-request.js';
 import type { SupervisorContext, SupervisorPorts } from './context.js';
 import type { PersistedState } from './ports.js';
-import type { ProcessSnapshot, StartRequest } from './domain.js';
+import type { AfterSnapshot, ProcessSnapshot, StartRequest, VmCounters, VmInfo, VmResize } from './domain.js';
+import { getVmCounters, getVmInfo, pauseVm, resizeVm, resumeVm, snapshotVm } from './vm-operations.js';
 import type { ExitExchange, ExitSubscription, SubscribeOptions } from './exit-exchange.js';
 import { observeStart, type SupervisorObserver } from './observer.js';
 import { ProcessTable } from './process-table.js';
@@ -28,9 +29,9 @@ export interface SupervisorOptions extends SupervisorPorts {
 }
 
 /**
- * Launches, watches and stops VMM processes: a small facade over the use cases, one file each
- * (start-process, stop-process, signal-process, queries, recover-processes, record-exit,
- * retention). It knows nothing of gRPC: requests come in as plain values, failures leave as
+ * Launches, watches and stops VMM processes and drives their VMs: a small facade over the use
+ * cases, one file each (start-process, stop-process, signal-process, vm-operations, queries,
+ * recover-processes, record-exit, retention). It knows nothing of gRPC: requests come in as plain values, failures leave as
  * VmprocError, exits go out through the ExitExchange; the host is reached only through the ports.
  *
  * Invariants: at most one live process per sandbox ID and per socket path; every spawned
@@ -49,6 +50,7 @@ export class Supervisor {
       store: options.store,
       vmm: options.vmm,
       clock: options.clock,
+      snapshotDirs: options.snapshotDirs,
       defaults: options.defaults,
       exchange: options.exchange,
       logger,
@@ -86,6 +88,30 @@ export class Supervisor {
 
   signal(sandboxId: string, signalName: string): Promise<ProcessSnapshot> {
     return signalProcess(this.#context, sandboxId, signalName);
+  }
+
+  pauseVm(sandboxId: string): Promise<ProcessSnapshot> {
+    return pauseVm(this.#context, sandboxId);
+  }
+
+  resumeVm(sandboxId: string): Promise<ProcessSnapshot> {
+    return resumeVm(this.#context, sandboxId);
+  }
+
+  snapshotVm(sandboxId: string, destinationUrl: string, after: AfterSnapshot): Promise<{ process: ProcessSnapshot; snapshotUrl: string }> {
+    return snapshotVm(this.#context, sandboxId, destinationUrl, after);
+  }
+
+  vmInfo(sandboxId: string): Promise<VmInfo> {
+    return getVmInfo(this.#context, sandboxId);
+  }
+
+  vmCounters(sandboxId: string): Promise<VmCounters> {
+    return getVmCounters(this.#context, sandboxId);
+  }
+
+  resizeVm(sandboxId: string, resize: VmResize): Promise<{ process: ProcessSnapshot; vm: VmInfo }> {
+    return resizeVm(this.#context, sandboxId, resize);
   }
 
   get(sandboxId: string): ProcessSnapshot {

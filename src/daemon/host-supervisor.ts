@@ -4,6 +4,7 @@ import type { ProcessHost, StateStore } from '../core/ports.js';
 import { Supervisor } from '../core/supervisor.js';
 import type { PathPolicy } from '../host/path-policy.js';
 import { RunDirLayout } from '../host/run-dir-layout.js';
+import { ImageRootSnapshotDirs } from '../host/snapshot-dirs.js';
 import { systemClock } from '../host/system-clock.js';
 import type { LaunchStrategy } from '../launch/launch-command.js';
 import { ReaperProcessHost } from '../launch/reaper-process-host.js';
@@ -44,6 +45,7 @@ export function createHostSupervisor(options: HostSupervisorOptions): { supervis
     store: options.store ?? ephemeralStore,
     vmm: cloudHypervisorApi(),
     clock: systemClock,
+    snapshotDirs: new ImageRootSnapshotDirs(options.paths),
     defaults: options.defaults,
     exchange: options.exchange,
     exitedRecordLimit: options.exitedRecordLimit,

@@ -113,6 +113,27 @@ export class PathPolicy {
   }
 
   /**
+   * A directory under an image root to make something in (a snapshot's parent): like image(), but
+   * the image root itself is allowed.
+   */
+  async directoryForNew(field: string, given: string): Promise<string> {
+    let resolved: string;
+    try {
+      resolved = await realpath(given);
+    } catch (cause) {
+      const code = (cause as NodeJS.ErrnoException).code;
+      throw new VmprocError('failed-precondition', `${field} ${given} ${code === 'ENOENT' ? 'does not exist' : `cannot be read (${code})`}`, { cause });
+    }
+    const root = longestRoot(resolved, this.roots.images);
+    if (root === undefined) {
+      throw denied(field, given, resolved, `is outside the image roots (${this.roots.images.join(', ') || 'none configured'}); put it under one, or configure one with --image-root`);
+    }
+    this.#refuseReserved(field, given, resolved);
+    if (!(await stat(resolved)).isDirectory()) throw new VmprocError('failed-precondition', `${field} ${given} is not a directory`);
+    return resolved;
+  }
+
+  /**
    * An API socket path (it need not exist yet): its directory is resolved and must lie under a
    * socket root; neither the socket nor its `<socket>.lock` may be one of the daemon's files.
    */

@@ -6,7 +6,8 @@
  * and is only ever expanded inside double quotes, so no value can become code,
  * whatever it contains (validation rejects hostile values earlier anyway).
  */
-import type { LaunchMode } from '../core/domain.js';
+import type { LaunchMode, StartSpec } from '../core/domain.js';
+import { sandboxFilesOf } from '../core/sandbox-files.js';
 
 export type { LaunchMode };
 
@@ -17,7 +18,7 @@ export type { LaunchMode };
  * check can never lead it anywhere else.
  */
 export interface SandboxLink {
-  /** One file name: `vmlinux`, `rootfs.ext4`. */
+  /** One file name: `vmlinux`, `rootfs.ext4`, `disk-<id>` (core/sandbox-files.ts). */
   readonly name: string;
   /** The image root `path` lies under (resolved). */
   readonly root: string;
@@ -40,16 +41,9 @@ export interface LaunchPlan {
   readonly socketPath: string;
 }
 
-/** The links of a start: `vmlinux` (boot mode) and `rootfs.ext4`, each under the root it was checked beneath. */
-export function sandboxLinks(
-  spec: { readonly mode: LaunchMode; readonly kernelPath?: string; readonly rootfsPath: string },
-  rootOf: (path: string) => string,
-  allowBlock: boolean,
-): SandboxLink[] {
-  const links: SandboxLink[] = [];
-  if (spec.mode === 'boot' && spec.kernelPath) links.push({ name: 'vmlinux', root: rootOf(spec.kernelPath), path: spec.kernelPath, allowBlock: false });
-  links.push({ name: 'rootfs.ext4', root: rootOf(spec.rootfsPath), path: spec.rootfsPath, allowBlock });
-  return links;
+/** The links of a start (sandbox-files.ts), each under the image root it was checked beneath. */
+export function sandboxLinks(spec: StartSpec, rootOf: (path: string) => string, allowBlock: boolean): SandboxLink[] {
+  return sandboxFilesOf(spec).map((file) => ({ name: file.name, root: rootOf(file.path), path: file.path, allowBlock: file.disk && allowBlock }));
 }
 
 export interface LaunchCommand {

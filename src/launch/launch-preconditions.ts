@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { posix } from 'node:path';
-import type { StartSpec } from '../core/domain.js';
+import { isVmSpec, type StartSpec } from '../core/domain.js';
 import { VmprocError } from '../errors.js';
 import { type PathPolicy, resolveLeniently } from '../host/path-policy.js';
 import { checkSandboxDirCoversNothingNeeded, pathsTheLaunchNeeds, restoreSourceDir, type StartDefaults } from '../validation/start-request.js';
@@ -21,8 +21,14 @@ export async function prepareLaunch(spec: StartSpec, policy: PathPolicy, default
     spec.kernelPath ? policy.image('kernel_path', spec.kernelPath, 'file') : Promise.resolve(undefined),
     spec.restore ? policy.image('restore.source_url', restoreSourceDir(spec.restore.sourceUrl), 'directory') : Promise.resolve(undefined),
   ]);
-  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  // The VM's other files: its initramfs and extra disks, checked like the rootfs.
+  const vmFiles = await Promise.allSettled([
+    isVmSpec(spec.vm) && spec.vm.initramfsPath ? policy.image('vm.initramfs_path', spec.vm.initramfsPath, 'file') : Promise.resolve(undefined),
+    ...(spec.vm?.disks ?? []).map((disk, i) => policy.image(`vm.disks[${i}].path`, disk.path, 'file')),
+  ]);
+  const failure = [...results, ...vmFiles].find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failure) throw failure.reason;
+  const [initramfs, ...disks] = vmFiles.map((r) => (r as PromiseFulfilledResult<{ path: string } | undefined>).value);
   const [sandboxDir, rootfs, , socket, kernel, restoreDir] = results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
     string, { path: string }, unknown, { path: string }, { path: string } | undefined, { path: string } | undefined,
   ];
@@ -33,6 +39,15 @@ export async function prepareLaunch(spec: StartSpec, policy: PathPolicy, default
     socketPath: socket.path,
     ...(kernel ? { kernelPath: kernel.path } : {}),
     ...(spec.restore && restoreDir ? { restore: { ...spec.restore, sourceUrl: `file://${restoreDir.path}` } } : {}),
+    ...(spec.vm
+      ? {
+          vm: {
+            ...spec.vm,
+            ...(initramfs ? { initramfsPath: initramfs.path } : {}),
+            disks: spec.vm.disks.map((disk, i) => ({ ...disk, path: disks[i]!.path })),
+          },
+        }
+      : {}),
   };
   await checkCanonicalSandboxDir(resolved, defaults);
   return resolved;

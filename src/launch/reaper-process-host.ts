@@ -1,4 +1,4 @@
-import { access, constants } from 'node:fs/promises';
+import { access, constants, readFile } from 'node:fs/promises';
 import type { LaunchFiles, ProcessIdentity, StartSpec } from '../core/domain.js';
 import type { FoundLaunch, ProcessHandle, ProcessHost } from '../core/ports.js';
 import { VmprocError } from '../errors.js';
@@ -156,5 +156,13 @@ function processHandle(identity: ProcessIdentity, logOffset: number, exited: Pro
     logOffset,
     exited,
     signal: (signal) => signalProcessGroup(identity.pid, identity.startTime, signal),
+    networkInterfaces: () => networkInterfacesOf(identity.pid),
   };
+}
+
+/** The interfaces of a process's network namespace: /proc/PID/net/dev, no entering of the namespace. */
+async function networkInterfacesOf(pid: number): Promise<string[]> {
+  const text = await readFile(`/proc/${pid}/net/dev`, 'utf8');
+  // Two header lines, then `  name: counters...` per interface.
+  return text.split('\n').slice(2).map((line) => line.split(':')[0]!.trim()).filter((name) => name !== '');
 }

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { StateStore } from '../core/ports.js';
 
 /** The journal record each store write appends (see src/store/state-store.ts). */
-export type StoreOperation = 'launch' | 'spawn' | 'ready' | 'stop' | 'signal' | 'start_failure' | 'exit' | 'abandon' | 'boot';
+export type StoreOperation = 'launch' | 'spawn' | 'ready' | 'stop' | 'vm' | 'signal' | 'start_failure' | 'exit' | 'abandon' | 'boot';
 
 export interface StoreObserver {
   /** One store write settled after `seconds` (as its caller waits for it: written, and synced if the mode asks). */
@@ -30,7 +30,8 @@ export function instrumentStore(store: StateStore, observer: StoreObserver): Sta
     },
     spawned: (sandboxId, identity, logOffset) => timed('spawn', store.spawned(sandboxId, identity, logOffset)),
     ready: (sandboxId, readyAt, vmmVersion, socketFiles) => timed('ready', store.ready(sandboxId, readyAt, vmmVersion, socketFiles)),
-    stopping: (sandboxId, killAt) => timed('stop', store.stopping(sandboxId, killAt)),
+    stopping: (sandboxId, killAt, snapshotUrl) => timed('stop', store.stopping(sandboxId, killAt, snapshotUrl)),
+    vmState: (sandboxId, state) => timed('vm', store.vmState(sandboxId, state)),
     signalled: (sandboxId, signal) => timed('signal', store.signalled(sandboxId, signal)),
     startFailed: (sandboxId, failure) => timed('start_failure', store.startFailed(sandboxId, failure)),
     exited: (event) => timed('exit', store.exited(event)),

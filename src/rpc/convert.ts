@@ -10,7 +10,16 @@ import {
   ProcessInfoSchema,
   ProcessState,
   type RestoreConfig,
+  AfterSnapshot,
+  type GetVmCountersResponse,
+  GetVmCountersResponseSchema,
+  type ResizeVmRequest,
+  SerialMode,
   type StartProcessRequest,
+  type VmConfig,
+  type VmInfo,
+  VmInfoSchema,
+  VmState,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { VmprocError } from '../errors.js';
 import type * as domain from '../core/domain.js';
@@ -29,7 +38,93 @@ export function startRequestFromProto(request: StartProcessRequest): domain.Star
     ...(request.readyTimeout ? { readyTimeoutMs: durationToMs('ready_timeout', request.readyTimeout) } : {}),
     ...(request.restore ? { restore: restoreFromProto(request.restore) } : {}),
     labels: request.labels,
+    ...(request.vm ? { vm: vmFromProto(request.vm) } : {}),
   };
+}
+
+function vmFromProto(vm: VmConfig): domain.VmRequest {
+  let serial: 'log' | 'off' | undefined;
+  switch (vm.serial) {
+    case SerialMode.UNSPECIFIED:
+      break;
+    case SerialMode.LOG:
+      serial = 'log';
+      break;
+    case SerialMode.OFF:
+      serial = 'off';
+      break;
+    default:
+      throw new VmprocError('invalid-argument', `vm.serial ${vm.serial} is not a known SerialMode; use SERIAL_MODE_LOG or SERIAL_MODE_OFF`);
+  }
+  return {
+    vcpus: vm.vcpus,
+    maxVcpus: vm.maxVcpus,
+    memoryMib: safeNumber('vm.memory_mib', vm.memoryMib),
+    maxMemoryMib: safeNumber('vm.max_memory_mib', vm.maxMemoryMib),
+    cmdline: vm.cmdline,
+    initramfsPath: vm.initramfsPath,
+    rootfsReadonly: vm.rootfsReadonly,
+    disks: vm.disks.map((disk) => ({ id: disk.id, path: disk.path, readonly: disk.readonly })),
+    net: vm.net.map((nic) => ({ id: nic.id, tap: nic.tap, mac: nic.mac })),
+    ...(serial ? { serial } : {}),
+    ...(vm.vsock ? { vsock: { cid: vm.vsock.cid } } : {}),
+    pvpanic: vm.pvpanic,
+  };
+}
+
+/** A uint64 of the wire as a number; beyond 2^53 it is out of any range anyway. */
+function safeNumber(field: string, value: bigint): number {
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new VmprocError('invalid-argument', `${field} ${value} is out of range`);
+  return Number(value);
+}
+
+export function afterSnapshotFromProto(after: AfterSnapshot): domain.AfterSnapshot {
+  switch (after) {
+    case AfterSnapshot.RESUME:
+      return 'resume';
+    case AfterSnapshot.STAY_PAUSED:
+      return 'stay-paused';
+    case AfterSnapshot.STOP:
+      return 'stop';
+    case AfterSnapshot.UNSPECIFIED:
+      throw new VmprocError('invalid-argument', 'after_snapshot is required: AFTER_SNAPSHOT_RESUME, AFTER_SNAPSHOT_STAY_PAUSED or AFTER_SNAPSHOT_STOP');
+    default:
+      throw new VmprocError('invalid-argument', `after_snapshot ${after} is not a known AfterSnapshot`);
+  }
+}
+
+export function resizeFromProto(request: ResizeVmRequest): domain.VmResize {
+  return {
+    ...(request.vcpus !== undefined ? { vcpus: request.vcpus } : {}),
+    ...(request.memoryMib !== undefined ? { memoryMib: safeNumber('memory_mib', request.memoryMib) } : {}),
+    ...(request.balloonMib !== undefined ? { balloonMib: safeNumber('balloon_mib', request.balloonMib) } : {}),
+  };
+}
+
+const VM_STATE_TO_PROTO: Readonly<Record<domain.VmState, VmState>> = {
+  'not-created': VmState.NOT_CREATED,
+  created: VmState.CREATED,
+  running: VmState.RUNNING,
+  paused: VmState.PAUSED,
+  'shut-down': VmState.SHUT_DOWN,
+};
+
+export function vmInfoToProto(info: domain.VmInfo): VmInfo {
+  return create(VmInfoSchema, {
+    state: VM_STATE_TO_PROTO[info.state],
+    vcpus: info.vcpus,
+    maxVcpus: info.maxVcpus,
+    memoryBytes: BigInt(info.memoryBytes),
+    memoryActualBytes: BigInt(info.memoryActualBytes),
+    devices: info.devices.map((device) => ({ id: device.id, kind: device.kind, pciBdf: device.pciBdf })),
+    rawJson: info.rawJson,
+  });
+}
+
+export function countersToProto(counters: domain.VmCounters): GetVmCountersResponse {
+  return create(GetVmCountersResponseSchema, {
+    devices: Object.fromEntries(Object.entries(counters).map(([device, values]) => [device, { counters: { ...values } }])),
+  });
 }
 
 function launchModeFromProto(mode: LaunchMode): domain.LaunchMode | undefined {
@@ -130,6 +225,8 @@ export function processInfoToProto(snapshot: domain.ProcessSnapshot): ProcessInf
     kernelPath: snapshot.kernelPath ?? '',
     rootfsPath: snapshot.rootfsPath,
     logPath: snapshot.logPath,
+    vmState: VM_STATE_TO_PROTO[snapshot.vmState],
+    vsockSocket: snapshot.vsockSocket ?? '',
   });
 }
 
@@ -147,6 +244,7 @@ export function processExitToProto(exit: domain.ProcessExitEvent): ProcessExit {
     stderrTail: exit.stderrTail,
     message: exit.message,
     signalSentByDaemon: exit.signalSentByDaemon,
+    snapshotUrl: exit.snapshotUrl ?? '',
   });
 }
 

@@ -6,22 +6,42 @@ import {
   type ServerWritableStream,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import type {
-  GetProcessRequest,
-  ListProcessesRequest,
-  ProcessExit,
-  SignalProcessRequest,
-  StartProcessRequest,
-  StopProcessRequest,
-  WaitProcessRequest,
-  WatchExitsRequest,
+import { create } from '@bufbuild/protobuf';
+import {
+  type GetVmCountersRequest,
+  type GetVmInfoRequest,
+  GetVmInfoResponseSchema,
+  type PauseVmRequest,
+  type ResizeVmRequest,
+  ResizeVmResponseSchema,
+  type ResumeVmRequest,
+  type SnapshotVmRequest,
+  SnapshotVmResponseSchema,
+  type GetProcessRequest,
+  type ListProcessesRequest,
+  type ProcessExit,
+  type SignalProcessRequest,
+  type StartProcessRequest,
+  type StopProcessRequest,
+  type WaitProcessRequest,
+  type WatchExitsRequest,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import type { Logger } from '../logger.js';
 import type { VmmLogs } from '../logs/vmm-logs.js';
 import type { ExitSubscription } from '../core/exit-exchange.js';
 import type { ProcessExitEvent } from '../core/domain.js';
 import type { Supervisor } from '../core/supervisor.js';
-import { durationToMs, processStatesFromProto, sequenceFromProto, startRequestFromProto } from './convert.js';
+import {
+  afterSnapshotFromProto,
+  countersToProto,
+  durationToMs,
+  processInfoToProto,
+  processStatesFromProto,
+  resizeFromProto,
+  sequenceFromProto,
+  startRequestFromProto,
+  vmInfoToProto,
+} from './convert.js';
 import { toGrpcStatus } from './status-mapping.js';
 import { streamLogsHandler } from './stream-logs.js';
 import { ListPages } from './list-pages.js';
@@ -95,6 +115,25 @@ export function vmProcessServiceImplementation(supervisor: Supervisor, logger: L
     },
 
     streamLogs: streamLogsHandler(supervisor, logs, logger, caps.logs),
+
+    pauseVm: unary<PauseVmRequest>(logger, async (request) => encodeProcessResponse(await supervisor.pauseVm(request.sandboxId))),
+
+    resumeVm: unary<ResumeVmRequest>(logger, async (request) => encodeProcessResponse(await supervisor.resumeVm(request.sandboxId))),
+
+    snapshotVm: unary<SnapshotVmRequest>(logger, async (request) => {
+      const after = afterSnapshotFromProto(request.afterSnapshot);
+      const { process, snapshotUrl } = await supervisor.snapshotVm(request.sandboxId, request.destinationUrl, after);
+      return create(SnapshotVmResponseSchema, { process: processInfoToProto(process), snapshotUrl });
+    }),
+
+    getVmInfo: unary<GetVmInfoRequest>(logger, async (request) => create(GetVmInfoResponseSchema, { vm: vmInfoToProto(await supervisor.vmInfo(request.sandboxId)) })),
+
+    getVmCounters: unary<GetVmCountersRequest>(logger, async (request) => countersToProto(await supervisor.vmCounters(request.sandboxId))),
+
+    resizeVm: unary<ResizeVmRequest>(logger, async (request) => {
+      const { process, vm } = await supervisor.resizeVm(request.sandboxId, resizeFromProto(request));
+      return create(ResizeVmResponseSchema, { process: processInfoToProto(process), vm: vmInfoToProto(vm) });
+    }),
   };
 }
 

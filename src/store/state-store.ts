@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ProcessExitEvent, ProcessIdentity, SocketFiles, StartSpec } from '../core/domain.js';
+import type { ProcessExitEvent, ProcessIdentity, SocketFiles, StartSpec, VmState } from '../core/domain.js';
 import type { PersistedProcess, PersistedState, Recorded, StateStore } from '../core/ports.js';
 import { VmprocError } from '../errors.js';
 import { Journal } from './journal.js';
@@ -27,6 +27,7 @@ export const ephemeralStore: StateStore = {
   spawned: async () => {},
   ready: async () => {},
   stopping: async () => {},
+  vmState: async () => {},
   signalled: async () => {},
   startFailed: async () => {},
   exited: async () => {},
@@ -42,7 +43,8 @@ type JournalRecord =
   | { k: 'launch'; id: string; spec: StartSpec; logPath: string; statusPath: string; startedAt: number; bootId: string }
   | { k: 'spawn'; id: string; pid: number; startTime: string; reaperPid: number; reaperStartTime: string; logOffset: number }
   | { k: 'ready'; id: string; readyAt: number; vmmVersion: string; sock?: SocketFiles }
-  | { k: 'stop'; id: string; killAt: number }
+  | { k: 'stop'; id: string; killAt: number; snapshotUrl?: string }
+  | { k: 'vm'; id: string; state: VmState }
   | { k: 'signal'; id: string; signal: string }
   | { k: 'startFailure'; id: string; reason: 'start-failed' | 'start-timeout'; message: string }
   | { k: 'exit'; event: Json }
@@ -126,8 +128,12 @@ export class JournalStateStore implements StateStore {
     return this.#append({ k: 'ready', id, readyAt: readyAt.getTime(), vmmVersion, ...sock });
   }
 
-  stopping(id: string, killAt: Date): Promise<void> {
-    return this.#append({ k: 'stop', id, killAt: killAt.getTime() });
+  stopping(id: string, killAt: Date, snapshotUrl?: string): Promise<void> {
+    return this.#append({ k: 'stop', id, killAt: killAt.getTime(), ...(snapshotUrl ? { snapshotUrl } : {}) });
+  }
+
+  vmState(id: string, state: VmState): Promise<void> {
+    return this.#append({ k: 'vm', id, state });
   }
 
   signalled(id: string, signal: string): Promise<void> {
@@ -254,7 +260,10 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
       update(record.id, { readyAt: new Date(record.readyAt), vmmVersion: record.vmmVersion, ...(record.sock ? { socketFiles: record.sock } : {}) });
       break;
     case 'stop':
-      update(record.id, { stopKillAt: new Date(record.killAt) });
+      update(record.id, { stopKillAt: new Date(record.killAt), ...(record.snapshotUrl ? { stopSnapshotUrl: record.snapshotUrl } : {}) });
+      break;
+    case 'vm':
+      update(record.id, { vmState: record.state });
       break;
     case 'signal': {
       const current = processes.get(record.id);

@@ -1,7 +1,8 @@
 import { DEFAULT_READY_TIMEOUT_MS, MAX_READY_TIMEOUT_MS } from '../api-defaults.js';
 import { VmprocError } from '../errors.js';
 import { defaultSocketPath } from '../host/run-layout.js';
-import type { RestoreSpec, StartRequest, StartSpec } from '../core/domain.js';
+import { isVmSpec, type RestoreSpec, type StartRequest, type StartSpec } from '../core/domain.js';
+import { validateVm } from './vm-config.js';
 import { validateLabels, validateNetworkNamespace, validateSandboxId } from './identifiers.js';
 import { MAX_SOCKET_PATH_BYTES, isSameOrUnder, validatePath } from './paths.js';
 
@@ -67,6 +68,8 @@ export function validateStartRequest(request: StartRequest, defaults: StartDefau
     restore = validateRestore(request.restore);
   }
 
+  const vm = request.vm ? validateVm(request.vm, mode) : undefined;
+
   const spec: StartSpec = {
     sandboxId,
     mode,
@@ -78,6 +81,7 @@ export function validateStartRequest(request: StartRequest, defaults: StartDefau
     readyTimeoutMs,
     ...(restore ? { restore } : {}),
     labels: validateLabels(request.labels),
+    ...(vm ? { vm } : {}),
   };
   checkSandboxDirCoversNothingNeeded(sandboxDir, pathsTheLaunchNeeds(spec, defaults));
   return spec;
@@ -89,6 +93,8 @@ export function pathsTheLaunchNeeds(spec: StartSpec, defaults: StartDefaults): A
     ['socket_path', spec.socketPath],
     ['rootfs_path', spec.rootfsPath],
     ...(spec.kernelPath ? [['kernel_path', spec.kernelPath] as const] : []),
+    ...(isVmSpec(spec.vm) && spec.vm.initramfsPath ? [['vm.initramfs_path', spec.vm.initramfsPath] as const] : []),
+    ...(spec.vm?.disks ?? []).map((disk, i) => [`vm.disks[${i}].path`, disk.path] as const),
     ...(spec.restore ? [['the restore snapshot', restoreSourceDir(spec.restore.sourceUrl)] as const] : []),
     ['the VMM binary', defaults.vmmBin],
     ['the network namespace directory', defaults.netnsDir],

@@ -7,6 +7,7 @@ import { MAX_SOCKET_PATH_BYTES } from '../unix-socket-path.js';
 import { exchange, type ConnectToSocket, type VmmCallOptions, type VmmHttpMethod, type VmmResponse } from './http-exchange.js';
 import { VmmApiError } from './vmm-api-error.js';
 import {
+  decodeCounters,
   decodePing,
   decodeVmInfo,
   toRestoreRequestBody,
@@ -68,7 +69,44 @@ export class ChClient {
   /** GET vm.info. */
   async info(options: VmmCallOptions): Promise<VmInfo> {
     const response = await this.request('GET', 'vm.info', undefined, options);
-    return this.#decode('GET vm.info', response, decodeVmInfo);
+    return this.#decode('GET vm.info', response, (value) => decodeVmInfo(value, response.body));
+  }
+
+  /** PUT vm.create with a VmConfig (JSON as Cloud Hypervisor takes it). */
+  async create(config: Record<string, unknown>, options: VmmCallOptions): Promise<void> {
+    await this.request('PUT', 'vm.create', config, options);
+  }
+
+  /** PUT on an endpoint that takes no body: vm.boot, vm.pause, vm.resume, vm.shutdown, vm.reboot... */
+  async action(endpoint: 'vm.boot' | 'vm.pause' | 'vm.resume' | 'vm.shutdown' | 'vm.reboot' | 'vm.power-button', options: VmmCallOptions): Promise<void> {
+    await this.request('PUT', endpoint, undefined, options);
+  }
+
+  /** PUT vm.snapshot into a `file://` directory; the VM must be paused. */
+  async snapshot(destinationUrl: string, options: VmmCallOptions): Promise<void> {
+    await this.request('PUT', 'vm.snapshot', { destination_url: destinationUrl }, options);
+  }
+
+  /** PUT vm.resize: vCPUs, memory and balloon in Cloud Hypervisor's units (bytes). */
+  async resize(body: { desired_vcpus?: number; desired_ram?: number; desired_balloon?: number }, options: VmmCallOptions): Promise<void> {
+    await this.request('PUT', 'vm.resize', body, options);
+  }
+
+  /** GET vm.counters. */
+  async counters(options: VmmCallOptions): Promise<Record<string, Record<string, bigint>>> {
+    const response = await this.request('GET', 'vm.counters', undefined, options);
+    try {
+      return decodeCounters(response.body);
+    } catch (error) {
+      throw new VmmApiError({
+        kind: 'protocol',
+        endpoint: 'GET vm.counters',
+        socketPath: this.socketPath,
+        requestSent: true,
+        detail: `unexpected response body (${error instanceof Error ? error.message : String(error)})`,
+        cause: error,
+      });
+    }
   }
 
   #decode<T>(label: string, response: VmmResponse, decode: (value: unknown) => T): T {

@@ -27,11 +27,15 @@ export interface RestoreConfig {
 export const VM_STATES = ['Created', 'Running', 'Shutdown', 'Paused', 'BreakPoint'] as const;
 export type VmState = (typeof VM_STATES)[number];
 
-/** GET vm.info. `config` is CH's VmConfig, passed through untyped: this daemon only relays it. */
+/** GET vm.info. `config` is CH's normalised VmConfig, read only where the daemon needs a field of it. */
 export interface VmInfo {
   state: VmState;
   memoryActualSize: number;
   config: Record<string, unknown>;
+  /** Present once the VM booted: devices by id, with their parent and PCI address. */
+  deviceTree?: Record<string, { parent?: string; pci_bdf?: string }>;
+  /** The response as it came. */
+  raw: string;
 }
 
 /** The vm.restore request body; resume and prefault are always explicit so a request log shows them. */
@@ -58,7 +62,7 @@ export function decodePing(value: unknown): VmmPing {
   };
 }
 
-export function decodeVmInfo(value: unknown): VmInfo {
+export function decodeVmInfo(value: unknown, raw = ''): VmInfo {
   const info = asObject(value, 'vm.info response');
   const state = info['state'];
   if (!(VM_STATES as readonly unknown[]).includes(state)) throw new TypeError(`unknown VM state ${JSON.stringify(state)}`);
@@ -66,7 +70,33 @@ export function decodeVmInfo(value: unknown): VmInfo {
   if (typeof memoryActualSize !== 'number' || !Number.isFinite(memoryActualSize) || memoryActualSize < 0) {
     throw new TypeError(`"memory_actual_size" is not a size: ${JSON.stringify(memoryActualSize)}`);
   }
-  return { state: state as VmState, memoryActualSize, config: asObject(info['config'], '"config"') };
+  const deviceTree = info['device_tree'];
+  return {
+    state: state as VmState,
+    memoryActualSize,
+    config: asObject(info['config'], '"config"'),
+    ...(deviceTree !== undefined && deviceTree !== null ? { deviceTree: asObject(deviceTree, '"device_tree"') as VmInfo['deviceTree'] } : {}),
+    raw,
+  };
+}
+
+/**
+ * GET vm.counters: `{device: {counter: u64}}`. The values are u64 (an unused latency minimum is
+ * u64::MAX), beyond what a JSON number keeps exactly in JavaScript, so they are read as text.
+ */
+export function decodeCounters(text: string): Record<string, Record<string, bigint>> {
+  // Every value in this body is an unsigned integer: quote them before JSON.parse rounds them.
+  const value = JSON.parse(text.replace(/(:\s*)(\d+)(?=\s*[,}])/g, '$1"$2"')) as unknown;
+  const devices = asObject(value, 'vm.counters response');
+  const counters: Record<string, Record<string, bigint>> = {};
+  for (const [device, values] of Object.entries(devices)) {
+    counters[device] = {};
+    for (const [name, count] of Object.entries(asObject(values, `counters of ${JSON.stringify(device)}`))) {
+      if (typeof count !== 'string' || !/^\d+$/.test(count)) throw new TypeError(`counter ${device}.${name} is not an unsigned integer: ${JSON.stringify(count)}`);
+      counters[device]![name] = BigInt(count);
+    }
+  }
+  return counters;
 }
 
 function asObject(value: unknown, what: string): Record<string, unknown> {

@@ -9,8 +9,7 @@ import {
   ProcessInfoSchema,
   ProcessState,
   RestoreConfigSchema,
-  StartProcessRequestSchema,
-} from '../../gen/vmprocess/v1/vmprocess_pb.js';
+  StartProcessRequestSchema, VmState } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import {
   durationToMs,
   processExitToProto,
@@ -279,6 +278,8 @@ describe('processInfoToProto', () => {
     kernelPath: '/srv/vmlinux',
     rootfsPath: '/srv/rootfs.ext4',
     logPath: '/run/vmprocd/sb-1.log',
+    vmState: 'paused',
+    vsockSocket: '/proc/4242/root/run/vmprocd/sandbox/vsock.sock',
   };
 
   it('copies every field of a running process, and survives the wire', () => {
@@ -298,6 +299,8 @@ describe('processInfoToProto', () => {
     expect(info.kernelPath).toBe('/srv/vmlinux');
     expect(info.rootfsPath).toBe('/srv/rootfs.ext4');
     expect(info.logPath).toBe('/run/vmprocd/sb-1.log');
+    expect(info.vmState).toBe(VmState.PAUSED);
+    expect(info.vsockSocket).toBe('/proc/4242/root/run/vmprocd/sandbox/vsock.sock');
   });
 
   it('leaves ready_at unset and strings empty before ready, in restore mode', () => {

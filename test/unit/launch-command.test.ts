@@ -11,7 +11,7 @@ import {
   type LaunchPlan,
   sandboxLinks,
 } from '../../src/launch/launch-command.js';
-import type { StartRequest } from '../../src/core/domain.js';
+import type { StartRequest, StartSpec } from '../../src/core/domain.js';
 import { type StartDefaults, validateStartRequest } from '../../src/validation/start-request.js';
 import { expectThrowsVmprocError } from './support/errors.js';
 
@@ -212,14 +212,30 @@ describe('buildLaunchCommand', () => {
 
 describe('sandboxLinks', () => {
   const rootOf = () => '/srv/images';
-  it('links vmlinux in boot mode and rootfs.ext4 always; only a rootfs may be a block device, and only when allowed', () => {
-    expect(sandboxLinks({ mode: 'boot', kernelPath: '/srv/images/k', rootfsPath: '/srv/images/r' }, rootOf, true)).toEqual([
+  const spec = (patch: Partial<StartSpec>): StartSpec => ({ ...validateStartRequest(BASE, DEFAULTS), kernelPath: '/srv/images/k', rootfsPath: '/srv/images/r', ...patch });
+  const vm = { vcpus: 1, maxVcpus: 1, memoryMib: 64, maxMemoryMib: 64, cmdline: '', rootfsReadonly: false, net: [], serial: 'log' as const, pvpanic: false };
+
+  it('links vmlinux in boot mode and rootfs.ext4 always; only disks may be block devices, and only when allowed', () => {
+    expect(sandboxLinks(spec({}), rootOf, true)).toEqual([
       { name: 'vmlinux', root: '/srv/images', path: '/srv/images/k', allowBlock: false },
       { name: 'rootfs.ext4', root: '/srv/images', path: '/srv/images/r', allowBlock: true },
     ]);
-    expect(sandboxLinks({ mode: 'restore', kernelPath: '/srv/images/k', rootfsPath: '/srv/images/r' }, rootOf, false)).toEqual([
+    expect(sandboxLinks(spec({ mode: 'restore' }), rootOf, false)).toEqual([
       { name: 'rootfs.ext4', root: '/srv/images', path: '/srv/images/r', allowBlock: false },
     ]);
+  });
+
+  it('links a VM\'s initramfs and extra disks under their fixed names, in order', () => {
+    const withVm = spec({ vm: { ...vm, initramfsPath: '/srv/images/i', disks: [{ id: 'data', path: '/srv/images/d', readonly: true }, { id: 'b', path: '/srv/images/b', readonly: false }] } });
+    expect(sandboxLinks(withVm, rootOf, true).map((l) => [l.name, l.path, l.allowBlock])).toEqual([
+      ['vmlinux', '/srv/images/k', false],
+      ['initramfs', '/srv/images/i', false],
+      ['rootfs.ext4', '/srv/images/r', true],
+      ['disk-data', '/srv/images/d', true],
+      ['disk-b', '/srv/images/b', true],
+    ]);
+    // Restore mode: the snapshot's extra disks, no kernel.
+    expect(sandboxLinks(spec({ mode: 'restore', vm: { disks: [{ id: 'data', path: '/srv/images/d', readonly: true }] } }), rootOf, false).map((l) => l.name)).toEqual(['rootfs.ext4', 'disk-data']);
   });
 });
 

@@ -49,6 +49,7 @@ function running(overrides: Partial<ProcessSnapshot> = {}): ProcessSnapshot {
     kernelPath: '/srv/vmlinux',
     rootfsPath: '/srv/rootfs.ext4',
     logPath: '/run/vmprocd/logs/sb-1.log',
+    vmState: 'running',
     ...overrides,
   };
 }

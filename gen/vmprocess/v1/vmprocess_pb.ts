@@ -27,7 +27,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmprocess/v1/vmprocess.proto.
  */
 export const file_vmprocess_v1_vmprocess: GenFile = /*@__PURE__*/
-  fileDesc("Chx2bXByb2Nlc3MvdjEvdm1wcm9jZXNzLnByb3RvEgx2bXByb2Nlc3MudjEigwEKDVJlc3RvcmVDb25maWcSEgoKc291cmNlX3VybBgBIAEoCRI8ChNtZW1vcnlfcmVzdG9yZV9tb2RlGAIgASgOMh8udm1wcm9jZXNzLnYxLk1lbW9yeVJlc3RvcmVNb2RlEg4KBnJlc3VtZRgDIAEoCBIQCghwcmVmYXVsdBgEIAEoCCK4AwoTU3RhcnRQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiYKBG1vZGUYAiABKA4yGC52bXByb2Nlc3MudjEuTGF1bmNoTW9kZRITCgtrZXJuZWxfcGF0aBgDIAEoCRITCgtyb290ZnNfcGF0aBgEIAEoCRIZChFuZXR3b3JrX25hbWVzcGFjZRgFIAEoCRIYCgtzb2NrZXRfcGF0aBgGIAEoCUgAiAEBEhgKC3NhbmRib3hfZGlyGAcgASgJSAGIAQESMAoNcmVhZHlfdGltZW91dBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdyZXN0b3JlGAkgASgLMhsudm1wcm9jZXNzLnYxLlJlc3RvcmVDb25maWcSPQoGbGFiZWxzGAogAygLMi0udm1wcm9jZXNzLnYxLlN0YXJ0UHJvY2Vzc1JlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIOCgxfc29ja2V0X3BhdGhCDgoMX3NhbmRib3hfZGlyIkIKFFN0YXJ0UHJvY2Vzc1Jlc3BvbnNlEioKB3Byb2Nlc3MYASABKAsyGS52bXByb2Nlc3MudjEuUHJvY2Vzc0luZm8iWQoSU3RvcFByb2Nlc3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLwoMZ3JhY2VfcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkEKE1N0b3BQcm9jZXNzUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyI6ChRTaWduYWxQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBnNpZ25hbBgCIAEoCSJDChVTaWduYWxQcm9jZXNzUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyInChFHZXRQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkAKEkdldFByb2Nlc3NSZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvItgBChRMaXN0UHJvY2Vzc2VzUmVxdWVzdBIqCgZzdGF0ZXMYASADKA4yGi52bXByb2Nlc3MudjEuUHJvY2Vzc1N0YXRlEj4KBmxhYmVscxgCIAMoCzIuLnZtcHJvY2Vzcy52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdC5MYWJlbHNFbnRyeRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInUKFUxpc3RQcm9jZXNzZXNSZXNwb25zZRIsCglwcm9jZXNzZXMYASADKAsyGS52bXByb2Nlc3MudjEuUHJvY2Vzc0luZm8SFQoNZXhpdF9zZXF1ZW5jZRgCIAEoBBIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiKAoSV2FpdFByb2Nlc3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQQoTV2FpdFByb2Nlc3NSZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvIlgKEVdhdGNoRXhpdHNSZXF1ZXN0EhMKC3NhbmRib3hfaWRzGAEgAygJEhsKDmFmdGVyX3NlcXVlbmNlGAIgASgESACIAQFCEQoPX2FmdGVyX3NlcXVlbmNlIksKEVN0cmVhbUxvZ3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEgoKdGFpbF9saW5lcxgCIAEoDRIOCgZmb2xsb3cYAyABKAgiIgoSU3RyZWFtTG9nc1Jlc3BvbnNlEgwKBGRhdGEYASABKAwihAQKC1Byb2Nlc3NJbmZvEhIKCnNhbmRib3hfaWQYASABKAkSCwoDcGlkGAIgASgFEikKBXN0YXRlGAMgASgOMhoudm1wcm9jZXNzLnYxLlByb2Nlc3NTdGF0ZRImCgRtb2RlGAQgASgOMhgudm1wcm9jZXNzLnYxLkxhdW5jaE1vZGUSEwoLc29ja2V0X3BhdGgYBSABKAkSGQoRbmV0d29ya19uYW1lc3BhY2UYBiABKAkSNQoGbGFiZWxzGAcgAygLMiUudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvLkxhYmVsc0VudHJ5Ei4KCnN0YXJ0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCHJlYWR5X2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt2bW1fdmVyc2lvbhgKIAEoCRInCgRleGl0GAsgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NFeGl0EhMKC3NhbmRib3hfZGlyGAwgASgJEhMKC2tlcm5lbF9wYXRoGA0gASgJEhMKC3Jvb3Rmc19wYXRoGA4gASgJEhAKCGxvZ19wYXRoGA8gASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiugMKC1Byb2Nlc3NFeGl0EhAKCHNlcXVlbmNlGAEgASgEEhIKCnNhbmRib3hfaWQYAiABKAkSCwoDcGlkGAMgASgFEhYKCWV4aXRfY29kZRgEIAEoBUgAiAEBEhMKBnNpZ25hbBgFIAEoCUgBiAEBEigKBnJlYXNvbhgGIAEoDjIYLnZtcHJvY2Vzcy52MS5FeGl0UmVhc29uEi0KCWV4aXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoGbGFiZWxzGAkgAygLMiUudm1wcm9jZXNzLnYxLlByb2Nlc3NFeGl0LkxhYmVsc0VudHJ5EhMKC3N0ZGVycl90YWlsGAogASgJEg8KB21lc3NhZ2UYCyABKAkSHQoVc2lnbmFsX3NlbnRfYnlfZGFlbW9uGAwgASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDAoKX2V4aXRfY29kZUIJCgdfc2lnbmFsKlgKCkxhdW5jaE1vZGUSGwoXTEFVTkNIX01PREVfVU5TUEVDSUZJRUQQABIUChBMQVVOQ0hfTU9ERV9CT09UEAESFwoTTEFVTkNIX01PREVfUkVTVE9SRRACKnkKEU1lbW9yeVJlc3RvcmVNb2RlEiMKH01FTU9SWV9SRVNUT1JFX01PREVfVU5TUEVDSUZJRUQQABIcChhNRU1PUllfUkVTVE9SRV9NT0RFX0NPUFkQARIhCh1NRU1PUllfUkVTVE9SRV9NT0RFX09OX0RFTUFORBACKpoBCgxQcm9jZXNzU3RhdGUSHQoZUFJPQ0VTU19TVEFURV9VTlNQRUNJRklFRBAAEhoKFlBST0NFU1NfU1RBVEVfU1RBUlRJTkcQARIZChVQUk9DRVNTX1NUQVRFX1JVTk5JTkcQAhIaChZQUk9DRVNTX1NUQVRFX1NUT1BQSU5HEAMSGAoUUFJPQ0VTU19TVEFURV9FWElURUQQBCrHAQoKRXhpdFJlYXNvbhIbChdFWElUX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkVYSVRfUkVBU09OX0VYSVRFRBABEhgKFEVYSVRfUkVBU09OX1NJR05BTEVEEAISFwoTRVhJVF9SRUFTT05fU1RPUFBFRBADEhwKGEVYSVRfUkVBU09OX1NUQVJUX0ZBSUxFRBAEEh0KGUVYSVRfUkVBU09OX1NUQVJUX1RJTUVPVVQQBRIUChBFWElUX1JFQVNPTl9MT1NUEAYytQUKEFZtUHJvY2Vzc1NlcnZpY2USVQoMU3RhcnRQcm9jZXNzEiEudm1wcm9jZXNzLnYxLlN0YXJ0UHJvY2Vzc1JlcXVlc3QaIi52bXByb2Nlc3MudjEuU3RhcnRQcm9jZXNzUmVzcG9uc2USUgoLU3RvcFByb2Nlc3MSIC52bXByb2Nlc3MudjEuU3RvcFByb2Nlc3NSZXF1ZXN0GiEudm1wcm9jZXNzLnYxLlN0b3BQcm9jZXNzUmVzcG9uc2USWAoNU2lnbmFsUHJvY2VzcxIiLnZtcHJvY2Vzcy52MS5TaWduYWxQcm9jZXNzUmVxdWVzdBojLnZtcHJvY2Vzcy52MS5TaWduYWxQcm9jZXNzUmVzcG9uc2USTwoKR2V0UHJvY2VzcxIfLnZtcHJvY2Vzcy52MS5HZXRQcm9jZXNzUmVxdWVzdBogLnZtcHJvY2Vzcy52MS5HZXRQcm9jZXNzUmVzcG9uc2USWAoNTGlzdFByb2Nlc3NlcxIiLnZtcHJvY2Vzcy52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdBojLnZtcHJvY2Vzcy52MS5MaXN0UHJvY2Vzc2VzUmVzcG9uc2USUgoLV2FpdFByb2Nlc3MSIC52bXByb2Nlc3MudjEuV2FpdFByb2Nlc3NSZXF1ZXN0GiEudm1wcm9jZXNzLnYxLldhaXRQcm9jZXNzUmVzcG9uc2USSgoKV2F0Y2hFeGl0cxIfLnZtcHJvY2Vzcy52MS5XYXRjaEV4aXRzUmVxdWVzdBoZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzRXhpdDABElEKClN0cmVhbUxvZ3MSHy52bXByb2Nlc3MudjEuU3RyZWFtTG9nc1JlcXVlc3QaIC52bXByb2Nlc3MudjEuU3RyZWFtTG9nc1Jlc3BvbnNlMAFCywEKHmlvLmdpdGh1Yi52bXByb2NkLnZtcHJvY2Vzcy52MUIOVm1wcm9jZXNzUHJvdG9QAVo6Z2l0aHViLmNvbS92bXByb2NkL3ZtcHJvY2QvZ2VuL2dvL3ZtcHJvY2Vzcy92MTt2bXByb2Nlc3N2MaICA1ZWWKoCFFZtcHJvY2QuVm1wcm9jZXNzLlYxugINVm1wcm9jZXNzX1YxX8oCFFZtcHJvY2RcVm1wcm9jZXNzXFYx6gIWVm1wcm9jZDo6Vm1wcm9jZXNzOjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chx2bXByb2Nlc3MvdjEvdm1wcm9jZXNzLnByb3RvEgx2bXByb2Nlc3MudjEigwEKDVJlc3RvcmVDb25maWcSEgoKc291cmNlX3VybBgBIAEoCRI8ChNtZW1vcnlfcmVzdG9yZV9tb2RlGAIgASgOMh8udm1wcm9jZXNzLnYxLk1lbW9yeVJlc3RvcmVNb2RlEg4KBnJlc3VtZRgDIAEoCBIQCghwcmVmYXVsdBgEIAEoCCLOAgoIVm1Db25maWcSDQoFdmNwdXMYASABKA0SEQoJbWF4X3ZjcHVzGAIgASgNEhIKCm1lbW9yeV9taWIYAyABKAQSFgoObWF4X21lbW9yeV9taWIYBCABKAQSDwoHY21kbGluZRgFIAEoCRIWCg5pbml0cmFtZnNfcGF0aBgGIAEoCRIXCg9yb290ZnNfcmVhZG9ubHkYByABKAgSJwoFZGlza3MYCCADKAsyGC52bXByb2Nlc3MudjEuRGlza0NvbmZpZxIkCgNuZXQYCSADKAsyFy52bXByb2Nlc3MudjEuTmV0Q29uZmlnEigKBnNlcmlhbBgKIAEoDjIYLnZtcHJvY2Vzcy52MS5TZXJpYWxNb2RlEigKBXZzb2NrGAsgASgLMhkudm1wcm9jZXNzLnYxLlZzb2NrQ29uZmlnEg8KB3B2cGFuaWMYDCABKAgiOAoKRGlza0NvbmZpZxIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhAKCHJlYWRvbmx5GAMgASgIIjEKCU5ldENvbmZpZxIKCgJpZBgBIAEoCRILCgN0YXAYAiABKAkSCwoDbWFjGAMgASgJIhoKC1Zzb2NrQ29uZmlnEgsKA2NpZBgBIAEoDSLcAwoTU3RhcnRQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiYKBG1vZGUYAiABKA4yGC52bXByb2Nlc3MudjEuTGF1bmNoTW9kZRITCgtrZXJuZWxfcGF0aBgDIAEoCRITCgtyb290ZnNfcGF0aBgEIAEoCRIZChFuZXR3b3JrX25hbWVzcGFjZRgFIAEoCRIYCgtzb2NrZXRfcGF0aBgGIAEoCUgAiAEBEhgKC3NhbmRib3hfZGlyGAcgASgJSAGIAQESMAoNcmVhZHlfdGltZW91dBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdyZXN0b3JlGAkgASgLMhsudm1wcm9jZXNzLnYxLlJlc3RvcmVDb25maWcSPQoGbGFiZWxzGAogAygLMi0udm1wcm9jZXNzLnYxLlN0YXJ0UHJvY2Vzc1JlcXVlc3QuTGFiZWxzRW50cnkSIgoCdm0YCyABKAsyFi52bXByb2Nlc3MudjEuVm1Db25maWcaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIOCgxfc29ja2V0X3BhdGhCDgoMX3NhbmRib3hfZGlyIkIKFFN0YXJ0UHJvY2Vzc1Jlc3BvbnNlEioKB3Byb2Nlc3MYASABKAsyGS52bXByb2Nlc3MudjEuUHJvY2Vzc0luZm8iWQoSU3RvcFByb2Nlc3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLwoMZ3JhY2VfcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkEKE1N0b3BQcm9jZXNzUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyI6ChRTaWduYWxQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBnNpZ25hbBgCIAEoCSJDChVTaWduYWxQcm9jZXNzUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyInChFHZXRQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkAKEkdldFByb2Nlc3NSZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvItgBChRMaXN0UHJvY2Vzc2VzUmVxdWVzdBIqCgZzdGF0ZXMYASADKA4yGi52bXByb2Nlc3MudjEuUHJvY2Vzc1N0YXRlEj4KBmxhYmVscxgCIAMoCzIuLnZtcHJvY2Vzcy52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdC5MYWJlbHNFbnRyeRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInUKFUxpc3RQcm9jZXNzZXNSZXNwb25zZRIsCglwcm9jZXNzZXMYASADKAsyGS52bXByb2Nlc3MudjEuUHJvY2Vzc0luZm8SFQoNZXhpdF9zZXF1ZW5jZRgCIAEoBBIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiKAoSV2FpdFByb2Nlc3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQQoTV2FpdFByb2Nlc3NSZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvIlgKEVdhdGNoRXhpdHNSZXF1ZXN0EhMKC3NhbmRib3hfaWRzGAEgAygJEhsKDmFmdGVyX3NlcXVlbmNlGAIgASgESACIAQFCEQoPX2FmdGVyX3NlcXVlbmNlIksKEVN0cmVhbUxvZ3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEgoKdGFpbF9saW5lcxgCIAEoDRIOCgZmb2xsb3cYAyABKAgiIgoSU3RyZWFtTG9nc1Jlc3BvbnNlEgwKBGRhdGEYASABKAwiwwQKC1Byb2Nlc3NJbmZvEhIKCnNhbmRib3hfaWQYASABKAkSCwoDcGlkGAIgASgFEikKBXN0YXRlGAMgASgOMhoudm1wcm9jZXNzLnYxLlByb2Nlc3NTdGF0ZRImCgRtb2RlGAQgASgOMhgudm1wcm9jZXNzLnYxLkxhdW5jaE1vZGUSEwoLc29ja2V0X3BhdGgYBSABKAkSGQoRbmV0d29ya19uYW1lc3BhY2UYBiABKAkSNQoGbGFiZWxzGAcgAygLMiUudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvLkxhYmVsc0VudHJ5Ei4KCnN0YXJ0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCHJlYWR5X2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt2bW1fdmVyc2lvbhgKIAEoCRInCgRleGl0GAsgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NFeGl0EhMKC3NhbmRib3hfZGlyGAwgASgJEhMKC2tlcm5lbF9wYXRoGA0gASgJEhMKC3Jvb3Rmc19wYXRoGA4gASgJEhAKCGxvZ19wYXRoGA8gASgJEicKCHZtX3N0YXRlGBAgASgOMhUudm1wcm9jZXNzLnYxLlZtU3RhdGUSFAoMdnNvY2tfc29ja2V0GBEgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi0AMKC1Byb2Nlc3NFeGl0EhAKCHNlcXVlbmNlGAEgASgEEhIKCnNhbmRib3hfaWQYAiABKAkSCwoDcGlkGAMgASgFEhYKCWV4aXRfY29kZRgEIAEoBUgAiAEBEhMKBnNpZ25hbBgFIAEoCUgBiAEBEigKBnJlYXNvbhgGIAEoDjIYLnZtcHJvY2Vzcy52MS5FeGl0UmVhc29uEi0KCWV4aXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoGbGFiZWxzGAkgAygLMiUudm1wcm9jZXNzLnYxLlByb2Nlc3NFeGl0LkxhYmVsc0VudHJ5EhMKC3N0ZGVycl90YWlsGAogASgJEg8KB21lc3NhZ2UYCyABKAkSHQoVc2lnbmFsX3NlbnRfYnlfZGFlbW9uGAwgASgIEhQKDHNuYXBzaG90X3VybBgNIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgwKCl9leGl0X2NvZGVCCQoHX3NpZ25hbCIkCg5QYXVzZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj0KD1BhdXNlVm1SZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvIiUKD1Jlc3VtZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj4KEFJlc3VtZVZtUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyJ1ChFTbmFwc2hvdFZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhcKD2Rlc3RpbmF0aW9uX3VybBgCIAEoCRIzCg5hZnRlcl9zbmFwc2hvdBgDIAEoDjIbLnZtcHJvY2Vzcy52MS5BZnRlclNuYXBzaG90IlYKElNuYXBzaG90Vm1SZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvEhQKDHNuYXBzaG90X3VybBgCIAEoCSImChBHZXRWbUluZm9SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiNQoRR2V0Vm1JbmZvUmVzcG9uc2USIAoCdm0YASABKAsyFC52bXByb2Nlc3MudjEuVm1JbmZvIr4BCgZWbUluZm8SJAoFc3RhdGUYASABKA4yFS52bXByb2Nlc3MudjEuVm1TdGF0ZRINCgV2Y3B1cxgCIAEoDRIRCgltYXhfdmNwdXMYAyABKA0SFAoMbWVtb3J5X2J5dGVzGAQgASgEEhsKE21lbW9yeV9hY3R1YWxfYnl0ZXMYBSABKAQSJwoHZGV2aWNlcxgGIAMoCzIWLnZtcHJvY2Vzcy52MS5WbURldmljZRIQCghyYXdfanNvbhgHIAEoCSI1CghWbURldmljZRIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEg8KB3BjaV9iZGYYAyABKAkiKgoUR2V0Vm1Db3VudGVyc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSKoAQoVR2V0Vm1Db3VudGVyc1Jlc3BvbnNlEkEKB2RldmljZXMYASADKAsyMC52bXByb2Nlc3MudjEuR2V0Vm1Db3VudGVyc1Jlc3BvbnNlLkRldmljZXNFbnRyeRpMCgxEZXZpY2VzRW50cnkSCwoDa2V5GAEgASgJEisKBXZhbHVlGAIgASgLMhwudm1wcm9jZXNzLnYxLkRldmljZUNvdW50ZXJzOgI4ASJ/Cg5EZXZpY2VDb3VudGVycxI8Cghjb3VudGVycxgBIAMoCzIqLnZtcHJvY2Vzcy52MS5EZXZpY2VDb3VudGVycy5Db3VudGVyc0VudHJ5Gi8KDUNvdW50ZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ASKVAQoPUmVzaXplVm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEgoFdmNwdXMYAiABKA1IAIgBARIXCgptZW1vcnlfbWliGAMgASgESAGIAQESGAoLYmFsbG9vbl9taWIYBCABKARIAogBAUIICgZfdmNwdXNCDQoLX21lbW9yeV9taWJCDgoMX2JhbGxvb25fbWliImAKEFJlc2l6ZVZtUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbxIgCgJ2bRgCIAEoCzIULnZtcHJvY2Vzcy52MS5WbUluZm8qWAoKTGF1bmNoTW9kZRIbChdMQVVOQ0hfTU9ERV9VTlNQRUNJRklFRBAAEhQKEExBVU5DSF9NT0RFX0JPT1QQARIXChNMQVVOQ0hfTU9ERV9SRVNUT1JFEAIqeQoRTWVtb3J5UmVzdG9yZU1vZGUSIwofTUVNT1JZX1JFU1RPUkVfTU9ERV9VTlNQRUNJRklFRBAAEhwKGE1FTU9SWV9SRVNUT1JFX01PREVfQ09QWRABEiEKHU1FTU9SWV9SRVNUT1JFX01PREVfT05fREVNQU5EEAIqmgEKDFByb2Nlc3NTdGF0ZRIdChlQUk9DRVNTX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUFJPQ0VTU19TVEFURV9TVEFSVElORxABEhkKFVBST0NFU1NfU1RBVEVfUlVOTklORxACEhoKFlBST0NFU1NfU1RBVEVfU1RPUFBJTkcQAxIYChRQUk9DRVNTX1NUQVRFX0VYSVRFRBAEKscBCgpFeGl0UmVhc29uEhsKF0VYSVRfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRVhJVF9SRUFTT05fRVhJVEVEEAESGAoURVhJVF9SRUFTT05fU0lHTkFMRUQQAhIXChNFWElUX1JFQVNPTl9TVE9QUEVEEAMSHAoYRVhJVF9SRUFTT05fU1RBUlRfRkFJTEVEEAQSHQoZRVhJVF9SRUFTT05fU1RBUlRfVElNRU9VVBAFEhQKEEVYSVRfUkVBU09OX0xPU1QQBiqWAQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFZNX1NUQVRFX05PVF9DUkVBVEVEEAESFAoQVk1fU1RBVEVfQ1JFQVRFRBACEhQKEFZNX1NUQVRFX1JVTk5JTkcQAxITCg9WTV9TVEFURV9QQVVTRUQQBBIWChJWTV9TVEFURV9TSFVUX0RPV04QBSqDAQoNQWZ0ZXJTbmFwc2hvdBIeChpBRlRFUl9TTkFQU0hPVF9VTlNQRUNJRklFRBAAEhkKFUFGVEVSX1NOQVBTSE9UX1JFU1VNRRABEh4KGkFGVEVSX1NOQVBTSE9UX1NUQVlfUEFVU0VEEAISFwoTQUZURVJfU05BUFNIT1RfU1RPUBADKlMKClNlcmlhbE1vZGUSGwoXU0VSSUFMX01PREVfVU5TUEVDSUZJRUQQABITCg9TRVJJQUxfTU9ERV9MT0cQARITCg9TRVJJQUxfTU9ERV9PRkYQAjKMCQoQVm1Qcm9jZXNzU2VydmljZRJVCgxTdGFydFByb2Nlc3MSIS52bXByb2Nlc3MudjEuU3RhcnRQcm9jZXNzUmVxdWVzdBoiLnZtcHJvY2Vzcy52MS5TdGFydFByb2Nlc3NSZXNwb25zZRJSCgtTdG9wUHJvY2VzcxIgLnZtcHJvY2Vzcy52MS5TdG9wUHJvY2Vzc1JlcXVlc3QaIS52bXByb2Nlc3MudjEuU3RvcFByb2Nlc3NSZXNwb25zZRJYCg1TaWduYWxQcm9jZXNzEiIudm1wcm9jZXNzLnYxLlNpZ25hbFByb2Nlc3NSZXF1ZXN0GiMudm1wcm9jZXNzLnYxLlNpZ25hbFByb2Nlc3NSZXNwb25zZRJPCgpHZXRQcm9jZXNzEh8udm1wcm9jZXNzLnYxLkdldFByb2Nlc3NSZXF1ZXN0GiAudm1wcm9jZXNzLnYxLkdldFByb2Nlc3NSZXNwb25zZRJYCg1MaXN0UHJvY2Vzc2VzEiIudm1wcm9jZXNzLnYxLkxpc3RQcm9jZXNzZXNSZXF1ZXN0GiMudm1wcm9jZXNzLnYxLkxpc3RQcm9jZXNzZXNSZXNwb25zZRJSCgtXYWl0UHJvY2VzcxIgLnZtcHJvY2Vzcy52MS5XYWl0UHJvY2Vzc1JlcXVlc3QaIS52bXByb2Nlc3MudjEuV2FpdFByb2Nlc3NSZXNwb25zZRJKCgpXYXRjaEV4aXRzEh8udm1wcm9jZXNzLnYxLldhdGNoRXhpdHNSZXF1ZXN0Ghkudm1wcm9jZXNzLnYxLlByb2Nlc3NFeGl0MAESUQoKU3RyZWFtTG9ncxIfLnZtcHJvY2Vzcy52MS5TdHJlYW1Mb2dzUmVxdWVzdBogLnZtcHJvY2Vzcy52MS5TdHJlYW1Mb2dzUmVzcG9uc2UwARJGCgdQYXVzZVZtEhwudm1wcm9jZXNzLnYxLlBhdXNlVm1SZXF1ZXN0Gh0udm1wcm9jZXNzLnYxLlBhdXNlVm1SZXNwb25zZRJJCghSZXN1bWVWbRIdLnZtcHJvY2Vzcy52MS5SZXN1bWVWbVJlcXVlc3QaHi52bXByb2Nlc3MudjEuUmVzdW1lVm1SZXNwb25zZRJPCgpTbmFwc2hvdFZtEh8udm1wcm9jZXNzLnYxLlNuYXBzaG90Vm1SZXF1ZXN0GiAudm1wcm9jZXNzLnYxLlNuYXBzaG90Vm1SZXNwb25zZRJMCglHZXRWbUluZm8SHi52bXByb2Nlc3MudjEuR2V0Vm1JbmZvUmVxdWVzdBofLnZtcHJvY2Vzcy52MS5HZXRWbUluZm9SZXNwb25zZRJYCg1HZXRWbUNvdW50ZXJzEiIudm1wcm9jZXNzLnYxLkdldFZtQ291bnRlcnNSZXF1ZXN0GiMudm1wcm9jZXNzLnYxLkdldFZtQ291bnRlcnNSZXNwb25zZRJJCghSZXNpemVWbRIdLnZtcHJvY2Vzcy52MS5SZXNpemVWbVJlcXVlc3QaHi52bXByb2Nlc3MudjEuUmVzaXplVm1SZXNwb25zZULLAQoeaW8uZ2l0aHViLnZtcHJvY2Qudm1wcm9jZXNzLnYxQg5WbXByb2Nlc3NQcm90b1ABWjpnaXRodWIuY29tL3ZtcHJvY2Qvdm1wcm9jZC9nZW4vZ28vdm1wcm9jZXNzL3YxO3ZtcHJvY2Vzc3YxogIDVlZYqgIUVm1wcm9jZC5WbXByb2Nlc3MuVjG6Ag1WbXByb2Nlc3NfVjFfygIUVm1wcm9jZFxWbXByb2Nlc3NcVjHqAhZWbXByb2NkOjpWbXByb2Nlc3M6OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Snapshot restore parameters (Cloud Hypervisor RestoreConfig).
@@ -71,6 +71,203 @@ export type RestoreConfig = Message<"vmprocess.v1.RestoreConfig"> & {
  */
 export const RestoreConfigSchema: GenMessage<RestoreConfig> = /*@__PURE__*/
   messageDesc(file_vmprocess_v1_vmprocess, 0);
+
+/**
+ * The VM a StartProcess creates and boots (boot mode), in Cloud Hypervisor's
+ * terms. Every host path is resolved and must lie under an image root.
+ *
+ * @generated from message vmprocess.v1.VmConfig
+ */
+export type VmConfig = Message<"vmprocess.v1.VmConfig"> & {
+  /**
+   * vCPUs at boot. Required: 1 to 254.
+   *
+   * @generated from field: uint32 vcpus = 1;
+   */
+  vcpus: number;
+
+  /**
+   * vCPUs ResizeVm may go up to. Default `vcpus`; at least `vcpus`, at most 254.
+   *
+   * @generated from field: uint32 max_vcpus = 2;
+   */
+  maxVcpus: number;
+
+  /**
+   * Guest memory in MiB. Required: at least 1.
+   *
+   * @generated from field: uint64 memory_mib = 3;
+   */
+  memoryMib: bigint;
+
+  /**
+   * Memory ResizeVm may go up to, in MiB (Cloud Hypervisor's hotplug_size is
+   * the difference). Default `memory_mib`: no memory hotplug.
+   *
+   * @generated from field: uint64 max_memory_mib = 4;
+   */
+  maxMemoryMib: bigint;
+
+  /**
+   * The kernel command line, at most 4096 bytes. A Linux guest needs
+   * `console=ttyS0` for its console on the serial port.
+   *
+   * @generated from field: string cmdline = 5;
+   */
+  cmdline: string;
+
+  /**
+   * An initramfs, linked into the sandbox dir as `initramfs`.
+   *
+   * @generated from field: string initramfs_path = 6;
+   */
+  initramfsPath: string;
+
+  /**
+   * The rootfs (StartProcessRequest.rootfs_path) is the first disk, with id
+   * `rootfs`; read-only when this is set.
+   *
+   * @generated from field: bool rootfs_readonly = 7;
+   */
+  rootfsReadonly: boolean;
+
+  /**
+   * More disks, in order after the rootfs.
+   *
+   * @generated from field: repeated vmprocess.v1.DiskConfig disks = 8;
+   */
+  disks: DiskConfig[];
+
+  /**
+   * Network interfaces: each a TAP device that exists in the sandbox's
+   * network namespace (FAILED_PRECONDITION otherwise), at most 8.
+   *
+   * @generated from field: repeated vmprocess.v1.NetConfig net = 9;
+   */
+  net: NetConfig[];
+
+  /**
+   * Where the serial console goes; default: the VMM's log.
+   *
+   * @generated from field: vmprocess.v1.SerialMode serial = 10;
+   */
+  serial: SerialMode;
+
+  /**
+   * A virtio-vsock device, if set.
+   *
+   * @generated from field: vmprocess.v1.VsockConfig vsock = 11;
+   */
+  vsock?: VsockConfig | undefined;
+
+  /**
+   * A pvpanic device, through which a guest reports a kernel panic.
+   *
+   * @generated from field: bool pvpanic = 12;
+   */
+  pvpanic: boolean;
+};
+
+/**
+ * Describes the message vmprocess.v1.VmConfig.
+ * Use `create(VmConfigSchema)` to create a new message.
+ */
+export const VmConfigSchema: GenMessage<VmConfig> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 1);
+
+/**
+ * One more disk of a VmConfig.
+ *
+ * @generated from message vmprocess.v1.DiskConfig
+ */
+export type DiskConfig = Message<"vmprocess.v1.DiskConfig"> & {
+  /**
+   * `[a-z0-9_-]{1,32}`, unique in the VM, not `rootfs`. The file is linked
+   * into the sandbox dir as `disk-<id>`.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The image on the host: a regular file (or, with --allow-block-devices, a
+   * block device) under an image root.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: bool readonly = 3;
+   */
+  readonly: boolean;
+};
+
+/**
+ * Describes the message vmprocess.v1.DiskConfig.
+ * Use `create(DiskConfigSchema)` to create a new message.
+ */
+export const DiskConfigSchema: GenMessage<DiskConfig> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 2);
+
+/**
+ * One network interface of a VmConfig.
+ *
+ * @generated from message vmprocess.v1.NetConfig
+ */
+export type NetConfig = Message<"vmprocess.v1.NetConfig"> & {
+  /**
+   * `[a-z0-9_-]{1,32}`, unique in the VM.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The TAP device's name in the sandbox's network namespace (at most 15
+   * bytes of `A-Za-z0-9_.-`). The same name in every network namespace lets a
+   * snapshot restore in another one.
+   *
+   * @generated from field: string tap = 2;
+   */
+  tap: string;
+
+  /**
+   * The guest's MAC, `52:54:00:12:34:56`; unicast. Default: Cloud Hypervisor
+   * picks one.
+   *
+   * @generated from field: string mac = 3;
+   */
+  mac: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.NetConfig.
+ * Use `create(NetConfigSchema)` to create a new message.
+ */
+export const NetConfigSchema: GenMessage<NetConfig> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 3);
+
+/**
+ * A virtio-vsock device of a VmConfig.
+ *
+ * @generated from message vmprocess.v1.VsockConfig
+ */
+export type VsockConfig = Message<"vmprocess.v1.VsockConfig"> & {
+  /**
+   * The guest's context id: 3 or more.
+   *
+   * @generated from field: uint32 cid = 1;
+   */
+  cid: number;
+};
+
+/**
+ * Describes the message vmprocess.v1.VsockConfig.
+ * Use `create(VsockConfigSchema)` to create a new message.
+ */
+export const VsockConfigSchema: GenMessage<VsockConfig> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 4);
 
 /**
  * Request of StartProcess.
@@ -160,6 +357,16 @@ export type StartProcessRequest = Message<"vmprocess.v1.StartProcessRequest"> & 
    * @generated from field: map<string, string> labels = 10;
    */
   labels: { [key: string]: string };
+
+  /**
+   * Boot mode: the VM to create and boot in the VMM; without it, a bare VMM
+   * for the caller's own vm.create. Restore mode: the VM comes from the
+   * snapshot, and only `disks` may be set (INVALID_ARGUMENT otherwise): the
+   * files of the snapshot's extra disks, linked under the same names.
+   *
+   * @generated from field: vmprocess.v1.VmConfig vm = 11;
+   */
+  vm?: VmConfig | undefined;
 };
 
 /**
@@ -167,7 +374,7 @@ export type StartProcessRequest = Message<"vmprocess.v1.StartProcessRequest"> & 
  * Use `create(StartProcessRequestSchema)` to create a new message.
  */
 export const StartProcessRequestSchema: GenMessage<StartProcessRequest> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 1);
+  messageDesc(file_vmprocess_v1_vmprocess, 5);
 
 /**
  * Response of StartProcess.
@@ -188,7 +395,7 @@ export type StartProcessResponse = Message<"vmprocess.v1.StartProcessResponse"> 
  * Use `create(StartProcessResponseSchema)` to create a new message.
  */
 export const StartProcessResponseSchema: GenMessage<StartProcessResponse> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 2);
+  messageDesc(file_vmprocess_v1_vmprocess, 6);
 
 /**
  * Request of StopProcess.
@@ -218,7 +425,7 @@ export type StopProcessRequest = Message<"vmprocess.v1.StopProcessRequest"> & {
  * Use `create(StopProcessRequestSchema)` to create a new message.
  */
 export const StopProcessRequestSchema: GenMessage<StopProcessRequest> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 3);
+  messageDesc(file_vmprocess_v1_vmprocess, 7);
 
 /**
  * Response of StopProcess.
@@ -239,7 +446,7 @@ export type StopProcessResponse = Message<"vmprocess.v1.StopProcessResponse"> & 
  * Use `create(StopProcessResponseSchema)` to create a new message.
  */
 export const StopProcessResponseSchema: GenMessage<StopProcessResponse> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 4);
+  messageDesc(file_vmprocess_v1_vmprocess, 8);
 
 /**
  * Request of SignalProcess.
@@ -268,7 +475,7 @@ export type SignalProcessRequest = Message<"vmprocess.v1.SignalProcessRequest"> 
  * Use `create(SignalProcessRequestSchema)` to create a new message.
  */
 export const SignalProcessRequestSchema: GenMessage<SignalProcessRequest> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 5);
+  messageDesc(file_vmprocess_v1_vmprocess, 9);
 
 /**
  * Response of SignalProcess.
@@ -289,7 +496,7 @@ export type SignalProcessResponse = Message<"vmprocess.v1.SignalProcessResponse"
  * Use `create(SignalProcessResponseSchema)` to create a new message.
  */
 export const SignalProcessResponseSchema: GenMessage<SignalProcessResponse> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 6);
+  messageDesc(file_vmprocess_v1_vmprocess, 10);
 
 /**
  * Request of GetProcess.
@@ -310,7 +517,7 @@ export type GetProcessRequest = Message<"vmprocess.v1.GetProcessRequest"> & {
  * Use `create(GetProcessRequestSchema)` to create a new message.
  */
 export const GetProcessRequestSchema: GenMessage<GetProcessRequest> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 7);
+  messageDesc(file_vmprocess_v1_vmprocess, 11);
 
 /**
  * Response of GetProcess.
@@ -331,7 +538,7 @@ export type GetProcessResponse = Message<"vmprocess.v1.GetProcessResponse"> & {
  * Use `create(GetProcessResponseSchema)` to create a new message.
  */
 export const GetProcessResponseSchema: GenMessage<GetProcessResponse> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 8);
+  messageDesc(file_vmprocess_v1_vmprocess, 12);
 
 /**
  * Request of ListProcesses. With no filter, every process the daemon knows.
@@ -378,7 +585,7 @@ export type ListProcessesRequest = Message<"vmprocess.v1.ListProcessesRequest"> 
  * Use `create(ListProcessesRequestSchema)` to create a new message.
  */
 export const ListProcessesRequestSchema: GenMessage<ListProcessesRequest> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 9);
+  messageDesc(file_vmprocess_v1_vmprocess, 13);
 
 /**
  * Response of ListProcesses.
@@ -415,7 +622,7 @@ export type ListProcessesResponse = Message<"vmprocess.v1.ListProcessesResponse"
  * Use `create(ListProcessesResponseSchema)` to create a new message.
  */
 export const ListProcessesResponseSchema: GenMessage<ListProcessesResponse> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 10);
+  messageDesc(file_vmprocess_v1_vmprocess, 14);
 
 /**
  * Request of WaitProcess.
@@ -436,7 +643,7 @@ export type WaitProcessRequest = Message<"vmprocess.v1.WaitProcessRequest"> & {
  * Use `create(WaitProcessRequestSchema)` to create a new message.
  */
 export const WaitProcessRequestSchema: GenMessage<WaitProcessRequest> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 11);
+  messageDesc(file_vmprocess_v1_vmprocess, 15);
 
 /**
  * Response of WaitProcess.
@@ -457,7 +664,7 @@ export type WaitProcessResponse = Message<"vmprocess.v1.WaitProcessResponse"> & 
  * Use `create(WaitProcessResponseSchema)` to create a new message.
  */
 export const WaitProcessResponseSchema: GenMessage<WaitProcessResponse> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 12);
+  messageDesc(file_vmprocess_v1_vmprocess, 16);
 
 /**
  * Request of WatchExits.
@@ -488,7 +695,7 @@ export type WatchExitsRequest = Message<"vmprocess.v1.WatchExitsRequest"> & {
  * Use `create(WatchExitsRequestSchema)` to create a new message.
  */
 export const WatchExitsRequestSchema: GenMessage<WatchExitsRequest> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 13);
+  messageDesc(file_vmprocess_v1_vmprocess, 17);
 
 /**
  * Request of StreamLogs.
@@ -525,7 +732,7 @@ export type StreamLogsRequest = Message<"vmprocess.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 14);
+  messageDesc(file_vmprocess_v1_vmprocess, 18);
 
 /**
  * One piece of a VMM's log, as StreamLogs sends it.
@@ -547,7 +754,7 @@ export type StreamLogsResponse = Message<"vmprocess.v1.StreamLogsResponse"> & {
  * Use `create(StreamLogsResponseSchema)` to create a new message.
  */
 export const StreamLogsResponseSchema: GenMessage<StreamLogsResponse> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 15);
+  messageDesc(file_vmprocess_v1_vmprocess, 19);
 
 /**
  * A supervised process.
@@ -661,6 +868,24 @@ export type ProcessInfo = Message<"vmprocess.v1.ProcessInfo"> & {
    * @generated from field: string log_path = 15;
    */
   logPath: string;
+
+  /**
+   * The VM inside the VMM, as of the daemon's last operation on it (kept
+   * across daemon restarts). Guest-initiated changes (a reboot, a power-off
+   * with the VMM kept up) show in GetVmInfo.
+   *
+   * @generated from field: vmprocess.v1.VmState vm_state = 16;
+   */
+  vmState: VmState;
+
+  /**
+   * With a vsock device: the unix socket its host side listens on, reachable
+   * from the host (`/proc/<pid>/root<sandbox_dir>/vsock.sock`: in the VMM's own
+   * sandbox dir, the same path in every VMM).
+   *
+   * @generated from field: string vsock_socket = 17;
+   */
+  vsockSocket: string;
 };
 
 /**
@@ -668,7 +893,7 @@ export type ProcessInfo = Message<"vmprocess.v1.ProcessInfo"> & {
  * Use `create(ProcessInfoSchema)` to create a new message.
  */
 export const ProcessInfoSchema: GenMessage<ProcessInfo> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 16);
+  messageDesc(file_vmprocess_v1_vmprocess, 20);
 
 /**
  * One process exit, as published by WatchExits.
@@ -766,6 +991,14 @@ export type ProcessExit = Message<"vmprocess.v1.ProcessExit"> & {
    * @generated from field: bool signal_sent_by_daemon = 12;
    */
   signalSentByDaemon: boolean;
+
+  /**
+   * Set when the VMM was stopped after a snapshot (SnapshotVm with
+   * AFTER_SNAPSHOT_STOP): the snapshot's `file://` URL, to restore from.
+   *
+   * @generated from field: string snapshot_url = 13;
+   */
+  snapshotUrl: string;
 };
 
 /**
@@ -773,7 +1006,426 @@ export type ProcessExit = Message<"vmprocess.v1.ProcessExit"> & {
  * Use `create(ProcessExitSchema)` to create a new message.
  */
 export const ProcessExitSchema: GenMessage<ProcessExit> = /*@__PURE__*/
-  messageDesc(file_vmprocess_v1_vmprocess, 17);
+  messageDesc(file_vmprocess_v1_vmprocess, 21);
+
+/**
+ * Request of PauseVm.
+ *
+ * @generated from message vmprocess.v1.PauseVmRequest
+ */
+export type PauseVmRequest = Message<"vmprocess.v1.PauseVmRequest"> & {
+  /**
+   * The sandbox whose VM to pause. Required.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.PauseVmRequest.
+ * Use `create(PauseVmRequestSchema)` to create a new message.
+ */
+export const PauseVmRequestSchema: GenMessage<PauseVmRequest> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 22);
+
+/**
+ * Response of PauseVm.
+ *
+ * @generated from message vmprocess.v1.PauseVmResponse
+ */
+export type PauseVmResponse = Message<"vmprocess.v1.PauseVmResponse"> & {
+  /**
+   * The process, with vm_state PAUSED.
+   *
+   * @generated from field: vmprocess.v1.ProcessInfo process = 1;
+   */
+  process?: ProcessInfo | undefined;
+};
+
+/**
+ * Describes the message vmprocess.v1.PauseVmResponse.
+ * Use `create(PauseVmResponseSchema)` to create a new message.
+ */
+export const PauseVmResponseSchema: GenMessage<PauseVmResponse> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 23);
+
+/**
+ * Request of ResumeVm.
+ *
+ * @generated from message vmprocess.v1.ResumeVmRequest
+ */
+export type ResumeVmRequest = Message<"vmprocess.v1.ResumeVmRequest"> & {
+  /**
+   * The sandbox whose VM to resume. Required.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.ResumeVmRequest.
+ * Use `create(ResumeVmRequestSchema)` to create a new message.
+ */
+export const ResumeVmRequestSchema: GenMessage<ResumeVmRequest> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 24);
+
+/**
+ * Response of ResumeVm.
+ *
+ * @generated from message vmprocess.v1.ResumeVmResponse
+ */
+export type ResumeVmResponse = Message<"vmprocess.v1.ResumeVmResponse"> & {
+  /**
+   * The process, with vm_state RUNNING.
+   *
+   * @generated from field: vmprocess.v1.ProcessInfo process = 1;
+   */
+  process?: ProcessInfo | undefined;
+};
+
+/**
+ * Describes the message vmprocess.v1.ResumeVmResponse.
+ * Use `create(ResumeVmResponseSchema)` to create a new message.
+ */
+export const ResumeVmResponseSchema: GenMessage<ResumeVmResponse> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 25);
+
+/**
+ * Request of SnapshotVm.
+ *
+ * @generated from message vmprocess.v1.SnapshotVmRequest
+ */
+export type SnapshotVmRequest = Message<"vmprocess.v1.SnapshotVmRequest"> & {
+  /**
+   * The sandbox whose VM to snapshot. Required.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * `file://` URL of the directory to create for the snapshot, e.g.
+   * `file:///srv/vmprocd/snapshots/sb-1-0001`. It must not exist; its parent
+   * must, under an image root. Required.
+   *
+   * @generated from field: string destination_url = 2;
+   */
+  destinationUrl: string;
+
+  /**
+   * What happens to the VM afterwards. Required.
+   *
+   * @generated from field: vmprocess.v1.AfterSnapshot after_snapshot = 3;
+   */
+  afterSnapshot: AfterSnapshot;
+};
+
+/**
+ * Describes the message vmprocess.v1.SnapshotVmRequest.
+ * Use `create(SnapshotVmRequestSchema)` to create a new message.
+ */
+export const SnapshotVmRequestSchema: GenMessage<SnapshotVmRequest> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 26);
+
+/**
+ * Response of SnapshotVm.
+ *
+ * @generated from message vmprocess.v1.SnapshotVmResponse
+ */
+export type SnapshotVmResponse = Message<"vmprocess.v1.SnapshotVmResponse"> & {
+  /**
+   * The process afterwards: RUNNING with vm_state RUNNING or PAUSED, or
+   * EXITED (AFTER_SNAPSHOT_STOP).
+   *
+   * @generated from field: vmprocess.v1.ProcessInfo process = 1;
+   */
+  process?: ProcessInfo | undefined;
+
+  /**
+   * The snapshot, as written (the destination's resolved path): a
+   * RestoreConfig.source_url.
+   *
+   * @generated from field: string snapshot_url = 2;
+   */
+  snapshotUrl: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.SnapshotVmResponse.
+ * Use `create(SnapshotVmResponseSchema)` to create a new message.
+ */
+export const SnapshotVmResponseSchema: GenMessage<SnapshotVmResponse> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 27);
+
+/**
+ * Request of GetVmInfo.
+ *
+ * @generated from message vmprocess.v1.GetVmInfoRequest
+ */
+export type GetVmInfoRequest = Message<"vmprocess.v1.GetVmInfoRequest"> & {
+  /**
+   * The sandbox whose VM to describe. Required.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.GetVmInfoRequest.
+ * Use `create(GetVmInfoRequestSchema)` to create a new message.
+ */
+export const GetVmInfoRequestSchema: GenMessage<GetVmInfoRequest> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 28);
+
+/**
+ * Response of GetVmInfo.
+ *
+ * @generated from message vmprocess.v1.GetVmInfoResponse
+ */
+export type GetVmInfoResponse = Message<"vmprocess.v1.GetVmInfoResponse"> & {
+  /**
+   * The VM.
+   *
+   * @generated from field: vmprocess.v1.VmInfo vm = 1;
+   */
+  vm?: VmInfo | undefined;
+};
+
+/**
+ * Describes the message vmprocess.v1.GetVmInfoResponse.
+ * Use `create(GetVmInfoResponseSchema)` to create a new message.
+ */
+export const GetVmInfoResponseSchema: GenMessage<GetVmInfoResponse> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 29);
+
+/**
+ * A VM as Cloud Hypervisor describes it (vm.info).
+ *
+ * @generated from message vmprocess.v1.VmInfo
+ */
+export type VmInfo = Message<"vmprocess.v1.VmInfo"> & {
+  /**
+   * Its state. (Cloud Hypervisor reports a shut-down VM as CREATED.)
+   *
+   * @generated from field: vmprocess.v1.VmState state = 1;
+   */
+  state: VmState;
+
+  /**
+   * vCPUs now, and the most it may have.
+   *
+   * @generated from field: uint32 vcpus = 2;
+   */
+  vcpus: number;
+
+  /**
+   * @generated from field: uint32 max_vcpus = 3;
+   */
+  maxVcpus: number;
+
+  /**
+   * Configured memory and what the guest has now (less when a balloon is inflated).
+   *
+   * @generated from field: uint64 memory_bytes = 4;
+   */
+  memoryBytes: bigint;
+
+  /**
+   * @generated from field: uint64 memory_actual_bytes = 5;
+   */
+  memoryActualBytes: bigint;
+
+  /**
+   * Its devices (disks, network interfaces, vsock, ...).
+   *
+   * @generated from field: repeated vmprocess.v1.VmDevice devices = 6;
+   */
+  devices: VmDevice[];
+
+  /**
+   * vm.info's JSON as Cloud Hypervisor sent it, for what these fields leave out.
+   *
+   * @generated from field: string raw_json = 7;
+   */
+  rawJson: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.VmInfo.
+ * Use `create(VmInfoSchema)` to create a new message.
+ */
+export const VmInfoSchema: GenMessage<VmInfo> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 30);
+
+/**
+ * One device of a VM.
+ *
+ * @generated from message vmprocess.v1.VmDevice
+ */
+export type VmDevice = Message<"vmprocess.v1.VmDevice"> & {
+  /**
+   * Its id (`rootfs`, a DiskConfig or NetConfig id, or one Cloud Hypervisor assigned).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * `disk`, `net`, `vsock`, `pmem`, `fs`, `device` or `other`.
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * Its PCI address, once the VM booted, e.g. `0000:00:01.0`.
+   *
+   * @generated from field: string pci_bdf = 3;
+   */
+  pciBdf: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.VmDevice.
+ * Use `create(VmDeviceSchema)` to create a new message.
+ */
+export const VmDeviceSchema: GenMessage<VmDevice> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 31);
+
+/**
+ * Request of GetVmCounters.
+ *
+ * @generated from message vmprocess.v1.GetVmCountersRequest
+ */
+export type GetVmCountersRequest = Message<"vmprocess.v1.GetVmCountersRequest"> & {
+  /**
+   * The sandbox whose VM's counters to read. Required.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.GetVmCountersRequest.
+ * Use `create(GetVmCountersRequestSchema)` to create a new message.
+ */
+export const GetVmCountersRequestSchema: GenMessage<GetVmCountersRequest> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 32);
+
+/**
+ * Response of GetVmCounters.
+ *
+ * @generated from message vmprocess.v1.GetVmCountersResponse
+ */
+export type GetVmCountersResponse = Message<"vmprocess.v1.GetVmCountersResponse"> & {
+  /**
+   * By device id.
+   *
+   * @generated from field: map<string, vmprocess.v1.DeviceCounters> devices = 1;
+   */
+  devices: { [key: string]: DeviceCounters };
+};
+
+/**
+ * Describes the message vmprocess.v1.GetVmCountersResponse.
+ * Use `create(GetVmCountersResponseSchema)` to create a new message.
+ */
+export const GetVmCountersResponseSchema: GenMessage<GetVmCountersResponse> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 33);
+
+/**
+ * One device's counters, by name: network `rx_bytes rx_frames tx_bytes
+ * tx_frames`, block `read_bytes write_bytes read_ops write_ops` and latencies.
+ *
+ * @generated from message vmprocess.v1.DeviceCounters
+ */
+export type DeviceCounters = Message<"vmprocess.v1.DeviceCounters"> & {
+  /**
+   * @generated from field: map<string, uint64> counters = 1;
+   */
+  counters: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message vmprocess.v1.DeviceCounters.
+ * Use `create(DeviceCountersSchema)` to create a new message.
+ */
+export const DeviceCountersSchema: GenMessage<DeviceCounters> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 34);
+
+/**
+ * Request of ResizeVm. At least one of the sizes.
+ *
+ * @generated from message vmprocess.v1.ResizeVmRequest
+ */
+export type ResizeVmRequest = Message<"vmprocess.v1.ResizeVmRequest"> & {
+  /**
+   * The sandbox whose VM to resize. Required.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * vCPUs wanted: 1 to VmConfig.max_vcpus.
+   *
+   * @generated from field: optional uint32 vcpus = 2;
+   */
+  vcpus?: number | undefined;
+
+  /**
+   * Memory wanted, in MiB: at most VmConfig.max_memory_mib.
+   *
+   * @generated from field: optional uint64 memory_mib = 3;
+   */
+  memoryMib?: bigint | undefined;
+
+  /**
+   * The balloon's size, in MiB (needs a balloon device).
+   *
+   * @generated from field: optional uint64 balloon_mib = 4;
+   */
+  balloonMib?: bigint | undefined;
+};
+
+/**
+ * Describes the message vmprocess.v1.ResizeVmRequest.
+ * Use `create(ResizeVmRequestSchema)` to create a new message.
+ */
+export const ResizeVmRequestSchema: GenMessage<ResizeVmRequest> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 35);
+
+/**
+ * Response of ResizeVm.
+ *
+ * @generated from message vmprocess.v1.ResizeVmResponse
+ */
+export type ResizeVmResponse = Message<"vmprocess.v1.ResizeVmResponse"> & {
+  /**
+   * The process.
+   *
+   * @generated from field: vmprocess.v1.ProcessInfo process = 1;
+   */
+  process?: ProcessInfo | undefined;
+
+  /**
+   * The VM after the resize (vm.info).
+   *
+   * @generated from field: vmprocess.v1.VmInfo vm = 2;
+   */
+  vm?: VmInfo | undefined;
+};
+
+/**
+ * Describes the message vmprocess.v1.ResizeVmResponse.
+ * Use `create(ResizeVmResponseSchema)` to create a new message.
+ */
+export const ResizeVmResponseSchema: GenMessage<ResizeVmResponse> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 36);
 
 /**
  * How the VMM is launched.
@@ -965,6 +1617,139 @@ export const ExitReasonSchema: GenEnum<ExitReason> = /*@__PURE__*/
   enumDesc(file_vmprocess_v1_vmprocess, 3);
 
 /**
+ * The VM inside a VMM, as the daemon last saw it (its own operations and
+ * Cloud Hypervisor's answers).
+ *
+ * @generated from enum vmprocess.v1.VmState
+ */
+export enum VmState {
+  /**
+   * Never used by the daemon.
+   *
+   * @generated from enum value: VM_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A bare VMM: no VM was created (StartProcess without `vm` or `restore`).
+   *
+   * @generated from enum value: VM_STATE_NOT_CREATED = 1;
+   */
+  NOT_CREATED = 1,
+
+  /**
+   * Created, not booted (or shut down, which Cloud Hypervisor reports the same).
+   *
+   * @generated from enum value: VM_STATE_CREATED = 2;
+   */
+  CREATED = 2,
+
+  /**
+   * Booted and running.
+   *
+   * @generated from enum value: VM_STATE_RUNNING = 3;
+   */
+  RUNNING = 3,
+
+  /**
+   * Paused: vCPUs stopped (PauseVm, a snapshot, a restore without resume).
+   *
+   * @generated from enum value: VM_STATE_PAUSED = 4;
+   */
+  PAUSED = 4,
+
+  /**
+   * The VM was shut down inside a VMM that keeps running.
+   *
+   * @generated from enum value: VM_STATE_SHUT_DOWN = 5;
+   */
+  SHUT_DOWN = 5,
+}
+
+/**
+ * Describes the enum vmprocess.v1.VmState.
+ */
+export const VmStateSchema: GenEnum<VmState> = /*@__PURE__*/
+  enumDesc(file_vmprocess_v1_vmprocess, 4);
+
+/**
+ * What SnapshotVm does with the VM once the snapshot is written.
+ *
+ * @generated from enum vmprocess.v1.AfterSnapshot
+ */
+export enum AfterSnapshot {
+  /**
+   * Refused (INVALID_ARGUMENT): say what should happen.
+   *
+   * @generated from enum value: AFTER_SNAPSHOT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A checkpoint: the VM runs on.
+   *
+   * @generated from enum value: AFTER_SNAPSHOT_RESUME = 1;
+   */
+  RESUME = 1,
+
+  /**
+   * The VM stays paused.
+   *
+   * @generated from enum value: AFTER_SNAPSHOT_STAY_PAUSED = 2;
+   */
+  STAY_PAUSED = 2,
+
+  /**
+   * Hibernate: the VMM is stopped (SIGTERM, then SIGKILL after 10 s); its exit
+   * is STOPPED and carries the snapshot's URL.
+   *
+   * @generated from enum value: AFTER_SNAPSHOT_STOP = 3;
+   */
+  STOP = 3,
+}
+
+/**
+ * Describes the enum vmprocess.v1.AfterSnapshot.
+ */
+export const AfterSnapshotSchema: GenEnum<AfterSnapshot> = /*@__PURE__*/
+  enumDesc(file_vmprocess_v1_vmprocess, 5);
+
+/**
+ * How the guest's serial port (COM1) is connected.
+ *
+ * @generated from enum vmprocess.v1.SerialMode
+ */
+export enum SerialMode {
+  /**
+   * The default: written to the VMM's log, so StreamLogs shows the guest's
+   * console (Cloud Hypervisor's serial mode Tty, on the VMM's stdout).
+   *
+   * @generated from enum value: SERIAL_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The same, explicitly.
+   *
+   * @generated from enum value: SERIAL_MODE_LOG = 1;
+   */
+  LOG = 1,
+
+  /**
+   * Not connected.
+   *
+   * @generated from enum value: SERIAL_MODE_OFF = 2;
+   */
+  OFF = 2,
+}
+
+/**
+ * Describes the enum vmprocess.v1.SerialMode.
+ */
+export const SerialModeSchema: GenEnum<SerialMode> = /*@__PURE__*/
+  enumDesc(file_vmprocess_v1_vmprocess, 6);
+
+/**
  * VmProcessService supervises Cloud Hypervisor (VMM) processes on one host.
  *
  * Each VMM runs in a private mount namespace (a tmpfs at the sandbox dir holding
@@ -983,8 +1768,13 @@ export const ExitReasonSchema: GenEnum<ExitReason> = /*@__PURE__*/
 export const VmProcessService: GenService<{
   /**
    * Launches a VMM and returns once it is ready: its API socket answers
-   * `GET /api/v1/vmm.ping` and, in restore mode with `restore` set,
-   * `PUT /api/v1/vm.restore` succeeded. A start that fails for any reason once its
+   * `GET /api/v1/vmm.ping`; in restore mode with `restore` set,
+   * `PUT /api/v1/vm.restore` succeeded; in boot mode with `vm` set, the daemon
+   * created and booted the VM (PUT vm.create, PUT vm.boot) and vm.info says it
+   * runs. The VM's files are linked into the sandbox dir under fixed names
+   * (vmlinux, initramfs, rootfs.ext4, disk-<id>), and vm.create names them
+   * there: the same paths in every VMM, which lets a snapshot restore in any
+   * sandbox. A start that fails for any reason once its
    * VMM was spawned (exit before ready, timeout, restore error, client cancel)
    * leaves no process and no socket behind and still publishes a ProcessExit; a
    * request refused before anything was spawned (invalid, precondition) publishes
@@ -1151,6 +1941,98 @@ export const VmProcessService: GenService<{
     methodKind: "server_streaming";
     input: typeof StreamLogsRequestSchema;
     output: typeof StreamLogsResponseSchema;
+  },
+  /**
+   * Pauses the VM (PUT vm.pause): its vCPUs stop, its memory and devices stay.
+   * Returns the process with vm_state PAUSED.
+   *
+   * VM operations (PauseVm, ResumeVm, SnapshotVm, ResizeVm), stops and signals
+   * of one sandbox run one at a time, in the order they arrive. A StopProcess
+   * goes first: it waits for the operation in progress (a snapshot being
+   * written is not cut short) up to its grace period, and the operations queued
+   * behind it fail with FAILED_PRECONDITION. GetVmInfo and GetVmCounters only
+   * read, and are not queued.
+   *
+   * Errors: NOT_FOUND (unknown sandbox_id); FAILED_PRECONDITION (the process
+   * is starting, stopping or exited; it has no VM; Cloud Hypervisor refused,
+   * e.g. the VM is already paused: the message carries its error chain);
+   * UNAVAILABLE (the VMM's API did not answer; retry).
+   *
+   * @generated from rpc vmprocess.v1.VmProcessService.PauseVm
+   */
+  pauseVm: {
+    methodKind: "unary";
+    input: typeof PauseVmRequestSchema;
+    output: typeof PauseVmResponseSchema;
+  },
+  /**
+   * Resumes a paused VM (PUT vm.resume). Errors as PauseVm (FAILED_PRECONDITION
+   * when the VM is not paused).
+   *
+   * @generated from rpc vmprocess.v1.VmProcessService.ResumeVm
+   */
+  resumeVm: {
+    methodKind: "unary";
+    input: typeof ResumeVmRequestSchema;
+    output: typeof ResumeVmResponseSchema;
+  },
+  /**
+   * Snapshots the VM into a directory the daemon creates: pauses it if it runs,
+   * PUT vm.snapshot, then resumes it, leaves it paused, or stops the VMM
+   * (after_snapshot). The directory then holds config.json, state.json and
+   * memory-ranges, and restores in any sandbox (StartProcess in restore mode):
+   * the snapshot records the VM's files by their paths in the sandbox dir,
+   * which are the same in every VMM.
+   *
+   * Errors: as PauseVm; INVALID_ARGUMENT (destination_url is not a file://
+   * URL of an absolute path); PERMISSION_DENIED (its parent directory is not
+   * under an image root); FAILED_PRECONDITION (the destination already exists,
+   * or its parent does not; Cloud Hypervisor refused, e.g. an OnDemand restore
+   * still loading memory). A failed snapshot removes the directory it created
+   * and leaves the VM as it was.
+   *
+   * @generated from rpc vmprocess.v1.VmProcessService.SnapshotVm
+   */
+  snapshotVm: {
+    methodKind: "unary";
+    input: typeof SnapshotVmRequestSchema;
+    output: typeof SnapshotVmResponseSchema;
+  },
+  /**
+   * The VM as Cloud Hypervisor reports it (GET vm.info). Errors as PauseVm.
+   *
+   * @generated from rpc vmprocess.v1.VmProcessService.GetVmInfo
+   */
+  getVmInfo: {
+    methodKind: "unary";
+    input: typeof GetVmInfoRequestSchema;
+    output: typeof GetVmInfoResponseSchema;
+  },
+  /**
+   * The VM's per-device counters (GET vm.counters): network bytes and frames,
+   * block bytes, operations and latencies. Errors as PauseVm (FAILED_PRECONDITION
+   * when the VM is not booted).
+   *
+   * @generated from rpc vmprocess.v1.VmProcessService.GetVmCounters
+   */
+  getVmCounters: {
+    methodKind: "unary";
+    input: typeof GetVmCountersRequestSchema;
+    output: typeof GetVmCountersResponseSchema;
+  },
+  /**
+   * Changes the VM's vCPUs, memory or balloon (PUT vm.resize). vCPUs go up to
+   * VmConfig.max_vcpus; memory up to VmConfig.max_memory_mib; a removal needs
+   * the guest's cooperation (ACPI). Errors as PauseVm; INVALID_ARGUMENT
+   * (nothing to change, or a value out of range); UNAVAILABLE (a vCPU removal
+   * is still pending in the guest: Cloud Hypervisor's 429; retry later).
+   *
+   * @generated from rpc vmprocess.v1.VmProcessService.ResizeVm
+   */
+  resizeVm: {
+    methodKind: "unary";
+    input: typeof ResizeVmRequestSchema;
+    output: typeof ResizeVmResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_vmprocess_v1_vmprocess, 0);

@@ -4,7 +4,7 @@
  * and SIGKILL), a clock the test advances, a VMM API the test answers, and a store that records
  * what it was told.
  */
-import type { ExitStatus, LaunchFiles, ProcessIdentity, ProcessExitEvent, RestoreSpec, SocketFiles, StartFailure, StartSpec } from '../../../src/core/domain.js';
+import type { ExitStatus, LaunchFiles, ProcessIdentity, ProcessExitEvent, RestoreSpec, SocketFiles, StartFailure, StartSpec, VmCounters, VmInfo, VmResize, VmState } from '../../../src/core/domain.js';
 import { ExitExchange } from '../../../src/core/exit-exchange.js';
 import type {
   Clock,
@@ -14,6 +14,7 @@ import type {
   ProcessHost,
   Recorded,
   RunLayout,
+  SnapshotDirs,
   StateStore,
   VmmApi,
 } from '../../../src/core/ports.js';
@@ -102,8 +103,15 @@ export class FakeProcess implements ProcessHandle {
     });
   }
 
+  /** What networkInterfaces() reports: the interfaces of its network namespace. */
+  interfaces = ['lo', 'tap0'];
+
   get alive(): boolean {
     return !this.#ended;
+  }
+
+  async networkInterfaces(): Promise<string[]> {
+    return this.interfaces;
   }
 
   /** Ends the process: with an exit code, a signal, or (undefined) unobserved. */
@@ -321,6 +329,93 @@ export class FakeVmmApi implements VmmApi {
   async vmState(): Promise<string | undefined> {
     return this.state;
   }
+
+  /** Every VM call, in order: `create`, `boot`, `pause`, `snapshot <url>`, ... */
+  readonly calls: string[] = [];
+  /** The next call of this name fails with the error (once). */
+  readonly failures = new Map<string, unknown>();
+  /** Calls of these names wait until release(name) (or forever). */
+  readonly #held = new Map<string, Array<() => void>>();
+  readonly holding = new Set<string>();
+  counters: VmCounters = { rootfs: { read_bytes: 0n, write_bytes: 0n } };
+  vcpus = 1;
+
+  release(name: string): void {
+    for (const resume of this.#held.get(name) ?? []) resume();
+    this.#held.delete(name);
+  }
+
+  async #call(name: string, detail?: string): Promise<void> {
+    this.calls.push(detail ? `${name} ${detail}` : name);
+    if (this.holding.has(name)) await new Promise<void>((resume) => this.#held.set(name, [...(this.#held.get(name) ?? []), resume]));
+    const failure = this.failures.get(name);
+    if (failure !== undefined) {
+      this.failures.delete(name);
+      throw failure;
+    }
+  }
+
+  async createVm(): Promise<void> {
+    await this.#call('create');
+    this.state = 'Created';
+  }
+
+  async bootVm(): Promise<void> {
+    await this.#call('boot');
+    this.state = 'Running';
+  }
+
+  async pauseVm(): Promise<void> {
+    await this.#call('pause');
+    if (this.state !== 'Running') throw new VmprocError('failed-precondition', `pausing the VM: the VMM refused: VM is ${this.state}`);
+    this.state = 'Paused';
+  }
+
+  async resumeVm(): Promise<void> {
+    await this.#call('resume');
+    if (this.state !== 'Paused') throw new VmprocError('failed-precondition', 'resuming the VM: the VMM refused: Invalid transition');
+    this.state = 'Running';
+  }
+
+  async snapshotVm(_socketPath: string, url: string): Promise<void> {
+    await this.#call('snapshot', url);
+    if (this.state !== 'Paused') throw new VmprocError('failed-precondition', 'snapshotting the VM: the VMM refused: Trying to snapshot while VM is running');
+  }
+
+  async vmInfo(): Promise<VmInfo> {
+    await this.#call('info');
+    const state = ({ Created: 'created', Running: 'running', Paused: 'paused' } as const)[this.state as 'Created'] ?? 'not-created';
+    return { state, vcpus: this.vcpus, maxVcpus: 2, memoryBytes: 64 << 20, memoryActualBytes: 64 << 20, devices: [], rawJson: '{}' };
+  }
+
+  async vmCounters(): Promise<VmCounters> {
+    await this.#call('counters');
+    return this.counters;
+  }
+
+  async resizeVm(_socketPath: string, resize: VmResize): Promise<void> {
+    await this.#call('resize', JSON.stringify(resize));
+    if (resize.vcpus !== undefined) this.vcpus = resize.vcpus;
+  }
+}
+
+/** Snapshot directories as names only: made, and removed on failure. */
+export class FakeSnapshotDirs implements SnapshotDirs {
+  readonly made: string[] = [];
+  readonly removed: string[] = [];
+  /** create() fails with this. */
+  failure: unknown;
+
+  async create(_field: string, url: string): Promise<{ url: string; path: string }> {
+    if (this.failure) throw this.failure;
+    const path = url.slice('file://'.length);
+    this.made.push(path);
+    return { url, path };
+  }
+
+  async remove(path: string): Promise<void> {
+    this.removed.push(path);
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -358,8 +453,12 @@ export class RecordingStore implements StateStore {
     return this.#record('ready', sandboxId, { readyAt, vmmVersion, socketFiles });
   }
 
-  stopping(sandboxId: string, killAt: Date): Promise<void> {
-    return this.#record('stopping', sandboxId, { killAt });
+  stopping(sandboxId: string, killAt: Date, snapshotUrl?: string): Promise<void> {
+    return this.#record('stopping', sandboxId, { killAt, ...(snapshotUrl ? { snapshotUrl } : {}) });
+  }
+
+  vmState(sandboxId: string, state: VmState): Promise<void> {
+    return this.#record('vmState', sandboxId, state);
   }
 
   signalled(sandboxId: string, signal: string): Promise<void> {
@@ -394,6 +493,7 @@ export interface CoreHarness {
   readonly layout: FakeRunLayout;
   readonly vmm: FakeVmmApi;
   readonly store: RecordingStore;
+  readonly snapshotDirs: FakeSnapshotDirs;
   readonly exchange: ExitExchange;
   /** Every exit published, in order. */
   readonly exits: ProcessExitEvent[];
@@ -408,6 +508,7 @@ export async function coreHarness(options: { exitedRecordLimit?: number; initial
   const layout = new FakeRunLayout();
   const vmm = new FakeVmmApi();
   const store = new RecordingStore();
+  const snapshotDirs = new FakeSnapshotDirs();
   const exchange = new ExitExchange({ historyLimit: 1000, subscriberBufferLimit: 1000, initialSequence: options.initialSequence ?? 0 });
   const exits: ProcessExitEvent[] = [];
   const subscription = exchange.subscribe();
@@ -420,12 +521,13 @@ export async function coreHarness(options: { exitedRecordLimit?: number; initial
     store,
     vmm,
     clock,
+    snapshotDirs,
     defaults: DEFAULTS,
     exchange,
     exitedRecordLimit: options.exitedRecordLimit ?? 100,
   });
   await supervisor.prepare();
-  return { supervisor, clock, host, layout, vmm, store, exchange, exits };
+  return { supervisor, clock, host, layout, vmm, store, snapshotDirs, exchange, exits };
 }
 
 /** A boot-mode start request for `sandboxId`. */

@@ -103,8 +103,39 @@ describe('ChClient requests', () => {
       state: 'Paused',
       memoryActualSize: 1073741824,
       config,
+      raw: JSON.stringify({ config, state: 'Paused', memory_actual_size: 1073741824 }),
     });
     expect(fake.requests[0]?.raw.startsWith('GET /api/v1/vm.info HTTP/1.1\r\n')).toBe(true);
+  });
+
+  it('decodes vm.counters exactly, u64::MAX included (beyond a JSON number)', async () => {
+    const body = '{"net0":{"tx_bytes":12,"rx_frames":0},"rootfs":{"read_latency_min":18446744073709551615,"read_ops":3}}';
+    fake = await startFakeVmm(socketPath, (_r, socket) => socket.write(chBytes.json(200, body)));
+    await expect(new ChClient(socketPath).counters(call)).resolves.toEqual({
+      net0: { tx_bytes: 12n, rx_frames: 0n },
+      rootfs: { read_latency_min: 18446744073709551615n, read_ops: 3n },
+    });
+  });
+
+  it('refuses a vm.counters body that is not counters', async () => {
+    fake = await startFakeVmm(socketPath, (_r, socket) => socket.write(chBytes.json(200, '{"net0":{"tx_bytes":"a lot"}}')));
+    const error = await rejection(new ChClient(socketPath).counters(call));
+    expect(error.kind).toBe('protocol');
+  });
+
+  it('sends vm.create, vm.snapshot and vm.resize bodies as JSON, and body-less actions without one', async () => {
+    fake = await startFakeVmm(socketPath, (_r, socket) => socket.write(chBytes.noContent()));
+    const client = new ChClient(socketPath);
+    await client.create({ cpus: { boot_vcpus: 1 } }, call);
+    await client.snapshot('file:///s/1', call);
+    await client.resize({ desired_vcpus: 2 }, call);
+    await client.action('vm.pause', call);
+    expect(fake.requests.map((r) => [r.method, r.path, r.body])).toEqual([
+      ['PUT', '/api/v1/vm.create', '{"cpus":{"boot_vcpus":1}}'],
+      ['PUT', '/api/v1/vm.snapshot', '{"destination_url":"file:///s/1"}'],
+      ['PUT', '/api/v1/vm.resize', '{"desired_vcpus":2}'],
+      ['PUT', '/api/v1/vm.pause', ''],
+    ]);
   });
 
   it('uses one connection per request and closes each one', async () => {

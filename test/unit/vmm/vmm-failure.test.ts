@@ -28,6 +28,11 @@ describe('vmmFailure: the one mapping of VMM client failures to domain errors', 
     expect(mapped.message).toContain('Error from API: The VM could not be restored: bad magic');
   });
 
+  it('a 429 (a vCPU removal pending) is UNAVAILABLE, a 400 (a request the VMM could not read) INTERNAL', () => {
+    expect(vmmFailure(failure('http-status', { status: 429, body: '["Too Many Requests"]' }), 'resizing the VM')).toMatchObject({ code: 'unavailable', message: expect.stringContaining('retry later') });
+    expect(vmmFailure(failure('http-status', { status: 400, body: '["Bad Request"]' }), 'pausing the VM')).toMatchObject({ code: 'internal' });
+  });
+
   it('keeps a domain error as it is and wraps anything else as internal', () => {
     const domain = new VmprocError('not-found', 'x');
     expect(vmmFailure(domain, 'doing')).toBe(domain);
