@@ -18,3 +18,6 @@ export const MAX_READY_TIMEOUT_MS = 10 * 60_000;
 
 /** The longest grace_period a StopProcess may ask for: an hour is longer than any VM needs to shut down. */
 export const MAX_STOP_GRACE_MS = 60 * 60_000;
+
+/** How long the daemon lets a VMM write a snapshot (all of guest memory) before it gives up. */
+export const SNAPSHOT_ALLOWANCE_MS = 10 * 60_000;

@@ -7,6 +7,7 @@ import {
   SignalProcessResponseSchema,
   StartProcessResponseSchema,
   StopProcessResponseSchema,
+  VmState,
   WaitProcessResponseSchema,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
@@ -16,8 +17,9 @@ import { ExitCode, UsageError } from './exit-codes.js';
 import { exitedCleanly, exitResult, processDetails, processTable, reasonName, stateName } from './format.js';
 import { absolute, parseLabels, parseRestoreMode, parseStates } from './options.js';
 import type { Output } from './output.js';
+import { type VmFlags, vmConfigOf, vmStateName } from './vm-commands.js';
 
-export interface StartFlags {
+export interface StartFlags extends VmFlags {
   readonly mode?: 'boot' | 'restore';
   readonly kernel?: string;
   readonly rootfs: string;
@@ -63,7 +65,13 @@ export function startRequest(sandboxId: string, flags: StartFlags) {
         }
       : {}),
     labels: parseLabels(flags.label),
+    ...vmField(flags, mode),
   };
+}
+
+function vmField(flags: VmFlags, mode: 'boot' | 'restore') {
+  const vm = vmConfigOf(flags, mode);
+  return vm ? { vm } : {};
 }
 
 export async function startCommand(client: VmProcessClient, out: Output, sandboxId: string, flags: StartFlags): Promise<ExitCode> {
@@ -72,7 +80,8 @@ export async function startCommand(client: VmProcessClient, out: Output, sandbox
   if (out.json) return done(out.message(StartProcessResponseSchema, response));
   const p = response.process!;
   const readyIn = p.readyAt && p.startedAt ? `, ready in ${formatAge(timestampDate(p.readyAt).getTime() - timestampDate(p.startedAt).getTime())}` : '';
-  await out.write(`started ${p.sandboxId}: pid ${p.pid}${p.vmmVersion ? `, vmm ${p.vmmVersion}` : ''}${readyIn}\n`);
+  const vm = p.vmState === VmState.NOT_CREATED ? '' : `, VM ${vmStateName(p.vmState)}`;
+  await out.write(`started ${p.sandboxId}: pid ${p.pid}${p.vmmVersion ? `, vmm ${p.vmmVersion}` : ''}${vm}${readyIn}\n`);
   return ExitCode.OK;
 }
 

@@ -9,6 +9,7 @@ import { clientOptions, collect, DEFAULT_ADDRESS, type GlobalOptions, normaliseA
 import { Output } from './output.js';
 import { getCommand, listCommand, signalCommand, startCommand, type StartFlags, stopCommand, waitCommand } from './process-commands.js';
 import { logsCommand, watchCommand } from './stream-commands.js';
+import { countersCommand, infoCommand, pauseCommand, resizeCommand, resumeCommand, snapshotCommand } from './vm-commands.js';
 
 const HELP_AFTER = `
 Address: --address, else VMPROCD_ADDRESS, else ${DEFAULT_ADDRESS}.
@@ -22,6 +23,9 @@ Exit codes (every command):
 
 Examples:
   vmprocctl start sb-1 --kernel /srv/vmlinux --rootfs /srv/rootfs.ext4 --netns sb-1 --label team=a
+  vmprocctl start sb-2 --kernel /srv/vmlinux --rootfs /srv/rootfs.ext4 --netns sb-2 \
+    --vcpus 2 --memory 512 --cmdline "console=ttyS0" --net id=net0,tap=tap0
+  vmprocctl snapshot sb-2 /srv/vmprocd/snapshots/sb-2-1 --then resume
   vmprocctl list --state running --label team=a
   vmprocctl watch --json | jq -c 'select(.reason != "EXIT_REASON_STOPPED")'
   vmprocctl stop sb-1 --grace 5s
@@ -90,8 +94,63 @@ export async function runCli(argv: readonly string[], io: CliIo = { stdout: proc
     .option('--resume', 'resume the VM after the restore (otherwise it stays paused)')
     .option('--prefault', 'prefault guest memory at restore (not with on-demand)')
     .option('--label <key=value>', 'a label, echoed in list and exits (repeatable)', collect)
+    .option('--vcpus <n>', 'create and boot a VM with this many vCPUs (with --memory)')
+    .option('--max-vcpus <n>', 'vCPUs a resize may go up to (default --vcpus)')
+    .option('--memory <mib>', 'the VM\'s memory in MiB (with --vcpus)')
+    .option('--max-memory <mib>', 'memory a resize may go up to, in MiB (default --memory)')
+    .option('--cmdline <text>', 'the kernel command line, e.g. "console=ttyS0"')
+    .option('--initramfs <path>', 'an initramfs for the VM')
+    .option('--rootfs-readonly', 'the rootfs disk is read-only')
+    .option('--disk <id=ID,path=PATH[,readonly]>', 'one more disk (repeatable; in restore mode: the snapshot\'s extra disks)', collect)
+    .option('--net <id=ID,tap=TAP[,mac=MAC]>', 'a network interface on a TAP in the netns (repeatable)', collect)
+    .addOption(new Option('--serial <where>', 'the guest\'s serial console: into the VMM\'s log (default), or off').choices(['log', 'off']))
+    .option('--vsock-cid <cid>', 'a vsock device with this guest CID (3 or more)')
+    .option('--pvpanic', 'a pvpanic device, for the guest to report a panic')
     .action((sandboxId: string, flags: StartFlags, command: Command) =>
       run('start', sandboxId, command, (c, out) => startCommand(c, out, sandboxId, flags)));
+
+  program
+    .command('pause')
+    .description('pause the VM (its vCPUs stop; memory and devices stay)')
+    .argument('<sandbox-id>')
+    .action((sandboxId: string, _flags: unknown, command: Command) => run('pause', sandboxId, command, (c, out) => pauseCommand(c, out, sandboxId)));
+
+  program
+    .command('resume')
+    .description('resume a paused VM')
+    .argument('<sandbox-id>')
+    .action((sandboxId: string, _flags: unknown, command: Command) => run('resume', sandboxId, command, (c, out) => resumeCommand(c, out, sandboxId)));
+
+  program
+    .command('snapshot')
+    .description('snapshot the VM into a new directory under an image root (a restore source)')
+    .argument('<sandbox-id>')
+    .argument('<destination>', 'the directory to create, as file:///DIR or /DIR')
+    .addOption(new Option('--then <what>', 'afterwards: resume the VM (a checkpoint), keep it paused, or stop the VMM (hibernate)').choices(['resume', 'pause', 'stop']).makeOptionMandatory())
+    .action((sandboxId: string, destination: string, flags: { then: string }, command: Command) =>
+      run('snapshot', sandboxId, command, (c, out) => snapshotCommand(c, out, sandboxId, destination, flags)));
+
+  program
+    .command('info')
+    .description('show the VM: state, vCPUs, memory, devices (--json: also Cloud Hypervisor\'s own JSON)')
+    .argument('<sandbox-id>')
+    .action((sandboxId: string, _flags: unknown, command: Command) => run('info', sandboxId, command, (c, out) => infoCommand(c, out, sandboxId)));
+
+  program
+    .command('counters')
+    .description("show the VM's per-device counters")
+    .argument('<sandbox-id>')
+    .action((sandboxId: string, _flags: unknown, command: Command) => run('counters', sandboxId, command, (c, out) => countersCommand(c, out, sandboxId)));
+
+  program
+    .command('resize')
+    .description("change the VM's vCPUs, memory or balloon")
+    .argument('<sandbox-id>')
+    .option('--vcpus <n>', 'vCPUs wanted (up to the VM\'s max vCPUs)')
+    .option('--memory <mib>', 'memory wanted, in MiB (up to its max memory)')
+    .option('--balloon <mib>', 'the balloon\'s size, in MiB')
+    .action((sandboxId: string, flags: { vcpus?: string; memory?: string; balloon?: string }, command: Command) =>
+      run('resize', sandboxId, command, (c, out) => resizeCommand(c, out, sandboxId, flags)));
 
   program
     .command('stop')

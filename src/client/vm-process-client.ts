@@ -14,6 +14,18 @@ import {
 import {
   GetProcessRequestSchema,
   type GetProcessResponse,
+  GetVmCountersRequestSchema,
+  type GetVmCountersResponse,
+  GetVmInfoRequestSchema,
+  type GetVmInfoResponse,
+  PauseVmRequestSchema,
+  type PauseVmResponse,
+  ResizeVmRequestSchema,
+  type ResizeVmResponse,
+  ResumeVmRequestSchema,
+  type ResumeVmResponse,
+  SnapshotVmRequestSchema,
+  type SnapshotVmResponse,
   ListProcessesRequestSchema,
   type ListProcessesResponse,
   ListProcessesResponseSchema,
@@ -31,7 +43,7 @@ import {
   type WaitProcessResponse,
   WatchExitsRequestSchema,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
-import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS } from '../api-defaults.js';
+import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS, SNAPSHOT_ALLOWANCE_MS } from '../api-defaults.js';
 import { grpcServiceDefinition } from '../rpc/grpc-service-definition.js';
 import type { Init, RpcOptions, StreamOptions } from './call-options.js';
 
@@ -131,6 +143,34 @@ export class VmProcessClient {
   /** One ListProcesses call: one page, and the token of the next. */
   listProcessesPage(request: Init<typeof ListProcessesRequestSchema> = {}, options?: RpcOptions): Promise<ListProcessesResponse> {
     return this.#unary('listProcesses', ListProcessesRequestSchema, request, this.#deadline(options), options);
+  }
+
+  pauseVm(request: Init<typeof PauseVmRequestSchema>, options?: RpcOptions): Promise<PauseVmResponse> {
+    return this.#unary('pauseVm', PauseVmRequestSchema, request, this.#deadline(options), options);
+  }
+
+  resumeVm(request: Init<typeof ResumeVmRequestSchema>, options?: RpcOptions): Promise<ResumeVmResponse> {
+    return this.#unary('resumeVm', ResumeVmRequestSchema, request, this.#deadline(options), options);
+  }
+
+  /**
+   * Snapshots the VM into a new directory. Its default deadline leaves room for writing all of
+   * guest memory (the daemon allows the VMM 10 minutes) and, with AFTER_SNAPSHOT_STOP, the stop.
+   */
+  snapshotVm(request: Init<typeof SnapshotVmRequestSchema>, options?: RpcOptions): Promise<SnapshotVmResponse> {
+    return this.#unary('snapshotVm', SnapshotVmRequestSchema, request, this.#deadline(options, SNAPSHOT_ALLOWANCE_MS + DEFAULT_STOP_GRACE_MS + KILL_BACKSTOP_MS), options);
+  }
+
+  getVmInfo(request: Init<typeof GetVmInfoRequestSchema>, options?: RpcOptions): Promise<GetVmInfoResponse> {
+    return this.#unary('getVmInfo', GetVmInfoRequestSchema, request, this.#deadline(options), options);
+  }
+
+  getVmCounters(request: Init<typeof GetVmCountersRequestSchema>, options?: RpcOptions): Promise<GetVmCountersResponse> {
+    return this.#unary('getVmCounters', GetVmCountersRequestSchema, request, this.#deadline(options), options);
+  }
+
+  resizeVm(request: Init<typeof ResizeVmRequestSchema>, options?: RpcOptions): Promise<ResizeVmResponse> {
+    return this.#unary('resizeVm', ResizeVmRequestSchema, request, this.#deadline(options), options);
   }
 
   /** Resolves once the process has exited. No deadline unless `timeoutMs` is given. */

@@ -1,6 +1,7 @@
 import type { VmInfo as DomainVmInfo, VmState } from '../core/domain.js';
 import { isVmSpec } from '../core/domain.js';
 import type { VmmApi } from '../core/ports.js';
+import { SNAPSHOT_ALLOWANCE_MS } from '../api-defaults.js';
 import { VmprocError } from '../errors.js';
 import { ChClient } from './ch-client.js';
 import { waitForVmmReady } from './socket-readiness.js';
@@ -17,7 +18,7 @@ const BACKSTOP_TIMEOUT_MS = 15 * 60_000;
 /** A VM operation on a VMM that answers at all answers within milliseconds (pause 1.4 ms here). */
 const VM_CALL_TIMEOUT_MS = 30_000;
 /** A snapshot writes all of guest memory: about a second a GiB here, far slower on busy disks. */
-const SNAPSHOT_TIMEOUT_MS = 10 * 60_000;
+const SNAPSHOT_TIMEOUT_MS = SNAPSHOT_ALLOWANCE_MS;
 const MIB = 1024 * 1024;
 
 const STATES: Readonly<Record<VmInfo['state'], VmState>> = {

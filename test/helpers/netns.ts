@@ -17,3 +17,9 @@ export async function createTestNetns(prefix = 'vmpt'): Promise<TestNetns> {
     },
   };
 }
+
+/** A TAP device in `netns`, up (it goes when the namespace is removed). */
+export async function addTap(netns: TestNetns, name = 'tap0'): Promise<void> {
+  await execa('ip', ['netns', 'exec', netns.name, 'ip', 'tuntap', 'add', 'dev', name, 'mode', 'tap']);
+  await execa('ip', ['netns', 'exec', netns.name, 'ip', 'link', 'set', name, 'up']);
+}
