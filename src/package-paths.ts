@@ -17,4 +17,4 @@ export const packageRoot: string = (() => {
 })();
 
 /** Native helpers built by `npm run build` (native/Makefile). */
-export const nativeBin = (name: 'vmprocd-reaper' | 'standin-vmm'): string => join(packageRoot, 'build', 'native', name);
+export const nativeBin = (name: 'vmprocd-reaper' | 'standin-vmm' | 'tiny-guest.elf'): string => join(packageRoot, 'build', 'native', name);
