@@ -51,6 +51,8 @@ export interface GrpcSuite {
   startBoot(sandboxId: string, knobs?: StandinKnobs, extra?: Partial<StartInit>): Promise<StartProcessResponse>;
   /** The request startBoot would send (for tests that call the client themselves). */
   bootRequest(sandboxId: string, knobs?: StandinKnobs, extra?: Partial<StartInit>): Promise<StartInit>;
+  /** Stops every process the daemon still has live (for suites whose tests share a TAP or a name). */
+  stopLive(): Promise<void>;
   /** Default API socket path of a sandbox. */
   socketOf(sandboxId: string): string;
 }
@@ -87,6 +89,15 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
     async startBoot(sandboxId: string, knobs: StandinKnobs = {}, extra: Partial<StartInit> = {}) {
       return suite.client.startProcess(await suite.bootRequest(sandboxId, knobs, extra));
     },
+    async stopLive() {
+      const { processes } = await suite.client.listProcesses(
+        { states: [ProcessState.STARTING, ProcessState.RUNNING, ProcessState.STOPPING] },
+        { timeoutMs: 5_000 },
+      );
+      await Promise.allSettled(
+        processes.map((p) => suite.client.stopProcess({ sandboxId: p.sandboxId, gracePeriod: { seconds: 0n } }, { timeoutMs: 10_000 })),
+      );
+    },
   } as GrpcSuite;
 
   beforeAll(async () => {
@@ -122,15 +133,7 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
     try {
       if (suite.harness && !options.daemonStoppedByTest) {
         // Stop what is still live (the tests should have; this is the backstop before the leak check).
-        await step('stopping live processes', async () => {
-          const { processes } = await suite.client.listProcesses(
-            { states: [ProcessState.STARTING, ProcessState.RUNNING, ProcessState.STOPPING] },
-            { timeoutMs: 5_000 },
-          );
-          await Promise.allSettled(
-            processes.map((p) => suite.client.stopProcess({ sandboxId: p.sandboxId, gracePeriod: { seconds: 0n } }, { timeoutMs: 10_000 })),
-          );
-        }, 15_000);
+        await step('stopping live processes', () => suite.stopLive(), 15_000);
       }
       if (suite.recorder) {
         await step('closing the exit recorder', async () => {

@@ -1,7 +1,9 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PathPolicy, type PathRoots } from '../../src/host/path-policy.js';
+
+const ROOTFS_BYTES = 1 << 20;
 
 /** Stand-in VMM knobs, written into the rootfs file the launch links into the sandbox dir. */
 export type StandinKnobs = Partial<{
@@ -67,6 +69,9 @@ export async function createSandboxFixture(): Promise<SandboxFixture> {
       const path = join(root, `${name}.rootfs`);
       const lines = Object.entries(knobs).map(([key, value]) => `standin.${key}=${value}`);
       await writeFile(path, `# stand-in VMM knobs\n${lines.join('\n')}\n`);
+      // A real Cloud Hypervisor reads a disk's first sectors to tell its image type; a sparse
+      // 1 MiB keeps the same file usable by both VMMs (the stand-in ignores lines that are not text).
+      await truncate(path, ROOTFS_BYTES);
       return path;
     },
     async snapshot(name) {
