@@ -32,11 +32,16 @@ export interface VmFlags {
   readonly pvpanic?: boolean;
 }
 
+const VM_FLAG_KEYS = [
+  'vcpus', 'maxVcpus', 'memory', 'maxMemory', 'cmdline', 'initramfs', 'rootfsReadonly', 'disk', 'net', 'serial', 'vsockCid', 'pvpanic',
+] as const satisfies ReadonlyArray<keyof VmFlags>;
+
 export const vmStateName = (state: VmState): string => (VmState[state] ?? String(state)).toLowerCase().replace(/_/g, '-');
 
 /** The VmConfig of `vmprocctl start`, or undefined when no VM flag was given. */
 export function vmConfigOf(flags: VmFlags, mode: 'boot' | 'restore') {
-  const given = Object.entries(flags).filter(([, value]) => value !== undefined && value !== false);
+  // `flags` may carry every flag of `start`: only the VM's say there is a VM.
+  const given = VM_FLAG_KEYS.map((key) => [key, flags[key]] as const).filter(([, value]) => value !== undefined && value !== false);
   if (given.length === 0) return undefined;
   const disks = (flags.disk ?? []).map((text) => {
     const { id, path, readonly } = keyValues('--disk', text, ['id', 'path'], ['readonly']);
