@@ -17,7 +17,8 @@ export function goEnv(): Promise<NodeJS.ProcessEnv> {
     const { stdout } = await execa('go', ['env', 'GOFLAGS']).catch((error: unknown) => {
       throw new Error(`\`go\` is needed to build examples/go-control-plane and the Go tools (Go 1.26 or later): ${String(error)}`);
     });
-    return { ...process.env, GOFLAGS: `${stdout.trim()} -mod=readonly`.trim(), GOWORK: 'off' };
+    const flags = stdout.trim().split(/\s+/).filter((flag) => flag && !flag.startsWith('-mod='));
+    return { ...process.env, GOFLAGS: [...flags, '-mod=readonly'].join(' '), GOWORK: 'off' };
   })();
   return environment;
 }
