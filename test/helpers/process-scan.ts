@@ -48,3 +48,27 @@ export async function hostMountsUnder(dir: string): Promise<string[]> {
     .map((line) => line.split(' ')[4])
     .filter((mountPoint): mountPoint is string => !!mountPoint && (mountPoint === dir || mountPoint.startsWith(`${dir}/`)));
 }
+
+/** Every live descendant of `pid` (children, their children...), with its command line, from one read of /proc. */
+export async function describeDescendants(pid: number): Promise<Array<{ pid: number; cmdline: string }>> {
+  const parents = new Map<number, number>();
+  const cmdlines = new Map<number, string>();
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'.
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (state === 'Z') continue;
+      parents.set(Number(entry), Number(ppid));
+      cmdlines.set(Number(entry), (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').join(' ').trim());
+    } catch {
+      // exited while we looked
+    }
+  }
+  const isDescendant = (candidate: number): boolean => {
+    for (let p = parents.get(candidate); p !== undefined && p > 1; p = parents.get(p)) if (p === pid) return true;
+    return false;
+  };
+  return [...parents.keys()].filter(isDescendant).map((found) => ({ pid: found, cmdline: cmdlines.get(found) ?? '' }));
+}
