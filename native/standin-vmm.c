@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "standin/event-monitor.h"
+
 #define PROG "standin-vmm"
 #define DEFAULT_VERSION "54.0.0"
 /* micro_http serves at most this many connections; the next one gets a canned 503. */
@@ -949,11 +951,15 @@ static void knobs_load(struct knobs *k, const char *sandbox_dir)
 /* Process state                                                                                     */
 /* ------------------------------------------------------------------------------------------------ */
 
-enum vm_state { VM_NONE, VM_CREATED, VM_RUNNING, VM_SHUTDOWN, VM_PAUSED };
+/*
+ * CH v53's model (vmm/src/lib.rs): a VmConfig once vm.create stored one, and a Vm object only while booted.
+ * VM_CREATED is "config, no Vm", which is also what vm.shutdown leaves (CH drops the Vm, so vm.info says
+ * Created again, never Shutdown).
+ */
+enum vm_state { VM_NONE, VM_CREATED, VM_RUNNING, VM_PAUSED };
 
 static const char *const vm_state_names[] = {
-    [VM_NONE] = NULL, [VM_CREATED] = "Created", [VM_RUNNING] = "Running",
-    [VM_SHUTDOWN] = "Shutdown", [VM_PAUSED] = "Paused",
+    [VM_NONE] = NULL, [VM_CREATED] = "Created", [VM_RUNNING] = "Running", [VM_PAUSED] = "Paused",
 };
 
 struct conn {
@@ -972,6 +978,7 @@ static struct {
     const char *sandbox_dir;
     struct knobs knobs;
     const char *socket_path; /* --api-socket path=...; NULL with fd=N */
+    const char *event_monitor; /* --event-monitor value, or NULL */
     int api_fd;              /* --api-socket fd=N; -1 otherwise */
     int sig_fd, listen_fd, lock_fd;
     bool socket_created;     /* we bound socket_path (dev/ino below) and remove it on a clean exit */
@@ -994,14 +1001,21 @@ static struct {
  * CH does when it dies of an error. */
 static noreturn void die_chain(int code, ...)
 {
-    struct sbuf sb = { 0 };
-    sb_puts(&sb, "Error: Cloud Hypervisor exited with the following chain of errors:\n");
+    struct sbuf sb = { 0 }, lines = { 0 };
     va_list ap;
     va_start(ap, code);
     int i = 0;
-    for (const char *line; (line = va_arg(ap, const char *));)
-        sb_printf(&sb, "  %d: %s\n", i++, line);
+    const char *first = NULL;
+    for (const char *line; (line = va_arg(ap, const char *));) {
+        first = first ? first : line;
+        sb_printf(&lines, "  %d: %s\n", i++, line);
+    }
     va_end(ap);
+    /* cli_print_error_chain(): an error without a source is printed on its own, unnumbered. */
+    if (i == 1)
+        sb_printf(&sb, "Error: Cloud Hypervisor exited with the following error:\n  %s\n", first);
+    else
+        sb_printf(&sb, "Error: Cloud Hypervisor exited with the following chain of errors:\n%s", lines.p ? lines.p : "");
     write_all(STDERR_FILENO, sb.p, sb.len);
     exit(code);
 }
@@ -1017,12 +1031,25 @@ static void remove_own_socket(void)
     g.socket_created = false;
 }
 
-/* The clean exit (SIGTERM, SIGINT, vmm.shutdown): shut the VM down, remove the socket, exit. The lock
- * file stays (CH never deletes it); the lock itself goes with the process. */
+static bool vm_booted(void) { return g.vm_state == VM_RUNNING || g.vm_state == VM_PAUSED; }
+
+/* CH's vmm_shutdown(): vm_delete() (shutting a booted VM down first), then "vmm"/"shutdown". */
+static void vmm_shutdown_events(void)
+{
+    if (g.vm_state != VM_NONE) {
+        if (vm_booted())
+            event_monitor_emit("vm", "shutdown", NULL, NULL);
+        g.vm_state = VM_NONE;
+        event_monitor_emit("vm", "deleted", NULL, NULL);
+    }
+    event_monitor_emit("vmm", "shutdown", NULL, NULL);
+}
+
+/* The clean exit (SIGTERM, SIGINT, vmm.shutdown, a guest power-off): shut the VM down, remove the socket,
+ * exit. The lock file stays (CH never deletes it); the lock itself goes with the process. */
 static noreturn void exit_clean(int code)
 {
-    if (g.vm_state == VM_RUNNING || g.vm_state == VM_PAUSED)
-        g.vm_state = VM_SHUTDOWN;
+    vmm_shutdown_events();
     remove_own_socket();
     exit(code);
 }
@@ -1110,6 +1137,7 @@ static void usage(FILE *f)
             "Options:\n"
             "      --api-socket <api-socket>  HTTP API socket (UNIX domain socket): "
             "path=</path/to/a/file> or fd=<fd>\n"
+            "      --event-monitor <event-monitor>  Path to report events on: path=<path> or fd=<fd>\n"
             "  -v...                          Sets the level of debugging output (ignored)\n"
             "  -h, --help                     Print help\n"
             "  -V, --version                  Print version\n"
@@ -1202,6 +1230,18 @@ static void parse_args(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val;
+        if (!strcmp(a, "--event-monitor") || !strncmp(a, "--event-monitor=", 16)) {
+            if (a[15] == '=')
+                val = a + 16;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else
+                arg_error("a value is required for '--event-monitor <event-monitor>' but none was supplied");
+            if (g.event_monitor)
+                arg_error("the argument '--event-monitor <event-monitor>' cannot be used multiple times");
+            g.event_monitor = val;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             exit(0);
@@ -1584,22 +1624,27 @@ static bool vm_action_precheck(const struct http_request *rq, struct reply *r)
     return true;
 }
 
+/* An error CH reports from its VmState::valid_transition() through a MigratableError (vm.rs Pausable). */
+static void reply_transition(struct reply *r, const char *head, const char *verb, const char *to)
+{
+    char cannot[32], failed[64], detail[128];
+    snprintf(cannot, sizeof cannot, "Cannot %s VM", verb);
+    snprintf(failed, sizeof failed, "Failed to %s migratable component", verb);
+    snprintf(detail, sizeof detail, "Invalid transition: InvalidStateTransition(%s, %s)", state_name(), to);
+    reply_chain(r, 500, "Error from API", head, cannot, failed, detail, NULL);
+}
+
 static void h_vm_boot(const struct http_request *rq, struct reply *r)
 {
     if (!vm_action_precheck(rq, r))
         return;
-    const char *err = NULL;
-    char buf[80];
-    switch (g.vm_state) {
-    case VM_NONE: err = "VM is not created"; break;
-    case VM_CREATED: case VM_SHUTDOWN: g.vm_state = VM_RUNNING; break;
-    case VM_RUNNING: case VM_PAUSED:
-        snprintf(buf, sizeof buf, "invalid VM state transition: %s to Running", state_name());
-        err = buf;
-        break;
-    }
-    if (err)
-        return reply_chain(r, 500, "Error from API", "The VM could not boot", err, NULL);
+    if (vm_booted())
+        return reply_chain(r, 500, "Error from API", "The VM could not boot", "VM is already created", NULL);
+    event_monitor_emit("vm", "booting", NULL, NULL);
+    if (g.vm_state == VM_NONE)
+        return reply_chain(r, 404, "Error from API", "The VM could not boot", "VM config is missing", NULL);
+    g.vm_state = VM_RUNNING;
+    event_monitor_emit("vm", "booted", NULL, NULL);
     r->status = 204;
 }
 
@@ -1607,9 +1652,10 @@ static void h_vm_shutdown(const struct http_request *rq, struct reply *r)
 {
     if (!vm_action_precheck(rq, r))
         return;
-    if (g.vm_state != VM_RUNNING && g.vm_state != VM_PAUSED)
+    if (!vm_booted())
         return reply_chain(r, 500, "Error from API", "The VM could not shutdown", "VM is not running", NULL);
-    g.vm_state = VM_SHUTDOWN;
+    g.vm_state = VM_CREATED;
+    event_monitor_emit("vm", "shutdown", NULL, NULL);
     r->status = 204;
 }
 
@@ -1617,34 +1663,65 @@ static void h_vm_delete(const struct http_request *rq, struct reply *r)
 {
     if (!vm_action_precheck(rq, r))
         return;
-    /* Deleting no VM is not an error in CH. */
-    g.vm_state = VM_NONE;
-    set_config(NULL, 0);
+    /* Deleting no VM is not an error in CH, and emits nothing. */
+    if (g.vm_state != VM_NONE) {
+        if (vm_booted())
+            event_monitor_emit("vm", "shutdown", NULL, NULL);
+        g.vm_state = VM_NONE;
+        set_config(NULL, 0);
+        event_monitor_emit("vm", "deleted", NULL, NULL);
+    }
     r->status = 204;
 }
 
 static void h_vm_pause(const struct http_request *rq, struct reply *r)
 {
+    static const char head[] = "The VM could not be paused";
     if (!vm_action_precheck(rq, r))
         return;
-    if (g.vm_state == VM_PAUSED)
-        return reply_chain(r, 500, "Error from API", "The VM could not be paused",
-                           "invalid VM state transition: Paused to Paused", NULL);
+    if (!vm_booted())
+        return reply_chain(r, 500, "Error from API", head, "VM is not running", NULL);
+    event_monitor_emit("vm", "pausing", NULL, NULL);
     if (g.vm_state != VM_RUNNING)
-        return reply_chain(r, 500, "Error from API", "The VM could not be paused", "VM is not running", NULL);
+        return reply_transition(r, head, "pause", "Paused");
     g.vm_state = VM_PAUSED;
+    event_monitor_emit("vm", "paused", NULL, NULL);
     r->status = 204;
+}
+
+/* Vm::resume(): "resuming", the transition check, "resumed". */
+static bool vm_resume(struct reply *r, const char *head)
+{
+    event_monitor_emit("vm", "resuming", NULL, NULL);
+    if (g.vm_state != VM_PAUSED) {
+        reply_transition(r, head, "resume", "Running");
+        return false;
+    }
+    g.vm_state = VM_RUNNING;
+    event_monitor_emit("vm", "resumed", NULL, NULL);
+    return true;
 }
 
 static void h_vm_resume(const struct http_request *rq, struct reply *r)
 {
     if (!vm_action_precheck(rq, r))
         return;
-    if (g.vm_state == VM_RUNNING)
-        return reply_chain(r, 500, "Error from API", "The VM could not resume", "VM is not paused", NULL);
-    if (g.vm_state != VM_PAUSED)
+    if (!vm_booted())
         return reply_chain(r, 500, "Error from API", "The VM could not resume", "VM is not running", NULL);
+    if (vm_resume(r, "The VM could not resume"))
+        r->status = 204;
+}
+
+/* CH's vm_reboot(): "rebooting" before anything is checked, then the VM is shut down and booted again. */
+static void h_vm_reboot(const struct http_request *rq, struct reply *r)
+{
+    if (!vm_action_precheck(rq, r))
+        return;
+    event_monitor_emit("vm", "rebooting", NULL, NULL);
+    if (!vm_booted())
+        return reply_chain(r, 404, "Error from API", "The VM could not reboot", "VM is not created", NULL);
     g.vm_state = VM_RUNNING;
+    event_monitor_emit("vm", "rebooted", NULL, NULL);
     r->status = 204;
 }
 
@@ -1684,10 +1761,13 @@ static void h_vm_snapshot(const struct http_request *rq, struct reply *r)
         return reply_serde(r, "missing field `destination_url`");
     if (json_type(vs) != J_STR)
         return reply_invalid_type(r, vs, ve, "a string");
-    if (g.vm_state != VM_RUNNING && g.vm_state != VM_PAUSED)
+    if (!vm_booted())
         return reply_chain(r, 500, "Error from API", head, "VM is not running", NULL);
+    event_monitor_emit("vm", "snapshotting", NULL, NULL);
     if (g.vm_state != VM_PAUSED)
-        return reply_chain(r, 500, "Error from API", head, "Trying to snapshot while VM is running", NULL);
+        return reply_chain(r, 500, "Error from API", head, "Cannot snapshot VM", "Failed to snapshot migratable component",
+                           "Trying to snapshot while VM is running", NULL);
+    event_monitor_emit("vm", "snapshotted", NULL, NULL);
     struct sbuf url = { 0 };
     json_string_value(vs, ve, &url);
     sb_add(&url, "", 0);
@@ -1808,7 +1888,12 @@ static void h_vm_restore(const struct http_request *rq, struct reply *r)
     if (!check_file_url_dir(r, head, url.p))
         goto out;
     load_snapshot_config(url.p + 7);
-    g.vm_state = resume ? VM_RUNNING : VM_PAUSED;
+    /* Vm::restore() brings the VM back Paused; resume: true is a vm_resume() after it. */
+    event_monitor_emit("vm", "restoring", NULL, NULL);
+    g.vm_state = VM_PAUSED;
+    event_monitor_emit("vm", "restored", NULL, NULL);
+    if (resume && !vm_resume(r, head))
+        goto out;
     r->status = 204;
 out:
     sb_free(&url);
@@ -1819,7 +1904,7 @@ static void h_vm_info(const struct http_request *rq, struct reply *r)
     if (!method_is(rq, "GET"))
         return reply_bad_request(r);
     if (g.vm_state == VM_NONE)
-        return reply_chain(r, 500, "Error from API", "The VM info is not available", "VM is not created", NULL);
+        return reply_chain(r, 404, "Error from API", "The VM info is not available", "VM is not created", NULL);
     struct sbuf *b = &r->body;
     sb_puts(b, "{\"config\":");
     if (g.vm_config.len)
@@ -1970,7 +2055,8 @@ static const struct route {
     { "/api/v1/vm.shutdown", h_vm_shutdown }, { "/api/v1/vm.delete", h_vm_delete },
     { "/api/v1/vm.pause", h_vm_pause },       { "/api/v1/vm.resume", h_vm_resume },
     { "/api/v1/vm.snapshot", h_vm_snapshot }, { "/api/v1/vm.restore", h_vm_restore },
-    { "/api/v1/vm.info", h_vm_info },         { "/api/v1/standin.inspect", h_standin_inspect },
+    { "/api/v1/vm.info", h_vm_info },         { "/api/v1/vm.reboot", h_vm_reboot },
+    { "/api/v1/standin.inspect", h_standin_inspect },
 };
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -2246,6 +2332,16 @@ int main(int argc, char **argv)
     if (g.knobs.exit_before_socket >= 0)
         die_chain(g.knobs.exit_before_socket, "Error creating hypervisor",
                   "Failed to open /dev/kvm (standin.exit_before_socket)", NULL);
+
+    /* CH sets the monitor up after creating the hypervisor (/dev/kvm) and before the VMM thread binds the
+     * API socket; "vmm"/"starting" is its first event. */
+    if (g.event_monitor) {
+        char detail[PATH_MAX + 128];
+        const char *head = event_monitor_start(g.event_monitor, detail, sizeof detail);
+        if (head)
+            die_chain(1, head, detail[0] ? detail : NULL, NULL);
+    }
+    event_monitor_emit("vmm", "starting", NULL, NULL);
 
     signals_open();
     if (!g.knobs.no_socket)

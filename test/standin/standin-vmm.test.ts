@@ -351,10 +351,11 @@ describe('REST API', () => {
 });
 
 describe('VM lifecycle', () => {
-  it('moves through Created, Running, Paused, Running, Shutdown and delete', async () => {
+  it('moves through Created, Running, Paused, Running, Created again after vm.shutdown, and delete', async () => {
     const vmm = await startReady();
+    // CH v53 maps VmError::VmNotCreated to 404 (api/http/mod.rs api_error_status_code).
     const noVm = await api(vmm, 'GET', 'vm.info');
-    expect(noVm.status).toBe(500);
+    expect(noVm.status).toBe(404);
     expect(JSON.parse(noVm.body)).toEqual(['Error from API', 'The VM info is not available', 'VM is not created']);
     expect(JSON.parse((await api(vmm, 'PUT', 'vm.resume')).body)).toEqual([
       'Error from API',
@@ -376,17 +377,24 @@ describe('VM lifecycle', () => {
     expect((await info(vmm)).state).toBe('Running');
     const notPaused = await api(vmm, 'PUT', 'vm.resume');
     expect(notPaused.status).toBe(500);
-    expect(JSON.parse(notPaused.body)).toEqual(['Error from API', 'The VM could not resume', 'VM is not paused']);
+    expect(JSON.parse(notPaused.body)).toEqual([
+      'Error from API',
+      'The VM could not resume',
+      'Cannot resume VM',
+      'Failed to resume migratable component',
+      'Invalid transition: InvalidStateTransition(Running, Running)',
+    ]);
 
     expect((await api(vmm, 'PUT', 'vm.pause')).status).toBe(204);
     expect((await info(vmm)).state).toBe('Paused');
     expect((await api(vmm, 'PUT', 'vm.resume')).status).toBe(204);
     expect((await info(vmm)).state).toBe('Running');
     expect((await api(vmm, 'PUT', 'vm.shutdown')).status).toBe(204);
-    expect((await info(vmm)).state).toBe('Shutdown');
+    // CH drops the Vm on shutdown and keeps the config: the state is Created, and it can boot again.
+    expect((await info(vmm)).state).toBe('Created');
     expect((await api(vmm, 'PUT', 'vm.shutdown')).status).toBe(500);
     expect((await api(vmm, 'PUT', 'vm.delete')).status).toBe(204);
-    expect((await api(vmm, 'GET', 'vm.info')).status).toBe(500);
+    expect((await api(vmm, 'GET', 'vm.info')).status).toBe(404);
   });
 
   it('snapshots only a paused VM, into an existing file:// directory', async () => {
@@ -449,7 +457,7 @@ describe('vm.restore', () => {
     expect(r.status).toBe(500);
     expect(JSON.parse(r.body).slice(0, 2)).toEqual(['Error from API', 'The VM could not be restored']);
     expect(r.body).toMatch(/prefault/);
-    expect((await api(vmm, 'GET', 'vm.info')).status).toBe(500);
+    expect((await api(vmm, 'GET', 'vm.info')).status).toBe(404);
   });
 
   it('rejects a memory_restore_mode of the wrong case with 400 like a serde error', async () => {
@@ -480,7 +488,7 @@ describe('vm.restore', () => {
     expect(chain.join(' ')).toMatch(/No such file or directory/);
     const notFile = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `http://example/${vmm.dir}` }));
     expect(notFile.status).toBe(500);
-    expect((await api(vmm, 'GET', 'vm.info')).status).toBe(500);
+    expect((await api(vmm, 'GET', 'vm.info')).status).toBe(404);
     expect((await api(vmm, 'GET', 'vmm.ping')).status).toBe(200);
   });
 
@@ -498,7 +506,7 @@ describe('vm.restore', () => {
     const r = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${snapshotDir(vmm)}` }));
     expect(r.status).toBe(500);
     expect(JSON.parse(r.body)).toEqual(['Error from API', 'The VM could not be restored', text]);
-    expect((await api(vmm, 'GET', 'vm.info')).status).toBe(500);
+    expect((await api(vmm, 'GET', 'vm.info')).status).toBe(404);
   });
 
   it('records the last restore request and counts attempts in standin.inspect', async () => {
