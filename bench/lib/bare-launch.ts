@@ -30,7 +30,9 @@ export function spawnBare(setup: BareLaunchSetup, id: string): BareVmm {
     { name: 'vmlinux', root: dirname(setup.kernelPath), path: setup.kernelPath, allowBlock: false },
     { name: 'rootfs.ext4', root: dirname(setup.rootfsPath), path: setup.rootfsPath, allowBlock: false },
   ];
-  const command = buildLaunchCommand({ sandboxDir: setup.sandboxDir, links, networkNamespace: setup.netns, vmmBin: setup.vmmBin, socketPath });
+  // The same VMM command line as the daemon's, event monitor included.
+  const eventMonitorPath = join(setup.runDir, `${id}.events`);
+  const command = buildLaunchCommand({ sandboxDir: setup.sandboxDir, links, networkNamespace: setup.netns, vmmBin: setup.vmmBin, socketPath, eventMonitorPath });
   // The script links the files the launching process holds open as descriptors 3 and 4; the
   // reaper opens them beneath their roots, here they are simply opened.
   const fds = links.map((link) => openSync(link.path, 'r'));

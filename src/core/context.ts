@@ -3,7 +3,8 @@ import type { Logger } from '../logger.js';
 import type { StartDefaults } from '../validation/start-request.js';
 import type { ExitExchange } from './exit-exchange.js';
 import type { SupervisorObserver } from './observer.js';
-import type { Clock, ProcessHost, RunLayout, SnapshotDirs, StateStore, VmmApi } from './ports.js';
+import type { EventExchange } from './event-exchange.js';
+import type { Clock, ProcessHost, RunLayout, SnapshotDirs, StateStore, VmmApi, VmmEventSource } from './ports.js';
 import type { ProcessTable } from './process-table.js';
 import type { ExitedRetention } from './retention.js';
 
@@ -15,12 +16,15 @@ export interface SupervisorPorts {
   readonly vmm: VmmApi;
   readonly clock: Clock;
   readonly snapshotDirs: SnapshotDirs;
+  readonly vmmEvents: VmmEventSource;
 }
 
 /** What every use case shares: the ports, the process table and the exit exchange. */
 export interface SupervisorContext extends SupervisorPorts {
   readonly defaults: StartDefaults;
   readonly exchange: ExitExchange;
+  /** Lifecycle events, numbered apart from exits. */
+  readonly events: EventExchange;
   readonly logger: Logger;
   readonly observer: SupervisorObserver | undefined;
   readonly table: ProcessTable;

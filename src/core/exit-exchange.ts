@@ -1,6 +1,7 @@
 import { VmprocError } from '../errors.js';
 import type { ProcessExitEvent, UnsequencedExit } from './domain.js';
 import type { ExitObserver } from './observer.js';
+import { Subscription } from './subscription.js';
 
 export type { UnsequencedExit };
 
@@ -57,6 +58,11 @@ export class ExitExchange {
   /** The sequence of the latest published exit, 0 before the first. */
   get latestSequence(): number {
     return this.#sequence;
+  }
+
+  /** Every exit after this sequence is retained: the oldest cursor a watcher can resume from. */
+  get retainedAfter(): number {
+    return (this.#history[0]?.sequence ?? this.#sequence + 1) - 1;
   }
 
   get subscriberCount(): number {
@@ -136,127 +142,15 @@ export class ExitExchange {
   }
 }
 
-/**
- * A bounded queue of exits for one consumer. Iterate it (or call next()) to receive exits in
- * order; iteration ends with the error that ended the subscription, if any.
- */
-export class ExitSubscription implements AsyncIterable<ProcessExitEvent> {
-  readonly #filter: ReadonlySet<string> | undefined;
-  readonly #limit: number;
-  readonly #detach: () => void;
-  readonly #onCutOff: (() => void) | undefined;
-  readonly #queue: ProcessExitEvent[] = [];
-  /** Queued replayed exits, at the head of the queue: they come from the retained history, which
-   * is bounded already, so they do not count against the live buffer limit. */
-  #replayed = 0;
-  #waiter: { resolve: (r: IteratorResult<ProcessExitEvent>) => void; reject: (e: unknown) => void } | undefined;
-  #ended = false;
-  #error: VmprocError | undefined;
-  readonly #endListeners = new Set<() => void>();
-
+/** An exit watcher's queue: the exits of the sandboxes it asked for (all when none). */
+export class ExitSubscription extends Subscription<ProcessExitEvent> {
   constructor(filter: ReadonlySet<string> | undefined, limit: number, detach: () => void, onCutOff?: () => void) {
-    this.#filter = filter;
-    this.#limit = limit;
-    this.#detach = detach;
-    this.#onCutOff = onCutOff;
-  }
-
-  /** Exits received but not yet taken. */
-  get pending(): number {
-    return this.#queue.length;
-  }
-
-  /** Queues retained exits ahead of any live one. */
-  replay(events: readonly ProcessExitEvent[]): void {
-    for (const event of events) {
-      if (this.#filter && !this.#filter.has(event.sandboxId)) continue;
-      this.#queue.push(event);
-      this.#replayed++;
-    }
-  }
-
-  /** Called by the exchange for a live exit; never blocks. */
-  offer(event: ProcessExitEvent): void {
-    if (this.#ended || (this.#filter && !this.#filter.has(event.sandboxId))) return;
-    if (this.#waiter) {
-      const { resolve } = this.#waiter;
-      this.#waiter = undefined;
-      resolve({ value: event, done: false });
-      return;
-    }
-    if (this.#queue.length - this.#replayed >= this.#limit) {
-      this.#onCutOff?.();
-      this.fail(
-        new VmprocError(
-          'resource-exhausted',
-          `exit watcher fell more than ${this.#limit} events behind and was cut off; ` +
-            'reconnect with after_sequence set to the last sequence you received',
-        ),
-      );
-      return;
-    }
-    this.#queue.push(event);
-  }
-
-  next(): Promise<IteratorResult<ProcessExitEvent>> {
-    const event = this.#queue.shift();
-    if (event && this.#replayed > 0) this.#replayed--;
-    if (event) return Promise.resolve({ value: event, done: false });
-    if (this.#error) return Promise.reject(this.#error);
-    if (this.#ended) return Promise.resolve({ value: undefined, done: true });
-    if (this.#waiter) return Promise.reject(new Error('ExitSubscription.next() called while another next() is pending'));
-    return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
+    super({
+      ...(filter ? { accepts: (event: ProcessExitEvent) => filter.has(event.sandboxId) } : {}),
+      limit,
+      name: 'exit watcher',
+      detach,
+      ...(onCutOff ? { onCutOff } : {}),
     });
-  }
-
-  /** Ends the subscription with an error: queued exits are dropped, next() rejects. */
-  fail(error: VmprocError): void {
-    if (this.#ended) return;
-    this.#error = error;
-    this.#queue.length = 0;
-    this.#replayed = 0;
-    this.#end();
-    this.#waiter?.reject(error);
-    this.#waiter = undefined;
-  }
-
-  /** Ends the subscription normally (the consumer went away). */
-  close(): void {
-    if (this.#ended) return;
-    this.#end();
-    this.#waiter?.resolve({ value: undefined, done: true });
-    this.#waiter = undefined;
-  }
-
-  /** Calls `listener` once when the subscription ends (at once if it has); returns an unsubscribe. */
-  onEnded(listener: () => void): () => void {
-    if (this.#ended) {
-      listener();
-      return () => {};
-    }
-    this.#endListeners.add(listener);
-    return () => this.#endListeners.delete(listener);
-  }
-
-  get ended(): boolean {
-    return this.#ended;
-  }
-
-  #end(): void {
-    this.#ended = true;
-    this.#detach();
-    for (const listener of [...this.#endListeners]) listener();
-    this.#endListeners.clear();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<ProcessExitEvent> {
-    return {
-      next: () => this.next(),
-      return: async () => {
-        this.close();
-        return { value: undefined, done: true };
-      },
-    };
   }
 }

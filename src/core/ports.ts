@@ -17,6 +17,36 @@ import type {
   VmResize,
   VmState,
 } from './domain.js';
+import type { EventFloorsJson } from './event-floors.js';
+import type { ProcessEvent } from './events.js';
+
+/** One event of a VMM's event monitor (Cloud Hypervisor's `--event-monitor`). */
+export interface VmmEvent {
+  readonly source: string;
+  readonly event: string;
+  readonly properties?: Readonly<Record<string, string>>;
+  /** The byte offset just past it in the monitor's output: reading resumes there. */
+  readonly end: number;
+}
+
+/** A VMM's events as they are written, handed over in order, one batch at a time. */
+export interface VmmEventFeed {
+  /** True once the monitor's output exists (a VMM without one never has events). */
+  readonly monitored: boolean;
+  /** Resolves once everything written so far has been read and its batch handled. */
+  drain(): Promise<void>;
+  /** Stops reading. */
+  close(): void;
+}
+
+/** Where the core learns what happens inside VMMs and their guests without asking. */
+export interface VmmEventSource {
+  /**
+   * Follows the event monitor of the launch `files` from byte `fromOffset`, calling `onEvents`
+   * for each batch, one at a time: the next batch waits until the previous one's promise settles.
+   */
+  follow(files: LaunchFiles, fromOffset: number, onEvents: (events: readonly VmmEvent[]) => Promise<void>): VmmEventFeed;
+}
 
 /** Wall-clock time and timers. */
 export interface Clock {
@@ -144,6 +174,8 @@ export interface PersistedProcess extends LaunchFiles {
   readonly signalsSent: readonly string[];
   readonly startFailure?: StartFailure;
   readonly exit?: ProcessExitEvent;
+  /** How far the VMM's event monitor was read into events already recorded (bytes). */
+  readonly monitorOffset?: number;
   /** The exited record a launch not yet spawned replaced; restored if the launch is abandoned. */
   readonly replaced?: PersistedProcess;
 }
@@ -161,6 +193,12 @@ export interface PersistedState {
    * published anew, with a new sequence.
    */
   readonly sequenceFloor?: number;
+  /** Retained lifecycle events, oldest first. */
+  readonly events: readonly ProcessEvent[];
+  /** What the events pruned from that history were (EventFloors.toJson). */
+  readonly eventFloors?: EventFloorsJson;
+  /** The last event sequence ever issued. */
+  readonly lastEventSequence: number;
   /** Bytes of a torn final record dropped at load (a crash mid-write), 0 normally. */
   readonly droppedTailBytes: number;
   /** The host boot the last daemon ran in; undefined for a new store. */
@@ -186,6 +224,11 @@ export interface StateStore {
   signalled(sandboxId: string, signal: string): Promise<void>;
   startFailed(sandboxId: string, failure: StartFailure): Promise<void>;
   exited(event: ProcessExitEvent): Promise<void>;
+  /**
+   * Records a lifecycle event before it is published; `monitorOffset`: the VMM's event monitor
+   * has been read up to there with it, so a restarted daemon reads on from there.
+   */
+  event(event: ProcessEvent, monitorOffset?: number): Promise<void>;
   /** A launch that never produced a process: forget it. */
   abandoned(sandboxId: string): Promise<void>;
   /** This daemon runs in host boot `bootId` (recorded once at start-up). */

@@ -13,7 +13,7 @@ export function getProcess(context: SupervisorContext, sandboxId: string): Proce
 }
 
 /** The matching processes and the latest exit sequence, taken at one instant. */
-export function listProcesses(context: SupervisorContext, filter: ListFilter = {}): { processes: ProcessSnapshot[]; exitSequence: number } {
+export function listProcesses(context: SupervisorContext, filter: ListFilter = {}): { processes: ProcessSnapshot[]; exitSequence: number; eventSequence: number } {
   const states = filter.states && filter.states.length > 0 ? new Set(filter.states) : undefined;
   const labels = Object.entries(filter.labels ?? {});
   const processes: ProcessSnapshot[] = [];
@@ -22,7 +22,7 @@ export function listProcesses(context: SupervisorContext, filter: ListFilter = {
     if (labels.some(([key, value]) => record.spec.labels[key] !== value)) continue;
     processes.push(record.snapshot());
   }
-  return { processes, exitSequence: context.exchange.latestSequence };
+  return { processes, exitSequence: context.exchange.latestSequence, eventSequence: context.events.latestSequence };
 }
 
 /** Resolves once the process has exited (at once if it has); aborting `signal` only ends the wait. */

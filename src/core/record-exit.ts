@@ -3,14 +3,17 @@ import type { SupervisorContext } from './context.js';
 import type { ExitStatus, UnsequencedExit } from './domain.js';
 import { classifyExit } from './exit-classification.js';
 import type { ProcessHandle } from './ports.js';
+import { assignEvent, recordEvent } from './publish-event.js';
 import type { SupervisedProcess } from './supervised-process.js';
+import { followVmmEvents } from './vmm-events.js';
 
 /**
  * Attaches `handle` to `record` and routes its one end to recordExit: from here on the process
  * gets exactly one exit event, whatever path ends it. `lostBecause` explains an end nobody saw.
  */
-export function supervise(context: SupervisorContext, record: SupervisedProcess, handle: ProcessHandle, lostBecause?: string): void {
+export function supervise(context: SupervisorContext, record: SupervisedProcess, handle: ProcessHandle, lostBecause?: string, monitorOffset = 0): void {
   record.attach(handle);
+  followVmmEvents(context, record, monitorOffset);
   handle.exited.then(
     (status) => recordExit(context, record, status, status ? undefined : lostBecause),
     (error: unknown) =>
@@ -27,6 +30,11 @@ async function recordExit(context: SupervisorContext, record: SupervisedProcess,
   if (context.detached) return;
   const { spec } = record;
   const handle = record.handle!;
+  // Whatever the VMM reported before it ended is published before its exit.
+  const feed = record.eventFeed;
+  await feed?.drain().catch((error: unknown) => context.logger.warn({ sandboxId: spec.sandboxId, err: error }, 'cannot read the last vmm events'));
+  feed?.close();
+  if (context.detached) return;
   const { reason, message } = classifyExit(record, status, lostBecause);
   // The reaper read the log's tail at the exit; only an exit nobody recorded needs the log here.
   let stderrTail = status?.logTail;
@@ -57,9 +65,12 @@ async function recordExit(context: SupervisorContext, record: SupervisedProcess,
   };
   const { exchange } = context;
   const event = exchange.assign(exit);
+  // The EXITED event is numbered with the exit and delivered in the same step below, so a listing
+  // agrees with both sequences it reports.
+  const exitedEvent = assignEvent(context, record, { kind: 'exited', origin: 'daemon', detail: { kind: 'exit', exit: event } });
   // The socket goes while the exit is recorded: once the exit is published, the sandbox ID and
   // its socket path may be taken again at once.
-  const [written] = await Promise.allSettled([context.store.exited(event), context.layout.releaseSocket(spec.socketPath, record.socketFiles)]);
+  const [written] = await Promise.allSettled([context.store.exited(event), context.layout.releaseSocket(spec.socketPath, record.socketFiles), recordEvent(context, exitedEvent)]);
   if (written.status === 'rejected') {
     // Publishing matters more than the record: a watcher must not miss this exit. The reaper's
     // status stays, so a restarted daemon still knows how the VMM ended.
@@ -68,6 +79,7 @@ async function recordExit(context: SupervisorContext, record: SupervisedProcess,
   // Publishing and the state change happen in one synchronous step, so a List taken at any
   // moment agrees with the exit sequence it reports.
   exchange.deliver(event);
+  context.events.deliver(exitedEvent);
   record.markExited(event);
   context.table.releaseSocket(record);
   context.retention.retain(spec.sandboxId);

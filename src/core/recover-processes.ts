@@ -66,7 +66,7 @@ async function readopt(context: SupervisorContext, record: SupervisedProcess, pe
     ...(persisted.stopSnapshotUrl ? { stopSnapshotUrl: persisted.stopSnapshotUrl } : {}),
   });
   const settle = async (pid: number, status: ExitStatus | undefined, lostBecause?: string): Promise<undefined> => {
-    supervise(context, record, endedProcess(pid, persisted.logOffset ?? 0, status), lostBecause);
+    supervise(context, record, endedProcess(pid, persisted.logOffset ?? 0, status), lostBecause, persisted.monitorOffset ?? 0);
     await record.exited;
     return undefined;
   };
@@ -101,7 +101,7 @@ async function readopt(context: SupervisorContext, record: SupervisedProcess, pe
   }
 
   const handle = host.adopt(identity, files, persisted.logOffset ?? 0);
-  supervise(context, record, handle, 'its reaper ended without recording the exit status');
+  supervise(context, record, handle, 'its reaper ended without recording the exit status', persisted.monitorOffset ?? 0);
   context.logger.info({ sandboxId, pid: identity.pid, state: record.state }, 're-adopted vmm');
 
   if (record.phase === 'stopping') {

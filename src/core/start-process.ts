@@ -6,7 +6,9 @@ import { describeExitStatus, isVmSpec, type ProcessSnapshot, type StartRequest, 
 import { describeStartFailure } from './exit-classification.js';
 import type { StartAbortReason } from './lifecycle.js';
 import type { ProcessHandle, Recorded } from './ports.js';
+import { publishEvent } from './publish-event.js';
 import { supervise } from './record-exit.js';
+import { expectVmmEvent, settleVmmEvent } from './vmm-events.js';
 import { SupervisedProcess } from './supervised-process.js';
 import { TIMED_OUT, withinTimeout } from './timing.js';
 
@@ -63,10 +65,12 @@ async function launch(context: SupervisorContext, record: SupervisedProcess, pre
     throw asVmprocError(error, `cannot launch sandbox ${spec.sandboxId}`);
   }
   supervise(context, record, handle);
+  // Numbered now, before anything the VMM reports; recorded while the VMM comes up.
+  const started = publishEvent(context, record, { kind: 'started', origin: 'daemon' });
   context.observer?.spawned?.(spec.sandboxId, files.logPath);
   context.logger.info({ sandboxId: spec.sandboxId, pid: handle.identity.pid, mode: spec.mode }, 'vmm spawned');
   // The PID is journalled while the VMM comes up; both records are on file before ready.
-  const recorded = Promise.all([launchRecord.durable, recordSpawn(context, record, handle)]).then(() => undefined);
+  const recorded = Promise.all([launchRecord.durable, recordSpawn(context, record, handle), started]).then(() => undefined);
   recorded.catch(() => undefined); // awaited before ready; a failure then abandons the start
   return awaitReady(context, record, spec.readyTimeoutMs, recorded);
 }
@@ -104,6 +108,7 @@ export async function awaitReady(
     await context.store.ready(spec.sandboxId, readyAt, ready.version, socketFiles);
     if (startSignal.aborted) throw startSignal.reason;
     record.markReady(readyAt, ready.version, socketFiles);
+    await publishEvent(context, record, { kind: 'ready', origin: 'daemon' });
     context.logger.info({ sandboxId: spec.sandboxId, pid: record.handle!.identity.pid, vmmVersion: ready.version }, 'vmm ready');
     return record.snapshot();
   } catch (error) {
@@ -124,7 +129,12 @@ async function prepareVm(context: SupervisorContext, record: SupervisedProcess):
   const api = context.vmm;
   if (spec.restore) {
     const existing = await api.vmState(spec.socketPath, startSignal);
-    if (existing === undefined) await api.restore(spec.socketPath, spec.restore, startSignal);
+    if (existing === undefined) {
+      const { sourceUrl, memoryRestoreMode } = spec.restore;
+      expectVmmEvent(context, record, 'restored', { kind: 'restore', sourceUrl, ...(memoryRestoreMode ? { memoryRestoreMode } : {}) });
+      await api.restore(spec.socketPath, spec.restore, startSignal);
+      await settleVmmEvent(context, record, 'restored');
+    }
     return existing === 'Running' || (existing === undefined && spec.restore.resume) ? 'running' : 'paused';
   }
   if (!isVmSpec(spec.vm)) return 'not-created';
@@ -143,7 +153,11 @@ async function prepareVm(context: SupervisorContext, record: SupervisedProcess):
     }
     await api.createVm(spec.socketPath, spec, startSignal);
   }
-  if (existing === undefined || existing === 'Created') await api.bootVm(spec.socketPath, startSignal);
+  if (existing === undefined || existing === 'Created') {
+    expectVmmEvent(context, record, 'vm-booted');
+    await api.bootVm(spec.socketPath, startSignal);
+    await settleVmmEvent(context, record, 'vm-booted');
+  }
   const info = await api.vmInfo(spec.socketPath, startSignal);
   if (info.state !== 'running') {
     throw new VmprocError('failed-precondition', `the VM of sandbox ${spec.sandboxId} is ${info.state} after vm.boot, not running`);

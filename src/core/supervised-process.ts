@@ -2,7 +2,8 @@ import { isVmSpec, type LaunchFiles, type ProcessExitEvent, type ProcessSnapshot
 import { OperationLane } from './operation-lane.js';
 import { SANDBOX_NAMES } from './sandbox-files.js';
 import { assertMove, type Phase, publicState, type StartAbortReason } from './lifecycle.js';
-import type { ProcessHandle } from './ports.js';
+import type { EventDetail, EventKind } from './events.js';
+import type { ProcessHandle, VmmEventFeed } from './ports.js';
 
 /**
  * One supervised process: its spec, where it is in its lifecycle, and the one exit it will ever
@@ -39,6 +40,10 @@ export class SupervisedProcess {
   readonly #spawned: Promise<ProcessHandle | undefined>;
   #settleSpawn!: (handle: ProcessHandle | undefined) => void;
   #snapshot: ProcessSnapshot | undefined;
+  /** The VMM's event monitor, read while the process lives. */
+  #eventFeed: VmmEventFeed | undefined;
+  /** VMM events the daemon's own calls are about to cause, until when, with what detail. */
+  readonly #expected: Array<{ readonly kind: EventKind; readonly until: number; readonly detail: EventDetail | undefined }> = [];
 
   constructor(spec: StartSpec, files: LaunchFiles, startedAt: Date) {
     this.spec = spec;
@@ -120,6 +125,38 @@ export class SupervisedProcess {
     this.#handle = handle;
     this.#snapshot = undefined;
     this.#settleSpawn(handle);
+  }
+
+  /** From now on the VMM's events come through `feed`. */
+  followEvents(feed: VmmEventFeed): void {
+    this.#eventFeed = feed;
+  }
+
+  get eventFeed(): VmmEventFeed | undefined {
+    return this.#eventFeed;
+  }
+
+  /** The daemon's call is about to cause a `kind` event in the VMM; claims it until `until` (epoch ms). */
+  expect(kind: EventKind, until: number, detail?: EventDetail): () => void {
+    const claim = { kind, until, detail };
+    this.#expected.push(claim);
+    return () => {
+      const index = this.#expected.indexOf(claim);
+      if (index >= 0) this.#expected.splice(index, 1);
+    };
+  }
+
+  isExpecting(kind: EventKind): boolean {
+    return this.#expected.some((expected) => expected.kind === kind);
+  }
+
+  /** The oldest claim on a `kind` event still in time, taken; stale claims go. */
+  consumeExpected(kind: EventKind, now: Date): { readonly detail: EventDetail | undefined } | undefined {
+    for (let i = this.#expected.length - 1; i >= 0; i--) if (this.#expected[i]!.until < now.getTime()) this.#expected.splice(i, 1);
+    const index = this.#expected.findIndex((expected) => expected.kind === kind);
+    if (index < 0) return undefined;
+    const [taken] = this.#expected.splice(index, 1);
+    return { detail: taken!.detail };
   }
 
   /** The socket path was made ready for this launch; `claimed` is what was there before. */

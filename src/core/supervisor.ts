@@ -5,6 +5,7 @@ import type { PersistedState } from './ports.js';
 import type { AfterSnapshot, ProcessSnapshot, StartRequest, VmCounters, VmInfo, VmResize } from './domain.js';
 import { getVmCounters, getVmInfo, pauseVm, resizeVm, resumeVm, snapshotVm } from './vm-operations.js';
 import type { ExitExchange, ExitSubscription, SubscribeOptions } from './exit-exchange.js';
+import type { EventExchange, EventSubscribeOptions, EventSubscription } from './event-exchange.js';
 import { observeStart, type SupervisorObserver } from './observer.js';
 import { ProcessTable } from './process-table.js';
 import { getProcess, type ListFilter, listProcesses, waitProcess, watchExits } from './queries.js';
@@ -21,6 +22,7 @@ export type { ListFilter };
 export interface SupervisorOptions extends SupervisorPorts {
   readonly defaults: StartDefaults;
   readonly exchange: ExitExchange;
+  readonly events: EventExchange;
   /** How many exited processes stay visible to Get/List/Wait before the oldest are forgotten. */
   readonly exitedRecordLimit: number;
   readonly logger?: Logger;
@@ -51,6 +53,8 @@ export class Supervisor {
       vmm: options.vmm,
       clock: options.clock,
       snapshotDirs: options.snapshotDirs,
+      vmmEvents: options.vmmEvents,
+      events: options.events,
       defaults: options.defaults,
       exchange: options.exchange,
       logger,
@@ -71,6 +75,10 @@ export class Supervisor {
 
   get exchange(): ExitExchange {
     return this.#context.exchange;
+  }
+
+  get events(): EventExchange {
+    return this.#context.events;
   }
 
   /**
@@ -118,7 +126,7 @@ export class Supervisor {
     return getProcess(this.#context, sandboxId);
   }
 
-  list(filter?: ListFilter): { processes: ProcessSnapshot[]; exitSequence: number } {
+  list(filter?: ListFilter): { processes: ProcessSnapshot[]; exitSequence: number; eventSequence: number } {
     return listProcesses(this.#context, filter);
   }
 
@@ -128,6 +136,16 @@ export class Supervisor {
 
   watchExits(options: SubscribeOptions): ExitSubscription {
     return watchExits(this.#context, options);
+  }
+
+  watchEvents(options: EventSubscribeOptions): EventSubscription {
+    return this.#context.events.subscribe(options);
+  }
+
+  /** The latest sequences, and the oldest cursors a watcher can still resume from. */
+  latestSequences(): { latestEventSequence: number; eventsRetainedAfter: number; latestExitSequence: number; exitsRetainedAfter: number } {
+    const { events, exchange } = this.#context;
+    return { latestEventSequence: events.latestSequence, eventsRetainedAfter: events.retainedAfter, latestExitSequence: exchange.latestSequence, exitsRetainedAfter: exchange.retainedAfter };
   }
 
   /** Re-adopts what a previous daemon left (recover-processes.ts); call before serving. */

@@ -4,6 +4,7 @@ import type { SupervisorContext } from './context.js';
 import type { AfterSnapshot, ProcessSnapshot, VmCounters, VmInfo, VmResize, VmState } from './domain.js';
 import { stopProcess } from './stop-process.js';
 import type { SupervisedProcess } from './supervised-process.js';
+import { causingVmmEvent } from './vmm-events.js';
 
 /**
  * What a control plane does to the VM inside a VMM: pause, resume, snapshot, inspect, resize.
@@ -40,7 +41,7 @@ async function noteVmState(context: SupervisorContext, record: SupervisedProcess
 
 export function pauseVm(context: SupervisorContext, sandboxId: string): Promise<ProcessSnapshot> {
   return inLane(context, sandboxId, 'pause the VM', async (record) => {
-    await context.vmm.pauseVm(record.spec.socketPath);
+    await causingVmmEvent(context, record, 'paused', () => context.vmm.pauseVm(record.spec.socketPath));
     await noteVmState(context, record, 'paused');
     context.logger.info({ sandboxId }, 'vm paused');
     return record.snapshot();
@@ -49,7 +50,7 @@ export function pauseVm(context: SupervisorContext, sandboxId: string): Promise<
 
 export function resumeVm(context: SupervisorContext, sandboxId: string): Promise<ProcessSnapshot> {
   return inLane(context, sandboxId, 'resume the VM', async (record) => {
-    await context.vmm.resumeVm(record.spec.socketPath);
+    await causingVmmEvent(context, record, 'resumed', () => context.vmm.resumeVm(record.spec.socketPath));
     await noteVmState(context, record, 'running');
     context.logger.info({ sandboxId }, 'vm resumed');
     return record.snapshot();
@@ -74,15 +75,15 @@ export async function snapshotVm(
     const wasRunning = record.vmState !== 'paused';
     try {
       if (wasRunning) {
-        await context.vmm.pauseVm(socket);
+        await causingVmmEvent(context, record, 'paused', () => context.vmm.pauseVm(socket));
         await noteVmState(context, record, 'paused');
       }
-      await context.vmm.snapshotVm(socket, dir.url);
+      await causingVmmEvent(context, record, 'snapshotted', () => context.vmm.snapshotVm(socket, dir.url), { kind: 'snapshot', snapshotUrl: dir.url });
     } catch (error) {
       await context.snapshotDirs.remove(dir.path).catch((removal: unknown) =>
         context.logger.warn({ sandboxId, path: dir.path, err: removal }, 'cannot remove the directory of a failed snapshot'));
       if (wasRunning && (record.vmState as VmState) === 'paused') {
-        await context.vmm.resumeVm(socket).then(
+        await causingVmmEvent(context, record, 'resumed', () => context.vmm.resumeVm(socket)).then(
           () => noteVmState(context, record, 'running'),
           (resumeError: unknown) => context.logger.error({ sandboxId, err: resumeError }, 'cannot resume the VM after a failed snapshot'),
         );
@@ -91,7 +92,7 @@ export async function snapshotVm(
     }
     context.logger.info({ sandboxId, snapshotUrl: dir.url, after }, 'vm snapshotted');
     if (after === 'resume') {
-      await context.vmm.resumeVm(socket);
+      await causingVmmEvent(context, record, 'resumed', () => context.vmm.resumeVm(socket));
       await noteVmState(context, record, 'running');
     } else if (after === 'stop') {
       // The stop closes the lane, which waits for this operation: it is started here, awaited after.
@@ -125,7 +126,7 @@ export async function resizeVm(context: SupervisorContext, sandboxId: string, re
   if (resize.vcpus !== undefined && (resize.vcpus < 1 || resize.vcpus > 254)) throw new VmprocError('invalid-argument', `vcpus ${resize.vcpus} must be 1 to 254`);
   if (resize.memoryMib !== undefined && resize.memoryMib < 1) throw new VmprocError('invalid-argument', 'memory_mib must be at least 1');
   return inLane(context, sandboxId, 'resize the VM', async (record) => {
-    await context.vmm.resizeVm(record.spec.socketPath, resize);
+    await causingVmmEvent(context, record, 'resized', () => context.vmm.resizeVm(record.spec.socketPath, resize), { kind: 'resize', ...resize });
     const vm = await context.vmm.vmInfo(record.spec.socketPath);
     await noteVmState(context, record, vm.state);
     context.logger.info({ sandboxId, ...resize }, 'vm resized');

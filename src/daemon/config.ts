@@ -33,6 +33,7 @@ export interface DaemonConfig extends OperationsSettings {
   readonly allowBlockDevices?: boolean;
   readonly netnsDir: string;
   readonly exitHistory: number;
+  readonly eventHistory: number;
   readonly watchBuffer: number;
   /** Open WatchExits and StreamLogs streams, over the daemon and per connection; defaults when unset. */
   readonly streamLimits?: { readonly watches: StreamLimits; readonly logs: StreamLimits };
@@ -54,6 +55,7 @@ const SETTINGS = {
   'sandbox-root': { env: 'VMPROCD_SANDBOX_ROOT', multiple: true, fallback: undefined },
   'netns-dir': { env: 'VMPROCD_NETNS_DIR', fallback: '/var/run/netns' },
   'exit-history': { env: 'VMPROCD_EXIT_HISTORY', fallback: '10000' },
+  'event-history': { env: 'VMPROCD_EVENT_HISTORY', fallback: '10000' },
   'watch-buffer': { env: 'VMPROCD_WATCH_BUFFER', fallback: '1024' },
   'max-watchers': { env: 'VMPROCD_MAX_WATCHERS', fallback: String(DEFAULT_WATCH_LIMITS.total) },
   'max-watchers-per-connection': { env: 'VMPROCD_MAX_WATCHERS_PER_CONNECTION', fallback: String(DEFAULT_WATCH_LIMITS.perConnection) },
@@ -92,8 +94,9 @@ Confinement: every host path a request names is resolved and must lie under one 
   --allow-block-devices a rootfs or disk may be a block device under an image root (refused
                         otherwise)                                       VMPROCD_ALLOW_BLOCK_DEVICES=1
   --exit-history N      exits kept for WatchExits replay; default 10000  VMPROCD_EXIT_HISTORY
-  --watch-buffer N      exits one watcher may lag before it is cut off; default 1024   VMPROCD_WATCH_BUFFER
-  --max-watchers N      open WatchExits streams, over the daemon; default ${DEFAULT_WATCH_LIMITS.total}   VMPROCD_MAX_WATCHERS
+  --event-history N     events kept for WatchEvents replay; default 10000  VMPROCD_EVENT_HISTORY
+  --watch-buffer N      exits or events one watcher may lag before it is cut off; default 1024   VMPROCD_WATCH_BUFFER
+  --max-watchers N      open WatchExits and WatchEvents streams, over the daemon; default ${DEFAULT_WATCH_LIMITS.total}   VMPROCD_MAX_WATCHERS
   --max-watchers-per-connection N
                         ... over one client connection; default ${DEFAULT_WATCH_LIMITS.perConnection}     VMPROCD_MAX_WATCHERS_PER_CONNECTION
   --max-log-streams N   open StreamLogs streams, over the daemon; default ${DEFAULT_LOG_STREAM_LIMITS.total}   VMPROCD_MAX_LOG_STREAMS
@@ -192,6 +195,7 @@ export function parseDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEn
       allowBlockDevices,
       netnsDir: validatePath('--netns-dir', one('netns-dir')!),
       exitHistory: positiveInteger('--exit-history', one('exit-history')!),
+      eventHistory: positiveInteger('--event-history', one('event-history')!),
       watchBuffer: positiveInteger('--watch-buffer', one('watch-buffer')!),
       streamLimits: {
         watches: { total: positiveInteger('--max-watchers', one('max-watchers')!), perConnection: positiveInteger('--max-watchers-per-connection', one('max-watchers-per-connection')!) },

@@ -11,6 +11,8 @@ import { readBootId } from '../launch/proc-stat.js';
 import { lockStateDir } from '../store/state-lock.js';
 import { JournalStateStore } from '../store/state-store.js';
 import { ExitExchange } from '../core/exit-exchange.js';
+import { EventExchange } from '../core/event-exchange.js';
+import { EventFloors } from '../core/event-floors.js';
 import type { Supervisor } from '../core/supervisor.js';
 import type { DaemonConfig } from './config.js';
 import { createHostSupervisor } from './host-supervisor.js';
@@ -74,6 +76,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       stateDir: config.stateDir,
       historyLimit: config.exitHistory,
       exitedRecordLimit: config.exitHistory,
+      eventHistoryLimit: config.eventHistory,
       sync: config.stateSync,
       // In the run dir: another file system than the state dir in production (a tmpfs), so it
       // can be written when the state disk is full.
@@ -107,6 +110,14 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       initialHistory: state.exits,
       observer: operations.exitObserver,
     });
+    const events = new EventExchange({
+      historyLimit: config.eventHistory,
+      subscriberBufferLimit: config.watchBuffer,
+      initialSequence: state.lastEventSequence + (rebooted && config.stateSync !== 'always' ? SEQUENCE_GAP_AFTER_REBOOT : 0),
+      initialHistory: state.events,
+      initialFloors: EventFloors.fromJson(state.eventFloors),
+      onWatcherCutOff: () => operations.exitObserver?.watcherCutOff?.(),
+    });
     const paths = await pathPolicyFor(config);
     const { supervisor } = createHostSupervisor({
       paths,
@@ -115,6 +126,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       launchStrategy: config.launcher,
       bootId,
       exchange,
+      events,
       exitedRecordLimit: config.exitHistory,
       store: operations.instrumentStore(store),
       logger,
@@ -135,7 +147,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       unixSocketMode: operations.unixSocketMode,
       unixSocketGroup: operations.unixSocketGroup,
       ...(config.streamLimits
-        ? { streamCaps: { watches: new StreamCaps('WatchExits streams', config.streamLimits.watches), logs: new StreamCaps('StreamLogs streams', config.streamLimits.logs) } }
+        ? { streamCaps: { watches: new StreamCaps('WatchExits and WatchEvents streams', config.streamLimits.watches), logs: new StreamCaps('StreamLogs streams', config.streamLimits.logs) } }
         : {}),
     });
     teardown.push(() => server.shutdown(SHUTDOWN_GRACE_MS));
@@ -150,6 +162,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
         sandboxDir: config.sandboxDir,
         readopted: supervisor.list({ states: ['starting', 'running', 'stopping'] }).processes.length,
         exitSequence: exchange.latestSequence,
+        eventSequence: events.latestSequence,
         ...operations.describe(),
       },
       'vmprocd serving',
@@ -169,6 +182,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
         // Streams end with UNAVAILABLE and unready starts are abandoned first, so that the
         // server's grace period is spent only on calls that can still finish.
         exchange.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
+        events.closeAll(new VmprocError('unavailable', 'vmprocd is shutting down; reconnect with after_sequence to resume'));
         operations.closeStreams();
         await supervisor.shutdown();
         await undo();

@@ -1,3 +1,4 @@
+import { EventExchange } from '../core/event-exchange.js';
 import type { ExitExchange } from '../core/exit-exchange.js';
 import type { SupervisorObserver } from '../core/observer.js';
 import type { ProcessHost, StateStore } from '../core/ports.js';
@@ -6,10 +7,11 @@ import type { PathPolicy } from '../host/path-policy.js';
 import { RunDirLayout } from '../host/run-dir-layout.js';
 import { ImageRootSnapshotDirs } from '../host/snapshot-dirs.js';
 import { systemClock } from '../host/system-clock.js';
+import { VmmEventFiles } from '../host/vmm-event-files.js';
 import type { LaunchStrategy } from '../launch/launch-command.js';
 import { ReaperProcessHost } from '../launch/reaper-process-host.js';
 import type { Logger } from '../logger.js';
-import { ephemeralStore } from '../store/state-store.js';
+import { DEFAULT_EVENT_HISTORY, ephemeralStore } from '../store/state-store.js';
 import type { StartDefaults } from '../validation/start-request.js';
 import { cloudHypervisorApi } from '../vmm/cloud-hypervisor-api.js';
 
@@ -21,6 +23,8 @@ export interface HostSupervisorOptions {
   readonly paths: PathPolicy;
   readonly launchStrategy?: LaunchStrategy;
   readonly exchange: ExitExchange;
+  /** Lifecycle events; by default an exchange of its own, remembering nothing across restarts. */
+  readonly events?: EventExchange;
   readonly exitedRecordLimit: number;
   /** Durable memory; the default remembers nothing across restarts. */
   readonly store?: StateStore;
@@ -48,6 +52,8 @@ export function createHostSupervisor(options: HostSupervisorOptions): { supervis
     snapshotDirs: new ImageRootSnapshotDirs(options.paths),
     defaults: options.defaults,
     exchange: options.exchange,
+    events: options.events ?? new EventExchange({ historyLimit: DEFAULT_EVENT_HISTORY, subscriberBufferLimit: 1024 }),
+    vmmEvents: new VmmEventFiles(options.logger),
     exitedRecordLimit: options.exitedRecordLimit,
     ...(options.logger ? { logger: options.logger } : {}),
     ...(options.observer ? { observer: options.observer } : {}),

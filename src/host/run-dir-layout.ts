@@ -5,7 +5,7 @@ import type { RunLayout } from '../core/ports.js';
 import { removeLogFiles } from '../logs/log-files.js';
 import { readLogTail } from '../logs/log-tail.js';
 import { removeFile } from './remove-file.js';
-import { exitsDir, logsDir, newLaunchFiles } from './run-layout.js';
+import { eventMonitorPathOf, exitsDir, logsDir, newLaunchFiles } from './run-layout.js';
 import { claimSocket, releaseSocket, socketFilesOf } from './socket-files.js';
 
 /** The RunLayout port on the host's run dir. */
@@ -46,7 +46,7 @@ export class RunDirLayout implements RunLayout {
   }
 
   async removeLaunchFiles(files: LaunchFiles): Promise<void> {
-    await Promise.all([removeFile(files.statusPath), removeFile(`${files.statusPath}.pids`)]);
+    await Promise.all([removeFile(files.statusPath), removeFile(`${files.statusPath}.pids`), removeFile(eventMonitorPathOf(files))]);
   }
 
   async removeOrphanLaunchFiles(kept: readonly LaunchFiles[]): Promise<void> {

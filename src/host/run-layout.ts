@@ -7,7 +7,8 @@ import type { LaunchFiles } from '../core/domain.js';
  *   <run-dir>/<sandbox_id>.sock                 default API socket
  *   <run-dir>/logs/<sandbox_id>.log             the sandbox's VMM log (every run appends)
  *   <run-dir>/exits/<sandbox_id>.<launch>.status   a launch's exit record, written by its reaper,
- *                                               with `.pids` and `.tmp` siblings
+ *                                               with `.pids` and `.tmp` siblings, and `.events`:
+ *                                               the VMM's event monitor (--event-monitor)
  *   <run-dir>/exit-sequence-floor               the last exit sequence published but not journalled
  *                                               (src/store/sequence-floor.ts), while there is one
  */
@@ -22,6 +23,11 @@ export function exitsDir(runDir: string): string {
 /** Outside exits/, whose files are swept as orphans at start-up: this one must outlive a restart. */
 export function sequenceFloorPath(runDir: string): string {
   return posix.join(runDir, 'exit-sequence-floor');
+}
+
+/** Where a launch's VMM writes its events (Cloud Hypervisor's `--event-monitor path=`). */
+export function eventMonitorPathOf(files: LaunchFiles): string {
+  return `${files.statusPath}.events`;
 }
 
 export function defaultSocketPath(runDir: string, sandboxId: string): string {

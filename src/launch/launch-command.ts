@@ -39,6 +39,8 @@ export interface LaunchPlan {
   /** From the daemon's configuration, never from a request. */
   readonly vmmBin: string;
   readonly socketPath: string;
+  /** Where the VMM writes its events (`--event-monitor path=`), in the daemon's run dir. */
+  readonly eventMonitorPath: string;
 }
 
 /** The links of a start (sandbox-files.ts), each under the image root it was checked beneath. */
@@ -57,22 +59,22 @@ export const LAUNCH_SCRIPT_NAME = 'vmprocd-launch';
 /**
  * Every step either configures the private mount namespace or execs, so the process that
  * runs this script becomes the VMM itself (same PID, same process group).
- * After the four fixed arguments come pairs of a link's name and the descriptor its file is open as.
+ * After the five fixed arguments come pairs of a link's name and the descriptor its file is open as.
  */
 export const LAUNCH_SCRIPT = [
   'set -euo pipefail',
-  'sandbox_dir=$1 netns=$2 vmm=$3 socket=$4',
-  'shift 4',
+  'sandbox_dir=$1 netns=$2 vmm=$3 socket=$4 events=$5',
+  'shift 5',
   // unshare -m made a new mount namespace; keep every mount made below out of the host's.
   'mount --make-rprivate /',
   'mkdir -p -- "$sandbox_dir"',
   'mount -t tmpfs -o mode=0755,size=16m vmprocd-sandbox "$sandbox_dir"',
   // BASHPID is this process, which the execs below turn into the VMM: /proc/<VMM pid>/fd/<fd>.
   'while [[ $# -gt 0 ]]; do ln -s -- "/proc/$BASHPID/fd/$2" "$sandbox_dir/$1"; shift 2; done',
-  'exec ip netns exec "$netns" "$vmm" --api-socket "path=$socket"',
+  'exec ip netns exec "$netns" "$vmm" --api-socket "path=$socket" --event-monitor "path=$events"',
 ].join('\n');
 
-/** `unshare -m -- bash -c <script> vmprocd-launch <sandbox_dir> <netns> <vmm> <socket> [<name> <fd>]...` */
+/** `unshare -m -- bash -c <script> vmprocd-launch <sandbox_dir> <netns> <vmm> <socket> <events> [<name> <fd>]...` */
 export function buildLaunchCommand(plan: LaunchPlan): LaunchCommand {
   return {
     file: 'unshare',
@@ -87,6 +89,7 @@ export function buildLaunchCommand(plan: LaunchPlan): LaunchCommand {
       plan.networkNamespace,
       plan.vmmBin,
       plan.socketPath,
+      plan.eventMonitorPath,
       ...plan.links.flatMap((link, i) => [link.name, String(FIRST_LINK_FD + i)]),
     ],
   };
@@ -114,8 +117,8 @@ export type LaunchProgram =
   | { readonly kind: 'sandbox'; readonly links: readonly SandboxLink[]; readonly sandbox: SandboxSetup; readonly file: string; readonly args: readonly string[] };
 
 /** The VMM's own command line, the same for both strategies. */
-export function vmmArgs(socketPath: string): string[] {
-  return ['--api-socket', `path=${socketPath}`];
+export function vmmArgs(socketPath: string, eventMonitorPath: string): string[] {
+  return ['--api-socket', `path=${socketPath}`, '--event-monitor', `path=${eventMonitorPath}`];
 }
 
 export function planLaunch(plan: LaunchPlan, strategy: LaunchStrategy, netnsDir: string): LaunchProgram {
@@ -129,7 +132,7 @@ export function planLaunch(plan: LaunchPlan, strategy: LaunchStrategy, netnsDir:
       netnsName: plan.networkNamespace,
     },
     file: plan.vmmBin,
-    args: vmmArgs(plan.socketPath),
+    args: vmmArgs(plan.socketPath, plan.eventMonitorPath),
   };
 }
 

@@ -9,6 +9,7 @@ import { findLaunchByStatusPath } from './find-reaper.js';
 import { buildLaunchEnvironment, type LaunchStrategy, planLaunch, sandboxLinks } from './launch-command.js';
 import { prepareLaunch } from './launch-preconditions.js';
 import type { PathPolicy } from '../host/path-policy.js';
+import { eventMonitorPathOf } from '../host/run-layout.js';
 import { isSameLiveProcess, readBootId } from './proc-stat.js';
 import { signalProcessGroup } from './process-group.js';
 import { Spawner } from './spawner.js';
@@ -56,7 +57,7 @@ export class ReaperProcessHost implements ProcessHost {
       return root;
     };
     const links = sandboxLinks(spec, rootOf, paths.roots.allowBlockDevices);
-    const program = planLaunch({ ...spec, links, vmmBin: defaults.vmmBin }, this.#options.strategy ?? 'native', defaults.netnsDir);
+    const program = planLaunch({ ...spec, links, vmmBin: defaults.vmmBin, eventMonitorPath: eventMonitorPathOf(files) }, this.#options.strategy ?? 'native', defaults.netnsDir);
     const env = buildLaunchEnvironment(spec.sandboxId, spec.sandboxDir);
     const file = await this.#resolve(program.file, env.PATH ?? '');
     const spawned = await spawner.spawn({

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { StateStore } from '../core/ports.js';
 
 /** The journal record each store write appends (see src/store/state-store.ts). */
-export type StoreOperation = 'launch' | 'spawn' | 'ready' | 'stop' | 'vm' | 'signal' | 'start_failure' | 'exit' | 'abandon' | 'boot';
+export type StoreOperation = 'launch' | 'spawn' | 'ready' | 'stop' | 'vm' | 'signal' | 'start_failure' | 'exit' | 'event' | 'abandon' | 'boot';
 
 export interface StoreObserver {
   /** One store write settled after `seconds` (as its caller waits for it: written, and synced if the mode asks). */
@@ -35,6 +35,7 @@ export function instrumentStore(store: StateStore, observer: StoreObserver): Sta
     signalled: (sandboxId, signal) => timed('signal', store.signalled(sandboxId, signal)),
     startFailed: (sandboxId, failure) => timed('start_failure', store.startFailed(sandboxId, failure)),
     exited: (event) => timed('exit', store.exited(event)),
+    event: (event, monitorOffset) => timed('event', store.event(event, monitorOffset)),
     abandoned: (sandboxId) => timed('abandon', store.abandoned(sandboxId)),
     booted: (bootId) => timed('boot', store.booted(bootId)),
     close: () => store.close(),

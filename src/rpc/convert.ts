@@ -1,7 +1,11 @@
 import { create } from '@bufbuild/protobuf';
 import { type Duration, type Timestamp, timestampFromDate } from '@bufbuild/protobuf/wkt';
 import {
+  EventKind,
+  EventOrigin,
   ExitReason,
+  type ProcessEvent,
+  ProcessEventSchema,
   LaunchMode,
   MemoryRestoreMode,
   type ProcessExit,
@@ -23,6 +27,7 @@ import {
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { VmprocError } from '../errors.js';
 import type * as domain from '../core/domain.js';
+import type * as events from '../core/events.js';
 
 /** Translation between wire messages and the supervisor's plain values; nothing else. */
 
@@ -250,4 +255,74 @@ export function processExitToProto(exit: domain.ProcessExitEvent): ProcessExit {
 
 function timestamp(date: Date): Timestamp {
   return timestampFromDate(date);
+}
+
+const KIND_TO_PROTO: Readonly<Record<events.EventKind, EventKind>> = {
+  started: EventKind.STARTED,
+  ready: EventKind.READY,
+  'vm-booted': EventKind.VM_BOOTED,
+  paused: EventKind.PAUSED,
+  resumed: EventKind.RESUMED,
+  snapshotted: EventKind.SNAPSHOTTED,
+  restored: EventKind.RESTORED,
+  resized: EventKind.RESIZED,
+  'guest-panic': EventKind.GUEST_PANIC,
+  'guest-reboot': EventKind.GUEST_REBOOT,
+  'guest-shutdown': EventKind.GUEST_SHUTDOWN,
+  exited: EventKind.EXITED,
+};
+
+/** WatchEventsRequest.kinds as event kinds; INVALID_ARGUMENT for one that is not an event to filter on. */
+export function eventKindsFromProto(kinds: readonly EventKind[]): events.EventKind[] {
+  return kinds.map((kind) => {
+    const found = (Object.keys(KIND_TO_PROTO) as events.EventKind[]).find((key) => KIND_TO_PROTO[key] === kind);
+    if (!found) {
+      const name = EventKind[kind] ? `EVENT_KIND_${EventKind[kind]}` : String(kind);
+      throw new VmprocError('invalid-argument', `kinds contains ${name}, which is not an event kind to filter on (PROGRESS markers come unasked)`);
+    }
+    return found;
+  });
+}
+
+export function processEventToProto(event: events.ProcessEvent): ProcessEvent {
+  return create(ProcessEventSchema, {
+    sequence: BigInt(event.sequence),
+    sandboxId: event.sandboxId,
+    kind: KIND_TO_PROTO[event.kind],
+    time: timestamp(event.time),
+    labels: { ...event.labels },
+    origin: event.origin === 'daemon' ? EventOrigin.DAEMON : EventOrigin.VMM,
+    pid: event.pid,
+    ...(event.detail ? { detail: eventDetailToProto(event.detail) } : {}),
+  });
+}
+
+function eventDetailToProto(detail: events.EventDetail): ProcessEvent['detail'] {
+  switch (detail.kind) {
+    case 'snapshot':
+      return { case: 'snapshot', value: { $typeName: 'vmprocess.v1.SnapshotEventDetail', snapshotUrl: detail.snapshotUrl } };
+    case 'restore':
+      return {
+        case: 'restore',
+        value: {
+          $typeName: 'vmprocess.v1.RestoreEventDetail',
+          sourceUrl: detail.sourceUrl,
+          memoryRestoreMode: detail.memoryRestoreMode === 'OnDemand' ? MemoryRestoreMode.ON_DEMAND : detail.memoryRestoreMode === 'Copy' ? MemoryRestoreMode.COPY : MemoryRestoreMode.UNSPECIFIED,
+        },
+      };
+    case 'resize':
+      return {
+        case: 'resize',
+        value: {
+          $typeName: 'vmprocess.v1.ResizeEventDetail',
+          ...(detail.vcpus !== undefined ? { vcpus: detail.vcpus } : {}),
+          ...(detail.memoryMib !== undefined ? { memoryMib: BigInt(detail.memoryMib) } : {}),
+          ...(detail.balloonMib !== undefined ? { balloonMib: BigInt(detail.balloonMib) } : {}),
+        },
+      };
+    case 'guest-panic':
+      return { case: 'guestPanic', value: { $typeName: 'vmprocess.v1.GuestPanicEventDetail', event: detail.event } };
+    case 'exit':
+      return { case: 'exit', value: processExitToProto(detail.exit) };
+  }
 }

@@ -14,6 +14,7 @@ export const MAX_LISTINGS = 256;
 interface Listing {
   readonly processes: readonly ProcessSnapshot[];
   readonly exitSequence: number;
+  readonly eventSequence: number;
   /** The filters it was taken with: later pages must ask for the same. */
   readonly filterKey: string;
   lastReadAt: number;
@@ -22,6 +23,7 @@ interface Listing {
 export interface Page {
   readonly processes: readonly ProcessSnapshot[];
   readonly exitSequence: number;
+  readonly eventSequence: number;
   readonly nextPageToken: string;
 }
 
@@ -50,7 +52,7 @@ export class ListPages {
    * A page: the first of a new listing from `take()` (called only then), or the one `pageToken`
    * points at. `filterKey` identifies the filters.
    */
-  page(request: { readonly pageSize: number; readonly pageToken: string; readonly filterKey: string }, take: () => { processes: ProcessSnapshot[]; exitSequence: number }): Page {
+  page(request: { readonly pageSize: number; readonly pageToken: string; readonly filterKey: string }, take: () => { processes: ProcessSnapshot[]; exitSequence: number; eventSequence?: number }): Page {
     const pageSize = request.pageSize === 0 ? DEFAULT_PAGE_SIZE : request.pageSize;
     if (pageSize > MAX_PAGE_SIZE) throw new VmprocError('invalid-argument', `page_size ${pageSize} is over the maximum of ${MAX_PAGE_SIZE}`);
     this.#expire();
@@ -61,7 +63,7 @@ export class ListPages {
       const taken = take();
       id = randomBytes(12).toString('hex');
       offset = 0;
-      listing = { ...taken, filterKey: request.filterKey, lastReadAt: this.#now() };
+      listing = { ...taken, eventSequence: taken.eventSequence ?? 0, filterKey: request.filterKey, lastReadAt: this.#now() };
     } else {
       ({ id, offset } = parseToken(request.pageToken));
       const found = this.#listings.get(id);
@@ -92,7 +94,7 @@ export class ListPages {
       this.#listings.set(id, listing);
       while (this.#listings.size > MAX_LISTINGS) this.#listings.delete(this.#listings.keys().next().value!);
     }
-    return { processes: listing.processes.slice(offset, end), exitSequence: listing.exitSequence, nextPageToken: more ? `${id}.${end}` : '' };
+    return { processes: listing.processes.slice(offset, end), exitSequence: listing.exitSequence, eventSequence: listing.eventSequence, nextPageToken: more ? `${id}.${end}` : '' };
   }
 
   #expire(): void {

@@ -38,7 +38,7 @@ export const MAX_CONCURRENT_STREAMS = 256;
 export const MAX_REQUEST_BYTES = 1024 * 1024;
 
 export function defaultStreamCaps(): ServiceStreamCaps {
-  return { watches: new StreamCaps('WatchExits streams', DEFAULT_WATCH_LIMITS), logs: new StreamCaps('StreamLogs streams', DEFAULT_LOG_STREAM_LIMITS) };
+  return { watches: new StreamCaps('WatchExits and WatchEvents streams', DEFAULT_WATCH_LIMITS), logs: new StreamCaps('StreamLogs streams', DEFAULT_LOG_STREAM_LIMITS) };
 }
 
 export interface RpcServer {

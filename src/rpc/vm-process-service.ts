@@ -19,22 +19,26 @@ import {
   SnapshotVmResponseSchema,
   type GetProcessRequest,
   type ListProcessesRequest,
-  type ProcessExit,
   type SignalProcessRequest,
   type StartProcessRequest,
   type StopProcessRequest,
   type WaitProcessRequest,
   type WatchExitsRequest,
+  type WatchEventsRequest,
+  type GetLatestSequenceRequest,
+  GetLatestSequenceResponseSchema,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import type { Logger } from '../logger.js';
 import type { VmmLogs } from '../logs/vmm-logs.js';
-import type { ExitSubscription } from '../core/exit-exchange.js';
+import type { EventStreamItem } from '../core/events.js';
+import type { Subscription } from '../core/subscription.js';
 import type { ProcessExitEvent } from '../core/domain.js';
 import type { Supervisor } from '../core/supervisor.js';
 import {
   afterSnapshotFromProto,
   countersToProto,
   durationToMs,
+  eventKindsFromProto,
   processInfoToProto,
   processStatesFromProto,
   resizeFromProto,
@@ -46,7 +50,7 @@ import { toGrpcStatus } from './status-mapping.js';
 import { streamLogsHandler } from './stream-logs.js';
 import { ListPages } from './list-pages.js';
 import { connectionOf, type StreamCaps } from './stream-caps.js';
-import { encodedProcessExit, encodeListResponse, encodeProcessResponse, listedSize } from './wire-cache.js';
+import { encodedProcessEvent, encodedProcessExit, encodedProgressMarker, encodeListResponse, encodeProcessResponse, listedSize } from './wire-cache.js';
 
 /**
  * The gRPC face of the supervisor: each handler decodes, calls one supervisor method and
@@ -78,41 +82,31 @@ export function vmProcessServiceImplementation(supervisor: Supervisor, logger: L
       const filter = { states: processStatesFromProto(request.states), labels: request.labels };
       const filterKey = JSON.stringify([[...filter.states].sort(), Object.entries(filter.labels).sort()]);
       const page = pages.page({ pageSize: request.pageSize, pageToken: request.pageToken, filterKey }, () => supervisor.list(filter));
-      return encodeListResponse(page.processes, page.exitSequence, page.nextPageToken);
+      return encodeListResponse(page.processes, page.exitSequence, page.nextPageToken, page.eventSequence);
     }),
 
     waitProcess: unary<WaitProcessRequest>(logger, async (request, signal) =>
       encodeProcessResponse(await supervisor.wait(request.sandboxId, signal))),
 
-    watchExits: (call: ServerWritableStream<WatchExitsRequest, EncodedOrMessage<ProcessExit>>) => {
-      let subscription: ExitSubscription;
-      let release: () => void;
-      try {
-        release = caps.watches.acquire(connectionOf(call));
-      } catch (error) {
-        call.emit('error', toGrpcStatus(error));
-        return;
-      }
-      try {
-        subscription = supervisor.watchExits({
-          sandboxIds: call.request.sandboxIds,
-          afterSequence: sequenceFromProto(call.request.afterSequence),
-        });
-      } catch (error) {
-        release();
-        call.emit('error', toGrpcStatus(error));
-        return;
-      }
-      subscription.onEnded(release);
-      call.once('close', release);
-      // Headers now, not with the first exit: the client learns the stream is established (a
-      // reconnecting watcher resets its backoff on it) even when no exit comes for a while.
-      call.sendMetadata(new Metadata());
-      relayExits(subscription, call).catch((error) => {
-        logger.error({ err: error }, 'exit watcher failed');
-        subscription.close();
+    watchExits: watchHandler<WatchExitsRequest, ProcessExitEvent>(logger, caps.watches, 'exit', (request) =>
+      supervisor.watchExits({ sandboxIds: request.sandboxIds, afterSequence: sequenceFromProto(request.afterSequence) }), encodedProcessExit),
+
+    watchEvents: watchHandler<WatchEventsRequest, EventStreamItem>(logger, caps.watches, 'event', (request) =>
+      supervisor.watchEvents({
+        sandboxIds: request.sandboxIds,
+        kinds: eventKindsFromProto(request.kinds),
+        afterSequence: sequenceFromProto(request.afterSequence),
+      }), (item) => (item.kind === 'progress' ? encodedProgressMarker(item) : encodedProcessEvent(item))),
+
+    getLatestSequence: unary<GetLatestSequenceRequest>(logger, async () => {
+      const latest = supervisor.latestSequences();
+      return create(GetLatestSequenceResponseSchema, {
+        latestEventSequence: BigInt(latest.latestEventSequence),
+        eventsRetainedAfter: BigInt(latest.eventsRetainedAfter),
+        latestExitSequence: BigInt(latest.latestExitSequence),
+        exitsRetainedAfter: BigInt(latest.exitsRetainedAfter),
       });
-    },
+    }),
 
     streamLogs: streamLogsHandler(supervisor, logs, logger, caps.logs),
 
@@ -137,9 +131,6 @@ export function vmProcessServiceImplementation(supervisor: Supervisor, logger: L
   };
 }
 
-/** What a response stream takes: a message, or its encoding made earlier (wire-cache.ts). */
-type EncodedOrMessage<Message> = Message | Uint8Array;
-
 /** Runs a unary handler with an AbortSignal that fires if the client cancels or disconnects. */
 function unary<Request>(
   logger: Logger,
@@ -161,14 +152,53 @@ function unary<Request>(
 }
 
 /**
- * Writes exits to the stream as fast as the client takes them. While the client is slow, exits
+ * A server-streaming watch: one cap slot while it is open, a subscription made from the request
+ * (its refusal is the call's status), and a relay of what it yields.
+ */
+function watchHandler<Request, Item>(
+  logger: Logger,
+  cap: StreamCaps,
+  what: string,
+  subscribe: (request: Request) => Subscription<Item>,
+  encode: (item: Item) => Uint8Array,
+) {
+  return (call: ServerWritableStream<Request, Uint8Array>) => {
+    let release: () => void;
+    try {
+      release = cap.acquire(connectionOf(call));
+    } catch (error) {
+      call.emit('error', toGrpcStatus(error));
+      return;
+    }
+    let subscription: Subscription<Item>;
+    try {
+      subscription = subscribe(call.request);
+    } catch (error) {
+      release();
+      call.emit('error', toGrpcStatus(error));
+      return;
+    }
+    subscription.onEnded(release);
+    call.once('close', release);
+    // Headers now, not with the first item: the client learns the stream is established (a
+    // reconnecting watcher resets its backoff on it) even when nothing comes for a while.
+    call.sendMetadata(new Metadata());
+    relay(subscription, call, encode).catch((error) => {
+      logger.error({ err: error }, `${what} watcher failed`);
+      subscription.close();
+    });
+  };
+}
+
+/**
+ * Writes items to the stream as fast as the client takes them. While the client is slow, items
  * wait in the subscription's bounded queue; when that overflows the subscription fails and the
  * stream ends with RESOURCE_EXHAUSTED, so a stuck client never grows the daemon's memory.
  */
-async function relayExits(subscription: ExitSubscription, call: ServerWritableStream<WatchExitsRequest, EncodedOrMessage<ProcessExit>>): Promise<void> {
+async function relay<Request, Item>(subscription: Subscription<Item>, call: ServerWritableStream<Request, Uint8Array>, encode: (item: Item) => Uint8Array): Promise<void> {
   call.once('cancelled', () => subscription.close());
   for (;;) {
-    let next: IteratorResult<ProcessExitEvent>;
+    let next: IteratorResult<Item>;
     try {
       next = await subscription.next();
     } catch (error) {
@@ -179,12 +209,12 @@ async function relayExits(subscription: ExitSubscription, call: ServerWritableSt
       if (!call.cancelled) call.end();
       return;
     }
-    if (!call.write(encodedProcessExit(next.value))) await writable(call, subscription);
+    if (!call.write(encode(next.value))) await writable(call, subscription);
   }
 }
 
 /** Resolves when the stream takes writes again, or when waiting has become pointless. */
-function writable(call: ServerWritableStream<WatchExitsRequest, EncodedOrMessage<ProcessExit>>, subscription: ExitSubscription): Promise<void> {
+function writable<Request, Item>(call: ServerWritableStream<Request, Uint8Array>, subscription: Subscription<Item>): Promise<void> {
   return new Promise((resolve) => {
     let stopWatchingEnd = (): void => {};
     const done = () => {

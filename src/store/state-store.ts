@@ -1,6 +1,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ProcessExitEvent, ProcessIdentity, SocketFiles, StartSpec, VmState } from '../core/domain.js';
+import { EventFloors, type EventFloorsJson } from '../core/event-floors.js';
+import type { ProcessEvent } from '../core/events.js';
 import type { PersistedProcess, PersistedState, Recorded, StateStore } from '../core/ports.js';
 import { VmprocError } from '../errors.js';
 import { Journal } from './journal.js';
@@ -17,6 +19,9 @@ export type { PersistedProcess, PersistedState, StateStore };
  *   died are covered by a jump in sequence numbers after a reboot (see src/daemon/daemon.ts).
  * - `none`: nothing; the journal reaches the disk at the kernel's pace.
  */
+/** Events kept for WatchEvents replay unless configured (--event-history). */
+export const DEFAULT_EVENT_HISTORY = 10_000;
+
 export type SyncMode = 'always' | 'launches' | 'none';
 
 /** A store that remembers nothing, for a supervisor that need not survive restarts (tests). */
@@ -31,6 +36,7 @@ export const ephemeralStore: StateStore = {
   signalled: async () => {},
   startFailed: async () => {},
   exited: async () => {},
+  event: async () => {},
   abandoned: async () => {},
   booted: async () => {},
   close: async () => {},
@@ -50,6 +56,11 @@ type JournalRecord =
   | { k: 'exit'; event: Json }
   /** An exit in a compacted journal's history: attaches to no process (each process record holds its own). */
   | { k: 'history'; event: Json }
+  /** A lifecycle event; `off`: the VMM's event monitor was read up to this byte with it. */
+  | { k: 'event'; event: Json; off?: number }
+  /** An event in a compacted journal's history. */
+  | { k: 'eventHistory'; event: Json }
+  | { k: 'eventFloors'; floors: EventFloorsJson }
   | { k: 'abandon'; id: string }
   | { k: 'boot'; bootId: string }
   | { k: 'process'; process: Json };
@@ -60,6 +71,8 @@ export interface JournalStoreOptions {
   readonly historyLimit: number;
   /** Exited processes kept for Get/Wait; older ones are pruned at compaction. */
   readonly exitedRecordLimit: number;
+  /** Events kept for replay (10000 when unset); older ones are pruned at compaction, raising the floors. */
+  readonly eventHistoryLimit?: number;
   readonly sync: SyncMode;
   /**
    * Where to keep the sequence of an exit published but not journalled (see SequenceFloor): a file
@@ -77,6 +90,7 @@ export class JournalStateStore implements StateStore {
   readonly #options: JournalStoreOptions;
   readonly #processes: Map<string, PersistedProcess>;
   readonly #exits: ProcessExitEvent[];
+  readonly #events: EventLog;
   readonly #floor: SequenceFloor | undefined;
   #lastBootId: string | undefined;
   #compacting: Promise<void> | undefined;
@@ -87,6 +101,7 @@ export class JournalStateStore implements StateStore {
     this.#floor = floor;
     this.#processes = new Map(state.processes);
     this.#exits = [...state.exits];
+    this.#events = { events: [...state.events], floors: EventFloors.fromJson(state.eventFloors) };
     this.#lastBootId = state.lastBootId;
   }
 
@@ -107,7 +122,7 @@ export class JournalStateStore implements StateStore {
 
   launching(id: string, launch: Pick<PersistedProcess, 'spec' | 'logPath' | 'statusPath' | 'startedAt' | 'bootId'>): Recorded {
     const record: JournalRecord = { k: 'launch', id, spec: launch.spec, logPath: launch.logPath, statusPath: launch.statusPath, startedAt: launch.startedAt.getTime(), bootId: launch.bootId };
-    applyRecord(this.#processes, this.#exits, record);
+    applyRecord(this.#processes, this.#exits, this.#events, record);
     const appended = this.#journal.appendStaged(record, { sync: this.#options.sync !== 'none' });
     appended.written.then(() => this.#maybeCompact(), () => undefined);
     return appended;
@@ -175,6 +190,10 @@ export class JournalStateStore implements StateStore {
     }
   }
 
+  event(event: ProcessEvent, monitorOffset?: number): Promise<void> {
+    return this.#append({ k: 'event', event: eventToJson(event), ...(monitorOffset !== undefined ? { off: monitorOffset } : {}) });
+  }
+
   abandoned(id: string): Promise<void> {
     return this.#append({ k: 'abandon', id });
   }
@@ -186,21 +205,24 @@ export class JournalStateStore implements StateStore {
   }
 
   async #append(record: JournalRecord, sync = false): Promise<void> {
-    applyRecord(this.#processes, this.#exits, record);
+    applyRecord(this.#processes, this.#exits, this.#events, record);
     await this.#journal.append(record, { sync });
     this.#maybeCompact();
   }
 
   /** Rewrites the journal once it holds several times more records than the state it describes. */
   #maybeCompact(): void {
-    const live = this.#processes.size + this.#exits.length;
+    const live = this.#processes.size + this.#exits.length + this.#events.events.length;
     if (this.#compacting || this.#journal.recordCount < Math.max(1000, 4 * live)) return;
     this.#compacting = this.#journal
       .compact(() => {
         prune(this.#processes, this.#exits, this.#options);
+        pruneEvents(this.#events, this.#options.eventHistoryLimit ?? DEFAULT_EVENT_HISTORY);
         return [
           ...(this.#lastBootId ? [{ k: 'boot', bootId: this.#lastBootId } satisfies JournalRecord] : []),
           ...this.#exits.map((e): JournalRecord => ({ k: 'history', event: exitToJson(e) })),
+          ...(this.#events.floors.all > 0 ? [{ k: 'eventFloors', floors: this.#events.floors.toJson() } satisfies JournalRecord] : []),
+          ...this.#events.events.map((e): JournalRecord => ({ k: 'eventHistory', event: eventToJson(e) })),
           ...[...this.#processes.values()].map((p): JournalRecord => ({ k: 'process', process: processToJson(p) })),
         ];
       })
@@ -214,20 +236,46 @@ export class JournalStateStore implements StateStore {
 }
 
 /** Replays journal records into the state they describe. */
-export function foldRecords(records: readonly JournalRecord[], limits: Pick<JournalStoreOptions, 'historyLimit' | 'exitedRecordLimit'>, droppedTailBytes = 0): PersistedState {
+export function foldRecords(
+  records: readonly JournalRecord[],
+  limits: Pick<JournalStoreOptions, 'historyLimit' | 'exitedRecordLimit' | 'eventHistoryLimit'>,
+  droppedTailBytes = 0,
+): PersistedState {
   const processes = new Map<string, PersistedProcess>();
   const exits: ProcessExitEvent[] = [];
+  const events: EventLog = { events: [], floors: new EventFloors() };
   let lastBootId: string | undefined;
   for (const record of records) {
     if (record.k === 'boot') lastBootId = record.bootId;
-    else applyRecord(processes, exits, record);
+    else applyRecord(processes, exits, events, record);
   }
   prune(processes, exits, limits);
-  // Pruning keeps the newest exit, so the last sequence is always still there.
-  return { processes, exits, lastSequence: exits.at(-1)?.sequence ?? 0, droppedTailBytes, ...(lastBootId ? { lastBootId } : {}) };
+  pruneEvents(events, limits.eventHistoryLimit ?? DEFAULT_EVENT_HISTORY);
+  // Pruning keeps the newest exit and event, so the last sequences are always still there.
+  return {
+    processes,
+    exits,
+    lastSequence: exits.at(-1)?.sequence ?? 0,
+    events: events.events,
+    eventFloors: events.floors.toJson(),
+    lastEventSequence: Math.max(events.events.at(-1)?.sequence ?? 0, events.floors.all),
+    droppedTailBytes,
+    ...(lastBootId ? { lastBootId } : {}),
+  };
 }
 
-function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExitEvent[], record: JournalRecord): void {
+/** The retained events and the floors of those pruned. */
+interface EventLog {
+  readonly events: ProcessEvent[];
+  floors: EventFloors;
+}
+
+function pruneEvents(log: EventLog, limit: number): void {
+  if (log.events.length <= limit) return;
+  for (const event of log.events.splice(0, log.events.length - limit)) log.floors.dropped(event);
+}
+
+function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExitEvent[], events: EventLog, record: JournalRecord): void {
   const update = (id: string, patch: Partial<PersistedProcess>) => {
     const current = processes.get(id);
     if (current) processes.set(id, { ...current, ...patch });
@@ -286,6 +334,19 @@ function applyRecord(processes: Map<string, PersistedProcess>, exits: ProcessExi
       if (exits.length === 0 || event.sequence > exits.at(-1)!.sequence) exits.push(event);
       break;
     }
+    case 'event':
+    case 'eventHistory': {
+      const event = eventFromJson(record.event);
+      if (events.events.length === 0 || event.sequence > events.events.at(-1)!.sequence) events.events.push(event);
+      if (record.k === 'event' && record.off !== undefined) {
+        const current = processes.get(event.sandboxId);
+        if (current && current.identity?.pid === event.pid) update(event.sandboxId, { monitorOffset: record.off });
+      }
+      break;
+    }
+    case 'eventFloors':
+      events.floors = EventFloors.fromJson(record.floors);
+      break;
     case 'abandon': {
       const current = processes.get(record.id);
       if (current && !current.identity && !current.exit) {
@@ -359,4 +420,15 @@ function exitToJson(event: ProcessExitEvent): Json {
 function exitFromJson(json: Json): ProcessExitEvent {
   const e = json as Record<string, never>;
   return Object.freeze({ ...(json as unknown as ProcessExitEvent), exitedAt: new Date(e.exitedAt), startedAt: new Date(e.startedAt) });
+}
+
+function eventToJson(event: ProcessEvent): Json {
+  const detail = event.detail?.kind === 'exit' ? { detail: { kind: 'exit', exit: exitToJson(event.detail.exit) } } : {};
+  return { ...event, time: event.time.getTime(), ...detail };
+}
+
+function eventFromJson(json: Json): ProcessEvent {
+  const e = json as Record<string, never> & { detail?: { kind: string; exit?: Json } };
+  const detail = e.detail?.kind === 'exit' ? { detail: Object.freeze({ kind: 'exit' as const, exit: exitFromJson(e.detail.exit!) }) } : {};
+  return Object.freeze({ ...(json as unknown as ProcessEvent), time: new Date(e.time), ...detail });
 }

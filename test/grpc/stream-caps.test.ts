@@ -40,12 +40,12 @@ describeAsRoot('gRPC end to end: stream caps', () => {
     const b = openWatch(one);
     expect([await a.result, await b.result]).toEqual(['open', 'open']);
     const c = openWatch(one);
-    expect(await c.result).toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: expect.stringContaining('this connection already has 2 WatchExits streams open, the most one connection may have (2)') });
+    expect(await c.result).toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: expect.stringContaining('this connection already has 2 WatchExits and WatchEvents streams open, the most one connection may have (2)') });
     // Another connection may: the daemon-wide cap is 4, the recorder holds one.
     const d = openWatch(two);
     expect(await d.result).toBe('open');
     const e = openWatch(two);
-    expect(await e.result).toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: expect.stringContaining('the daemon already serves 4 WatchExits streams, its maximum') });
+    expect(await e.result).toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: expect.stringContaining('the daemon already serves 4 WatchExits and WatchEvents streams, its maximum') });
     a.abort.abort();
     await eventually(() => s.harness.daemon.supervisor.exchange.subscriberCount === 3, WAIT_MS);
     const f = openWatch(one);

@@ -26,6 +26,7 @@ export async function startDaemonHarness(fixture: SandboxFixture, overrides: Par
     runDir: fixture.runDir,
     stateDir: join(fixture.root, 'state'),
     stateSync: 'launches',
+    eventHistory: 10_000,
     sandboxDir: fixture.sandboxDir,
     imageRoots: [fixture.root],
     netnsDir: '/var/run/netns',

@@ -139,7 +139,8 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
     const sys = mountOf(own, '/sys').at(-1)!;
     expect(sys).toMatchObject({ fstype: 'sysfs', source: netns.name });
     expect(mountOf(host, '/sys').map((m) => m.id)).not.toContain(sys.id);
-    expect(await readFile(`/proc/${started.pid}/cmdline`, 'utf8')).toBe(`${nativeBin('standin-vmm')}\0--api-socket\0path=${started.socketPath}\0`);
+    const argv = (await readFile(`/proc/${started.pid}/cmdline`, 'utf8')).split('\0');
+    expect(argv).toEqual([nativeBin('standin-vmm'), '--api-socket', `path=${started.socketPath}`, '--event-monitor', expect.stringMatching(/^path=.*\/exits\/.*\.status\.events$/), '']);
   });
 
   it('restores with OnDemand paging: the VMM receives the exact restore body', async () => {

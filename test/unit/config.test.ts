@@ -29,6 +29,7 @@ describe('parseDaemonConfig defaults', () => {
       allowBlockDevices: false,
       netnsDir: '/var/run/netns',
       exitHistory: 10000,
+      eventHistory: 10000,
       watchBuffer: 1024,
       streamLimits: { watches: { total: 1024, perConnection: 128 }, logs: { total: 256, perConnection: 32 } },
       logLevel: 'info',

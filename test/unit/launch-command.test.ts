@@ -145,6 +145,7 @@ describe('buildLaunchCommand', () => {
     networkNamespace: 'ns-1',
     vmmBin: '/usr/local/bin/cloud-hypervisor',
     socketPath: '/run/vmprocd/sb-1.sock',
+    eventMonitorPath: '/run/vmprocd/exits/sb-1.1.status.events',
   };
 
   it('runs the constant script under unshare -m with the values as positional arguments, and each link as its name and descriptor', () => {
@@ -161,6 +162,7 @@ describe('buildLaunchCommand', () => {
         'ns-1',
         '/usr/local/bin/cloud-hypervisor',
         '/run/vmprocd/sb-1.sock',
+        '/run/vmprocd/exits/sb-1.1.status.events',
         'vmlinux',
         '3',
         'rootfs.ext4',
@@ -186,13 +188,14 @@ describe('buildLaunchCommand', () => {
     ['networkNamespace', 7],
     ['vmmBin', 8],
     ['socketPath', 9],
+    ['eventMonitorPath', 10],
   ] as const;
 
   describe.each(slots)('never interpolates %s (argv slot %i)', (key, slot) => {
     it.each(HOSTILE)('%s: the script stays constant and the value is exactly one argv element', (_label, value) => {
       const command = buildLaunchCommand({ ...PLAN, [key]: value });
       expect(command.file).toBe('unshare');
-      expect(command.args).toHaveLength(14);
+      expect(command.args).toHaveLength(15);
       expect(command.args.slice(0, 6)).toEqual(['-m', '--', 'bash', '-c', LAUNCH_SCRIPT, LAUNCH_SCRIPT_NAME]);
       expect(command.args[slot]).toBe(value);
       expect(command.args.filter((arg) => arg === value)).toHaveLength(1);
@@ -204,8 +207,8 @@ describe('buildLaunchCommand', () => {
 
   it('never interpolates when every slot is hostile at once', () => {
     for (const [, value] of HOSTILE) {
-      const command = buildLaunchCommand({ sandboxDir: `${value}0`, links: [], networkNamespace: `${value}1`, vmmBin: `${value}2`, socketPath: `${value}3` });
-      expect(command.args).toEqual(['-m', '--', 'bash', '-c', LAUNCH_SCRIPT, LAUNCH_SCRIPT_NAME, `${value}0`, `${value}1`, `${value}2`, `${value}3`]);
+      const command = buildLaunchCommand({ sandboxDir: `${value}0`, links: [], networkNamespace: `${value}1`, vmmBin: `${value}2`, socketPath: `${value}3`, eventMonitorPath: `${value}4` });
+      expect(command.args).toEqual(['-m', '--', 'bash', '-c', LAUNCH_SCRIPT, LAUNCH_SCRIPT_NAME, `${value}0`, `${value}1`, `${value}2`, `${value}3`, `${value}4`]);
     }
   });
 });
@@ -246,11 +249,11 @@ describe('LAUNCH_SCRIPT', () => {
     expect(lines[0]).toBe('set -euo pipefail');
   });
 
-  it('names the four fixed positional parameters, then reads the links two at a time', () => {
-    expect(lines[1]).toBe('sandbox_dir=$1 netns=$2 vmm=$3 socket=$4');
-    expect(lines[2]).toBe('shift 4');
+  it('names the five fixed positional parameters, then reads the links two at a time', () => {
+    expect(lines[1]).toBe('sandbox_dir=$1 netns=$2 vmm=$3 socket=$4 events=$5');
+    expect(lines[2]).toBe('shift 5');
     const positional = [...LAUNCH_SCRIPT.matchAll(/\$\{?(\d+|[@*#])\}?/g)].map((m) => m[0]);
-    expect(positional).toEqual(['$1', '$2', '$3', '$4', '$#', '$2', '$1']);
+    expect(positional).toEqual(['$1', '$2', '$3', '$4', '$5', '$#', '$2', '$1']);
   });
 
   it('makes every mount private before mounting the tmpfs over the sandbox dir', () => {
@@ -270,7 +273,7 @@ describe('LAUNCH_SCRIPT', () => {
   });
 
   it('ends by exec-ing the VMM inside the network namespace, so the tracked PID is the VMM', () => {
-    expect(lines.at(-1)).toBe('exec ip netns exec "$netns" "$vmm" --api-socket "path=$socket"');
+    expect(lines.at(-1)).toBe('exec ip netns exec "$netns" "$vmm" --api-socket "path=$socket" --event-monitor "path=$events"');
     expect(lines.filter((line) => /\bexec\b/.test(line) && !line.startsWith('exec '))).toEqual([]);
     expect(lines.filter((line) => line.startsWith('exec '))).toHaveLength(1);
   });
@@ -309,8 +312,8 @@ describe('LAUNCH_SCRIPT', () => {
       expect({ line, inDouble, inSingle }).toEqual({ line, inDouble: false, inSingle: false });
     }
     // Assignments (`x=$1`) and `[[ ... ]]` operands are never word-split or globbed in bash.
-    expect(unquoted).toEqual(['assignment $1', 'assignment $2', 'assignment $3', 'assignment $4', '[[ ]] $#']);
-    expect(quoted).toBe(9);
+    expect(unquoted).toEqual(['assignment $1', 'assignment $2', 'assignment $3', 'assignment $4', 'assignment $5', '[[ ]] $#']);
+    expect(quoted).toBe(10);
   });
 });
 
@@ -410,7 +413,7 @@ describe('LAUNCH_SCRIPT under bash with stubbed tools (no root)', () => {
       ['mkdir', '-p', '--', plan.sandboxDir],
       ['mount', '-t', 'tmpfs', '-o', 'mode=0755,size=16m', 'vmprocd-sandbox', plan.sandboxDir],
       ...plan.links.map((link, i) => ['ln', '-s', '--', `/proc/PID/fd/${3 + i}`, `${plan.sandboxDir}/${link.name}`]),
-      ['ip', 'netns', 'exec', plan.networkNamespace, plan.vmmBin, '--api-socket', `path=${plan.socketPath}`],
+      ['ip', 'netns', 'exec', plan.networkNamespace, plan.vmmBin, '--api-socket', `path=${plan.socketPath}`, '--event-monitor', `path=${plan.eventMonitorPath}`],
     ];
   }
 
@@ -423,6 +426,7 @@ describe('LAUNCH_SCRIPT under bash with stubbed tools (no root)', () => {
       networkNamespace: 'ns-1',
       vmmBin: '/usr/local/bin/cloud-hypervisor',
       socketPath: '/run/vmprocd/sb-1.sock',
+      eventMonitorPath: '/run/vmprocd/exits/sb-1.1.status.events',
     };
     const { status, calls } = await run(plan);
     expect(status).toBe(0);
@@ -430,7 +434,7 @@ describe('LAUNCH_SCRIPT under bash with stubbed tools (no root)', () => {
   });
 
   it('links nothing more than it is given (restore mode: rootfs.ext4 only)', async () => {
-    const plan: LaunchPlan = { sandboxDir: '/run/vmprocd/sandbox', links: LINKS.slice(1), networkNamespace: 'ns-1', vmmBin: '/vmm', socketPath: '/s.sock' };
+    const plan: LaunchPlan = { sandboxDir: '/run/vmprocd/sandbox', links: LINKS.slice(1), networkNamespace: 'ns-1', vmmBin: '/vmm', socketPath: '/s.sock', eventMonitorPath: '/e.events' };
     const { status, calls } = await run(plan);
     expect(status).toBe(0);
     expect(withoutPid(calls)).toEqual(expectedCalls(plan));
@@ -438,7 +442,7 @@ describe('LAUNCH_SCRIPT under bash with stubbed tools (no root)', () => {
   });
 
   it('stops at the first failing step (set -e): the VMM is never exec-ed', async () => {
-    const plan: LaunchPlan = { sandboxDir: '/run/vmprocd/sandbox', links: LINKS, networkNamespace: 'ns-1', vmmBin: '/vmm', socketPath: '/s.sock' };
+    const plan: LaunchPlan = { sandboxDir: '/run/vmprocd/sandbox', links: LINKS, networkNamespace: 'ns-1', vmmBin: '/vmm', socketPath: '/s.sock', eventMonitorPath: '/e.events' };
     const { status, calls } = await run(plan, { STUB_FAIL: 'mkdir' });
     expect(status).toBe(7);
     expect(calls).toEqual([['mount', '--make-rprivate', '/']]);
@@ -449,7 +453,7 @@ describe('LAUNCH_SCRIPT under bash with stubbed tools (no root)', () => {
     const values = hostileValues(markerDir).filter(([label]) => label !== 'NUL');
     for (const [label, value] of values) {
       // A per-slot suffix tells the slots apart, so a swapped argument would show too.
-      const plan: LaunchPlan = { sandboxDir: `${value}0`, links: LINKS, networkNamespace: `${value}1`, vmmBin: `${value}2`, socketPath: `${value}3` };
+      const plan: LaunchPlan = { sandboxDir: `${value}0`, links: LINKS, networkNamespace: `${value}1`, vmmBin: `${value}2`, socketPath: `${value}3`, eventMonitorPath: `${value}4` };
       const { status, calls } = await run(plan);
       expect({ label, status }).toEqual({ label, status: 0 });
       expect({ label, calls: withoutPid(calls) }).toEqual({ label, calls: expectedCalls(plan) });

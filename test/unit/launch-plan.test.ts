@@ -13,6 +13,7 @@ const boot: LaunchPlan = {
   networkNamespace: 'ns-1',
   vmmBin: '/usr/local/bin/cloud-hypervisor',
   socketPath: '/run/vmprocd/sb-1.sock',
+  eventMonitorPath: '/run/vmprocd/exits/sb-1.1.status.events',
 };
 
 /** The NUL-terminated fields of an encoded spawner request, after its 4-byte length. */
@@ -34,7 +35,7 @@ describe('planLaunch', () => {
       links,
       sandbox: { dir: boot.sandboxDir, netnsPath: '/var/run/netns/ns-1', netnsName: 'ns-1' },
       file: boot.vmmBin,
-      args: ['--api-socket', `path=${boot.socketPath}`],
+      args: ['--api-socket', `path=${boot.socketPath}`, '--event-monitor', `path=${boot.eventMonitorPath}`],
     });
   });
 });

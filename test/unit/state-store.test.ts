@@ -152,7 +152,7 @@ const fold = (records: Rec[], limits = LIMITS) => foldRecords(records, limits);
 
 describe('foldRecords: one process through its life', () => {
   it('starts empty', () => {
-    expect(fold([])).toEqual({ processes: new Map(), exits: [], lastSequence: 0, droppedTailBytes: 0 });
+    expect(fold([])).toEqual({ processes: new Map(), exits: [], lastSequence: 0, events: [], eventFloors: EMPTY_FLOORS, lastEventSequence: 0, droppedTailBytes: 0 });
     expect('lastBootId' in fold([])).toBe(false);
   });
 
@@ -396,6 +396,8 @@ async function everyRecord(store: JournalStateStore): Promise<void> {
   await store.booted('boot-2');
 }
 
+const EMPTY_FLOORS = { all: 0, kinds: {}, sandboxes: [], forgotten: 0, otherKinds: 0 };
+
 function expectedEveryRecord(): PersistedState {
   const aExit = exit(1, 'a', 100, { exitCode: undefined, signal: 'SIGTERM', reason: 'stopped', signalSentByDaemon: true, labels: { team: 'a', 'x/y': 'ünïcode €' } });
   const cExit = exit(2, 'c', 300, { reason: 'start-timeout', exitCode: undefined, signal: 'SIGKILL', signalSentByDaemon: true });
@@ -420,6 +422,9 @@ function expectedEveryRecord(): PersistedState {
     ]),
     exits: [aExit, cExit],
     lastSequence: 2,
+    events: [],
+    eventFloors: EMPTY_FLOORS,
+    lastEventSequence: 0,
     droppedTailBytes: 0,
     lastBootId: 'boot-2',
   };
@@ -428,7 +433,7 @@ function expectedEveryRecord(): PersistedState {
 describe('JournalStateStore: open', () => {
   it('creates the state dir (mode 0700) and an empty journal', async () => {
     const { state } = await openStore();
-    expect(state).toEqual({ processes: new Map(), exits: [], lastSequence: 0, droppedTailBytes: 0 });
+    expect(state).toEqual({ processes: new Map(), exits: [], lastSequence: 0, events: [], eventFloors: EMPTY_FLOORS, lastEventSequence: 0, droppedTailBytes: 0 });
     expect((await stat(stateDir)).mode & 0o777).toBe(0o700);
     expect(existsSync(journalPath())).toBe(true);
   });

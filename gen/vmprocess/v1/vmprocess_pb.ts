@@ -27,7 +27,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmprocess/v1/vmprocess.proto.
  */
 export const file_vmprocess_v1_vmprocess: GenFile = /*@__PURE__*/
-  fileDesc("Chx2bXByb2Nlc3MvdjEvdm1wcm9jZXNzLnByb3RvEgx2bXByb2Nlc3MudjEigwEKDVJlc3RvcmVDb25maWcSEgoKc291cmNlX3VybBgBIAEoCRI8ChNtZW1vcnlfcmVzdG9yZV9tb2RlGAIgASgOMh8udm1wcm9jZXNzLnYxLk1lbW9yeVJlc3RvcmVNb2RlEg4KBnJlc3VtZRgDIAEoCBIQCghwcmVmYXVsdBgEIAEoCCLOAgoIVm1Db25maWcSDQoFdmNwdXMYASABKA0SEQoJbWF4X3ZjcHVzGAIgASgNEhIKCm1lbW9yeV9taWIYAyABKAQSFgoObWF4X21lbW9yeV9taWIYBCABKAQSDwoHY21kbGluZRgFIAEoCRIWCg5pbml0cmFtZnNfcGF0aBgGIAEoCRIXCg9yb290ZnNfcmVhZG9ubHkYByABKAgSJwoFZGlza3MYCCADKAsyGC52bXByb2Nlc3MudjEuRGlza0NvbmZpZxIkCgNuZXQYCSADKAsyFy52bXByb2Nlc3MudjEuTmV0Q29uZmlnEigKBnNlcmlhbBgKIAEoDjIYLnZtcHJvY2Vzcy52MS5TZXJpYWxNb2RlEigKBXZzb2NrGAsgASgLMhkudm1wcm9jZXNzLnYxLlZzb2NrQ29uZmlnEg8KB3B2cGFuaWMYDCABKAgiOAoKRGlza0NvbmZpZxIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhAKCHJlYWRvbmx5GAMgASgIIjEKCU5ldENvbmZpZxIKCgJpZBgBIAEoCRILCgN0YXAYAiABKAkSCwoDbWFjGAMgASgJIhoKC1Zzb2NrQ29uZmlnEgsKA2NpZBgBIAEoDSLcAwoTU3RhcnRQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiYKBG1vZGUYAiABKA4yGC52bXByb2Nlc3MudjEuTGF1bmNoTW9kZRITCgtrZXJuZWxfcGF0aBgDIAEoCRITCgtyb290ZnNfcGF0aBgEIAEoCRIZChFuZXR3b3JrX25hbWVzcGFjZRgFIAEoCRIYCgtzb2NrZXRfcGF0aBgGIAEoCUgAiAEBEhgKC3NhbmRib3hfZGlyGAcgASgJSAGIAQESMAoNcmVhZHlfdGltZW91dBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdyZXN0b3JlGAkgASgLMhsudm1wcm9jZXNzLnYxLlJlc3RvcmVDb25maWcSPQoGbGFiZWxzGAogAygLMi0udm1wcm9jZXNzLnYxLlN0YXJ0UHJvY2Vzc1JlcXVlc3QuTGFiZWxzRW50cnkSIgoCdm0YCyABKAsyFi52bXByb2Nlc3MudjEuVm1Db25maWcaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIOCgxfc29ja2V0X3BhdGhCDgoMX3NhbmRib3hfZGlyIkIKFFN0YXJ0UHJvY2Vzc1Jlc3BvbnNlEioKB3Byb2Nlc3MYASABKAsyGS52bXByb2Nlc3MudjEuUHJvY2Vzc0luZm8iWQoSU3RvcFByb2Nlc3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLwoMZ3JhY2VfcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkEKE1N0b3BQcm9jZXNzUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyI6ChRTaWduYWxQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBnNpZ25hbBgCIAEoCSJDChVTaWduYWxQcm9jZXNzUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyInChFHZXRQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkAKEkdldFByb2Nlc3NSZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvItgBChRMaXN0UHJvY2Vzc2VzUmVxdWVzdBIqCgZzdGF0ZXMYASADKA4yGi52bXByb2Nlc3MudjEuUHJvY2Vzc1N0YXRlEj4KBmxhYmVscxgCIAMoCzIuLnZtcHJvY2Vzcy52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdC5MYWJlbHNFbnRyeRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInUKFUxpc3RQcm9jZXNzZXNSZXNwb25zZRIsCglwcm9jZXNzZXMYASADKAsyGS52bXByb2Nlc3MudjEuUHJvY2Vzc0luZm8SFQoNZXhpdF9zZXF1ZW5jZRgCIAEoBBIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiKAoSV2FpdFByb2Nlc3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQQoTV2FpdFByb2Nlc3NSZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvIlgKEVdhdGNoRXhpdHNSZXF1ZXN0EhMKC3NhbmRib3hfaWRzGAEgAygJEhsKDmFmdGVyX3NlcXVlbmNlGAIgASgESACIAQFCEQoPX2FmdGVyX3NlcXVlbmNlIksKEVN0cmVhbUxvZ3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEgoKdGFpbF9saW5lcxgCIAEoDRIOCgZmb2xsb3cYAyABKAgiIgoSU3RyZWFtTG9nc1Jlc3BvbnNlEgwKBGRhdGEYASABKAwiwwQKC1Byb2Nlc3NJbmZvEhIKCnNhbmRib3hfaWQYASABKAkSCwoDcGlkGAIgASgFEikKBXN0YXRlGAMgASgOMhoudm1wcm9jZXNzLnYxLlByb2Nlc3NTdGF0ZRImCgRtb2RlGAQgASgOMhgudm1wcm9jZXNzLnYxLkxhdW5jaE1vZGUSEwoLc29ja2V0X3BhdGgYBSABKAkSGQoRbmV0d29ya19uYW1lc3BhY2UYBiABKAkSNQoGbGFiZWxzGAcgAygLMiUudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvLkxhYmVsc0VudHJ5Ei4KCnN0YXJ0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCHJlYWR5X2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt2bW1fdmVyc2lvbhgKIAEoCRInCgRleGl0GAsgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NFeGl0EhMKC3NhbmRib3hfZGlyGAwgASgJEhMKC2tlcm5lbF9wYXRoGA0gASgJEhMKC3Jvb3Rmc19wYXRoGA4gASgJEhAKCGxvZ19wYXRoGA8gASgJEicKCHZtX3N0YXRlGBAgASgOMhUudm1wcm9jZXNzLnYxLlZtU3RhdGUSFAoMdnNvY2tfc29ja2V0GBEgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi0AMKC1Byb2Nlc3NFeGl0EhAKCHNlcXVlbmNlGAEgASgEEhIKCnNhbmRib3hfaWQYAiABKAkSCwoDcGlkGAMgASgFEhYKCWV4aXRfY29kZRgEIAEoBUgAiAEBEhMKBnNpZ25hbBgFIAEoCUgBiAEBEigKBnJlYXNvbhgGIAEoDjIYLnZtcHJvY2Vzcy52MS5FeGl0UmVhc29uEi0KCWV4aXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoGbGFiZWxzGAkgAygLMiUudm1wcm9jZXNzLnYxLlByb2Nlc3NFeGl0LkxhYmVsc0VudHJ5EhMKC3N0ZGVycl90YWlsGAogASgJEg8KB21lc3NhZ2UYCyABKAkSHQoVc2lnbmFsX3NlbnRfYnlfZGFlbW9uGAwgASgIEhQKDHNuYXBzaG90X3VybBgNIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgwKCl9leGl0X2NvZGVCCQoHX3NpZ25hbCIkCg5QYXVzZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj0KD1BhdXNlVm1SZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvIiUKD1Jlc3VtZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj4KEFJlc3VtZVZtUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyJ1ChFTbmFwc2hvdFZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhcKD2Rlc3RpbmF0aW9uX3VybBgCIAEoCRIzCg5hZnRlcl9zbmFwc2hvdBgDIAEoDjIbLnZtcHJvY2Vzcy52MS5BZnRlclNuYXBzaG90IlYKElNuYXBzaG90Vm1SZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvEhQKDHNuYXBzaG90X3VybBgCIAEoCSImChBHZXRWbUluZm9SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiNQoRR2V0Vm1JbmZvUmVzcG9uc2USIAoCdm0YASABKAsyFC52bXByb2Nlc3MudjEuVm1JbmZvIr4BCgZWbUluZm8SJAoFc3RhdGUYASABKA4yFS52bXByb2Nlc3MudjEuVm1TdGF0ZRINCgV2Y3B1cxgCIAEoDRIRCgltYXhfdmNwdXMYAyABKA0SFAoMbWVtb3J5X2J5dGVzGAQgASgEEhsKE21lbW9yeV9hY3R1YWxfYnl0ZXMYBSABKAQSJwoHZGV2aWNlcxgGIAMoCzIWLnZtcHJvY2Vzcy52MS5WbURldmljZRIQCghyYXdfanNvbhgHIAEoCSI1CghWbURldmljZRIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEg8KB3BjaV9iZGYYAyABKAkiKgoUR2V0Vm1Db3VudGVyc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSKoAQoVR2V0Vm1Db3VudGVyc1Jlc3BvbnNlEkEKB2RldmljZXMYASADKAsyMC52bXByb2Nlc3MudjEuR2V0Vm1Db3VudGVyc1Jlc3BvbnNlLkRldmljZXNFbnRyeRpMCgxEZXZpY2VzRW50cnkSCwoDa2V5GAEgASgJEisKBXZhbHVlGAIgASgLMhwudm1wcm9jZXNzLnYxLkRldmljZUNvdW50ZXJzOgI4ASJ/Cg5EZXZpY2VDb3VudGVycxI8Cghjb3VudGVycxgBIAMoCzIqLnZtcHJvY2Vzcy52MS5EZXZpY2VDb3VudGVycy5Db3VudGVyc0VudHJ5Gi8KDUNvdW50ZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ASKVAQoPUmVzaXplVm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEgoFdmNwdXMYAiABKA1IAIgBARIXCgptZW1vcnlfbWliGAMgASgESAGIAQESGAoLYmFsbG9vbl9taWIYBCABKARIAogBAUIICgZfdmNwdXNCDQoLX21lbW9yeV9taWJCDgoMX2JhbGxvb25fbWliImAKEFJlc2l6ZVZtUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbxIgCgJ2bRgCIAEoCzIULnZtcHJvY2Vzcy52MS5WbUluZm8qWAoKTGF1bmNoTW9kZRIbChdMQVVOQ0hfTU9ERV9VTlNQRUNJRklFRBAAEhQKEExBVU5DSF9NT0RFX0JPT1QQARIXChNMQVVOQ0hfTU9ERV9SRVNUT1JFEAIqeQoRTWVtb3J5UmVzdG9yZU1vZGUSIwofTUVNT1JZX1JFU1RPUkVfTU9ERV9VTlNQRUNJRklFRBAAEhwKGE1FTU9SWV9SRVNUT1JFX01PREVfQ09QWRABEiEKHU1FTU9SWV9SRVNUT1JFX01PREVfT05fREVNQU5EEAIqmgEKDFByb2Nlc3NTdGF0ZRIdChlQUk9DRVNTX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUFJPQ0VTU19TVEFURV9TVEFSVElORxABEhkKFVBST0NFU1NfU1RBVEVfUlVOTklORxACEhoKFlBST0NFU1NfU1RBVEVfU1RPUFBJTkcQAxIYChRQUk9DRVNTX1NUQVRFX0VYSVRFRBAEKscBCgpFeGl0UmVhc29uEhsKF0VYSVRfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRVhJVF9SRUFTT05fRVhJVEVEEAESGAoURVhJVF9SRUFTT05fU0lHTkFMRUQQAhIXChNFWElUX1JFQVNPTl9TVE9QUEVEEAMSHAoYRVhJVF9SRUFTT05fU1RBUlRfRkFJTEVEEAQSHQoZRVhJVF9SRUFTT05fU1RBUlRfVElNRU9VVBAFEhQKEEVYSVRfUkVBU09OX0xPU1QQBiqWAQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFZNX1NUQVRFX05PVF9DUkVBVEVEEAESFAoQVk1fU1RBVEVfQ1JFQVRFRBACEhQKEFZNX1NUQVRFX1JVTk5JTkcQAxITCg9WTV9TVEFURV9QQVVTRUQQBBIWChJWTV9TVEFURV9TSFVUX0RPV04QBSqDAQoNQWZ0ZXJTbmFwc2hvdBIeChpBRlRFUl9TTkFQU0hPVF9VTlNQRUNJRklFRBAAEhkKFUFGVEVSX1NOQVBTSE9UX1JFU1VNRRABEh4KGkFGVEVSX1NOQVBTSE9UX1NUQVlfUEFVU0VEEAISFwoTQUZURVJfU05BUFNIT1RfU1RPUBADKlMKClNlcmlhbE1vZGUSGwoXU0VSSUFMX01PREVfVU5TUEVDSUZJRUQQABITCg9TRVJJQUxfTU9ERV9MT0cQARITCg9TRVJJQUxfTU9ERV9PRkYQAjKMCQoQVm1Qcm9jZXNzU2VydmljZRJVCgxTdGFydFByb2Nlc3MSIS52bXByb2Nlc3MudjEuU3RhcnRQcm9jZXNzUmVxdWVzdBoiLnZtcHJvY2Vzcy52MS5TdGFydFByb2Nlc3NSZXNwb25zZRJSCgtTdG9wUHJvY2VzcxIgLnZtcHJvY2Vzcy52MS5TdG9wUHJvY2Vzc1JlcXVlc3QaIS52bXByb2Nlc3MudjEuU3RvcFByb2Nlc3NSZXNwb25zZRJYCg1TaWduYWxQcm9jZXNzEiIudm1wcm9jZXNzLnYxLlNpZ25hbFByb2Nlc3NSZXF1ZXN0GiMudm1wcm9jZXNzLnYxLlNpZ25hbFByb2Nlc3NSZXNwb25zZRJPCgpHZXRQcm9jZXNzEh8udm1wcm9jZXNzLnYxLkdldFByb2Nlc3NSZXF1ZXN0GiAudm1wcm9jZXNzLnYxLkdldFByb2Nlc3NSZXNwb25zZRJYCg1MaXN0UHJvY2Vzc2VzEiIudm1wcm9jZXNzLnYxLkxpc3RQcm9jZXNzZXNSZXF1ZXN0GiMudm1wcm9jZXNzLnYxLkxpc3RQcm9jZXNzZXNSZXNwb25zZRJSCgtXYWl0UHJvY2VzcxIgLnZtcHJvY2Vzcy52MS5XYWl0UHJvY2Vzc1JlcXVlc3QaIS52bXByb2Nlc3MudjEuV2FpdFByb2Nlc3NSZXNwb25zZRJKCgpXYXRjaEV4aXRzEh8udm1wcm9jZXNzLnYxLldhdGNoRXhpdHNSZXF1ZXN0Ghkudm1wcm9jZXNzLnYxLlByb2Nlc3NFeGl0MAESUQoKU3RyZWFtTG9ncxIfLnZtcHJvY2Vzcy52MS5TdHJlYW1Mb2dzUmVxdWVzdBogLnZtcHJvY2Vzcy52MS5TdHJlYW1Mb2dzUmVzcG9uc2UwARJGCgdQYXVzZVZtEhwudm1wcm9jZXNzLnYxLlBhdXNlVm1SZXF1ZXN0Gh0udm1wcm9jZXNzLnYxLlBhdXNlVm1SZXNwb25zZRJJCghSZXN1bWVWbRIdLnZtcHJvY2Vzcy52MS5SZXN1bWVWbVJlcXVlc3QaHi52bXByb2Nlc3MudjEuUmVzdW1lVm1SZXNwb25zZRJPCgpTbmFwc2hvdFZtEh8udm1wcm9jZXNzLnYxLlNuYXBzaG90Vm1SZXF1ZXN0GiAudm1wcm9jZXNzLnYxLlNuYXBzaG90Vm1SZXNwb25zZRJMCglHZXRWbUluZm8SHi52bXByb2Nlc3MudjEuR2V0Vm1JbmZvUmVxdWVzdBofLnZtcHJvY2Vzcy52MS5HZXRWbUluZm9SZXNwb25zZRJYCg1HZXRWbUNvdW50ZXJzEiIudm1wcm9jZXNzLnYxLkdldFZtQ291bnRlcnNSZXF1ZXN0GiMudm1wcm9jZXNzLnYxLkdldFZtQ291bnRlcnNSZXNwb25zZRJJCghSZXNpemVWbRIdLnZtcHJvY2Vzcy52MS5SZXNpemVWbVJlcXVlc3QaHi52bXByb2Nlc3MudjEuUmVzaXplVm1SZXNwb25zZULLAQoeaW8uZ2l0aHViLnZtcHJvY2Qudm1wcm9jZXNzLnYxQg5WbXByb2Nlc3NQcm90b1ABWjpnaXRodWIuY29tL3ZtcHJvY2Qvdm1wcm9jZC9nZW4vZ28vdm1wcm9jZXNzL3YxO3ZtcHJvY2Vzc3YxogIDVlZYqgIUVm1wcm9jZC5WbXByb2Nlc3MuVjG6Ag1WbXByb2Nlc3NfVjFfygIUVm1wcm9jZFxWbXByb2Nlc3NcVjHqAhZWbXByb2NkOjpWbXByb2Nlc3M6OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chx2bXByb2Nlc3MvdjEvdm1wcm9jZXNzLnByb3RvEgx2bXByb2Nlc3MudjEigwEKDVJlc3RvcmVDb25maWcSEgoKc291cmNlX3VybBgBIAEoCRI8ChNtZW1vcnlfcmVzdG9yZV9tb2RlGAIgASgOMh8udm1wcm9jZXNzLnYxLk1lbW9yeVJlc3RvcmVNb2RlEg4KBnJlc3VtZRgDIAEoCBIQCghwcmVmYXVsdBgEIAEoCCLOAgoIVm1Db25maWcSDQoFdmNwdXMYASABKA0SEQoJbWF4X3ZjcHVzGAIgASgNEhIKCm1lbW9yeV9taWIYAyABKAQSFgoObWF4X21lbW9yeV9taWIYBCABKAQSDwoHY21kbGluZRgFIAEoCRIWCg5pbml0cmFtZnNfcGF0aBgGIAEoCRIXCg9yb290ZnNfcmVhZG9ubHkYByABKAgSJwoFZGlza3MYCCADKAsyGC52bXByb2Nlc3MudjEuRGlza0NvbmZpZxIkCgNuZXQYCSADKAsyFy52bXByb2Nlc3MudjEuTmV0Q29uZmlnEigKBnNlcmlhbBgKIAEoDjIYLnZtcHJvY2Vzcy52MS5TZXJpYWxNb2RlEigKBXZzb2NrGAsgASgLMhkudm1wcm9jZXNzLnYxLlZzb2NrQ29uZmlnEg8KB3B2cGFuaWMYDCABKAgiOAoKRGlza0NvbmZpZxIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhAKCHJlYWRvbmx5GAMgASgIIjEKCU5ldENvbmZpZxIKCgJpZBgBIAEoCRILCgN0YXAYAiABKAkSCwoDbWFjGAMgASgJIhoKC1Zzb2NrQ29uZmlnEgsKA2NpZBgBIAEoDSLcAwoTU3RhcnRQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiYKBG1vZGUYAiABKA4yGC52bXByb2Nlc3MudjEuTGF1bmNoTW9kZRITCgtrZXJuZWxfcGF0aBgDIAEoCRITCgtyb290ZnNfcGF0aBgEIAEoCRIZChFuZXR3b3JrX25hbWVzcGFjZRgFIAEoCRIYCgtzb2NrZXRfcGF0aBgGIAEoCUgAiAEBEhgKC3NhbmRib3hfZGlyGAcgASgJSAGIAQESMAoNcmVhZHlfdGltZW91dBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgdyZXN0b3JlGAkgASgLMhsudm1wcm9jZXNzLnYxLlJlc3RvcmVDb25maWcSPQoGbGFiZWxzGAogAygLMi0udm1wcm9jZXNzLnYxLlN0YXJ0UHJvY2Vzc1JlcXVlc3QuTGFiZWxzRW50cnkSIgoCdm0YCyABKAsyFi52bXByb2Nlc3MudjEuVm1Db25maWcaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIOCgxfc29ja2V0X3BhdGhCDgoMX3NhbmRib3hfZGlyIkIKFFN0YXJ0UHJvY2Vzc1Jlc3BvbnNlEioKB3Byb2Nlc3MYASABKAsyGS52bXByb2Nlc3MudjEuUHJvY2Vzc0luZm8iWQoSU3RvcFByb2Nlc3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLwoMZ3JhY2VfcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkEKE1N0b3BQcm9jZXNzUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyI6ChRTaWduYWxQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBnNpZ25hbBgCIAEoCSJDChVTaWduYWxQcm9jZXNzUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyInChFHZXRQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkAKEkdldFByb2Nlc3NSZXNwb25zZRIqCgdwcm9jZXNzGAEgASgLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvItgBChRMaXN0UHJvY2Vzc2VzUmVxdWVzdBIqCgZzdGF0ZXMYASADKA4yGi52bXByb2Nlc3MudjEuUHJvY2Vzc1N0YXRlEj4KBmxhYmVscxgCIAMoCzIuLnZtcHJvY2Vzcy52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdC5MYWJlbHNFbnRyeRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIo0BChVMaXN0UHJvY2Vzc2VzUmVzcG9uc2USLAoJcHJvY2Vzc2VzGAEgAygLMhkudm1wcm9jZXNzLnYxLlByb2Nlc3NJbmZvEhUKDWV4aXRfc2VxdWVuY2UYAiABKAQSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJEhYKDmV2ZW50X3NlcXVlbmNlGAQgASgEIigKEldhaXRQcm9jZXNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkEKE1dhaXRQcm9jZXNzUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyJYChFXYXRjaEV4aXRzUmVxdWVzdBITCgtzYW5kYm94X2lkcxgBIAMoCRIbCg5hZnRlcl9zZXF1ZW5jZRgCIAEoBEgAiAEBQhEKD19hZnRlcl9zZXF1ZW5jZSJLChFTdHJlYW1Mb2dzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhIKCnRhaWxfbGluZXMYAiABKA0SDgoGZm9sbG93GAMgASgIIiIKElN0cmVhbUxvZ3NSZXNwb25zZRIMCgRkYXRhGAEgASgMIsMECgtQcm9jZXNzSW5mbxISCgpzYW5kYm94X2lkGAEgASgJEgsKA3BpZBgCIAEoBRIpCgVzdGF0ZRgDIAEoDjIaLnZtcHJvY2Vzcy52MS5Qcm9jZXNzU3RhdGUSJgoEbW9kZRgEIAEoDjIYLnZtcHJvY2Vzcy52MS5MYXVuY2hNb2RlEhMKC3NvY2tldF9wYXRoGAUgASgJEhkKEW5ldHdvcmtfbmFtZXNwYWNlGAYgASgJEjUKBmxhYmVscxgHIAMoCzIlLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mby5MYWJlbHNFbnRyeRIuCgpzdGFydGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghyZWFkeV9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLdm1tX3ZlcnNpb24YCiABKAkSJwoEZXhpdBgLIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzRXhpdBITCgtzYW5kYm94X2RpchgMIAEoCRITCgtrZXJuZWxfcGF0aBgNIAEoCRITCgtyb290ZnNfcGF0aBgOIAEoCRIQCghsb2dfcGF0aBgPIAEoCRInCgh2bV9zdGF0ZRgQIAEoDjIVLnZtcHJvY2Vzcy52MS5WbVN0YXRlEhQKDHZzb2NrX3NvY2tldBgRIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItADCgtQcm9jZXNzRXhpdBIQCghzZXF1ZW5jZRgBIAEoBBISCgpzYW5kYm94X2lkGAIgASgJEgsKA3BpZBgDIAEoBRIWCglleGl0X2NvZGUYBCABKAVIAIgBARITCgZzaWduYWwYBSABKAlIAYgBARIoCgZyZWFzb24YBiABKA4yGC52bXByb2Nlc3MudjEuRXhpdFJlYXNvbhItCglleGl0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKBmxhYmVscxgJIAMoCzIlLnZtcHJvY2Vzcy52MS5Qcm9jZXNzRXhpdC5MYWJlbHNFbnRyeRITCgtzdGRlcnJfdGFpbBgKIAEoCRIPCgdtZXNzYWdlGAsgASgJEh0KFXNpZ25hbF9zZW50X2J5X2RhZW1vbhgMIAEoCBIUCgxzbmFwc2hvdF91cmwYDSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIMCgpfZXhpdF9jb2RlQgkKB19zaWduYWwiJAoOUGF1c2VWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSI9Cg9QYXVzZVZtUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbyIlCg9SZXN1bWVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSI+ChBSZXN1bWVWbVJlc3BvbnNlEioKB3Byb2Nlc3MYASABKAsyGS52bXByb2Nlc3MudjEuUHJvY2Vzc0luZm8idQoRU25hcHNob3RWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIXCg9kZXN0aW5hdGlvbl91cmwYAiABKAkSMwoOYWZ0ZXJfc25hcHNob3QYAyABKA4yGy52bXByb2Nlc3MudjEuQWZ0ZXJTbmFwc2hvdCJWChJTbmFwc2hvdFZtUmVzcG9uc2USKgoHcHJvY2VzcxgBIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzSW5mbxIUCgxzbmFwc2hvdF91cmwYAiABKAkiJgoQR2V0Vm1JbmZvUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIjUKEUdldFZtSW5mb1Jlc3BvbnNlEiAKAnZtGAEgASgLMhQudm1wcm9jZXNzLnYxLlZtSW5mbyK+AQoGVm1JbmZvEiQKBXN0YXRlGAEgASgOMhUudm1wcm9jZXNzLnYxLlZtU3RhdGUSDQoFdmNwdXMYAiABKA0SEQoJbWF4X3ZjcHVzGAMgASgNEhQKDG1lbW9yeV9ieXRlcxgEIAEoBBIbChNtZW1vcnlfYWN0dWFsX2J5dGVzGAUgASgEEicKB2RldmljZXMYBiADKAsyFi52bXByb2Nlc3MudjEuVm1EZXZpY2USEAoIcmF3X2pzb24YByABKAkiNQoIVm1EZXZpY2USCgoCaWQYASABKAkSDAoEa2luZBgCIAEoCRIPCgdwY2lfYmRmGAMgASgJIioKFEdldFZtQ291bnRlcnNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiqAEKFUdldFZtQ291bnRlcnNSZXNwb25zZRJBCgdkZXZpY2VzGAEgAygLMjAudm1wcm9jZXNzLnYxLkdldFZtQ291bnRlcnNSZXNwb25zZS5EZXZpY2VzRW50cnkaTAoMRGV2aWNlc0VudHJ5EgsKA2tleRgBIAEoCRIrCgV2YWx1ZRgCIAEoCzIcLnZtcHJvY2Vzcy52MS5EZXZpY2VDb3VudGVyczoCOAEifwoORGV2aWNlQ291bnRlcnMSPAoIY291bnRlcnMYASADKAsyKi52bXByb2Nlc3MudjEuRGV2aWNlQ291bnRlcnMuQ291bnRlcnNFbnRyeRovCg1Db3VudGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEilQEKD1Jlc2l6ZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhIKBXZjcHVzGAIgASgNSACIAQESFwoKbWVtb3J5X21pYhgDIAEoBEgBiAEBEhgKC2JhbGxvb25fbWliGAQgASgESAKIAQFCCAoGX3ZjcHVzQg0KC19tZW1vcnlfbWliQg4KDF9iYWxsb29uX21pYiJgChBSZXNpemVWbVJlc3BvbnNlEioKB3Byb2Nlc3MYASABKAsyGS52bXByb2Nlc3MudjEuUHJvY2Vzc0luZm8SIAoCdm0YAiABKAsyFC52bXByb2Nlc3MudjEuVm1JbmZvIoEBChJXYXRjaEV2ZW50c1JlcXVlc3QSEwoLc2FuZGJveF9pZHMYASADKAkSJgoFa2luZHMYAiADKA4yFy52bXByb2Nlc3MudjEuRXZlbnRLaW5kEhsKDmFmdGVyX3NlcXVlbmNlGAMgASgESACIAQFCEQoPX2FmdGVyX3NlcXVlbmNlIrQECgxQcm9jZXNzRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSEgoKc2FuZGJveF9pZBgCIAEoCRIlCgRraW5kGAMgASgOMhcudm1wcm9jZXNzLnYxLkV2ZW50S2luZBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2CgZsYWJlbHMYBSADKAsyJi52bXByb2Nlc3MudjEuUHJvY2Vzc0V2ZW50LkxhYmVsc0VudHJ5EikKBm9yaWdpbhgGIAEoDjIZLnZtcHJvY2Vzcy52MS5FdmVudE9yaWdpbhILCgNwaWQYByABKAUSNQoIc25hcHNob3QYCiABKAsyIS52bXByb2Nlc3MudjEuU25hcHNob3RFdmVudERldGFpbEgAEjMKB3Jlc3RvcmUYCyABKAsyIC52bXByb2Nlc3MudjEuUmVzdG9yZUV2ZW50RGV0YWlsSAASMQoGcmVzaXplGAwgASgLMh8udm1wcm9jZXNzLnYxLlJlc2l6ZUV2ZW50RGV0YWlsSAASOgoLZ3Vlc3RfcGFuaWMYDSABKAsyIy52bXByb2Nlc3MudjEuR3Vlc3RQYW5pY0V2ZW50RGV0YWlsSAASKQoEZXhpdBgOIAEoCzIZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzRXhpdEgAGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCAoGZGV0YWlsIisKE1NuYXBzaG90RXZlbnREZXRhaWwSFAoMc25hcHNob3RfdXJsGAEgASgJImYKElJlc3RvcmVFdmVudERldGFpbBISCgpzb3VyY2VfdXJsGAEgASgJEjwKE21lbW9yeV9yZXN0b3JlX21vZGUYAiABKA4yHy52bXByb2Nlc3MudjEuTWVtb3J5UmVzdG9yZU1vZGUigwEKEVJlc2l6ZUV2ZW50RGV0YWlsEhIKBXZjcHVzGAEgASgNSACIAQESFwoKbWVtb3J5X21pYhgCIAEoBEgBiAEBEhgKC2JhbGxvb25fbWliGAMgASgESAKIAQFCCAoGX3ZjcHVzQg0KC19tZW1vcnlfbWliQg4KDF9iYWxsb29uX21pYiImChVHdWVzdFBhbmljRXZlbnREZXRhaWwSDQoFZXZlbnQYASABKAkiGgoYR2V0TGF0ZXN0U2VxdWVuY2VSZXF1ZXN0IpUBChlHZXRMYXRlc3RTZXF1ZW5jZVJlc3BvbnNlEh0KFWxhdGVzdF9ldmVudF9zZXF1ZW5jZRgBIAEoBBIdChVldmVudHNfcmV0YWluZWRfYWZ0ZXIYAiABKAQSHAoUbGF0ZXN0X2V4aXRfc2VxdWVuY2UYAyABKAQSHAoUZXhpdHNfcmV0YWluZWRfYWZ0ZXIYBCABKAQqWAoKTGF1bmNoTW9kZRIbChdMQVVOQ0hfTU9ERV9VTlNQRUNJRklFRBAAEhQKEExBVU5DSF9NT0RFX0JPT1QQARIXChNMQVVOQ0hfTU9ERV9SRVNUT1JFEAIqeQoRTWVtb3J5UmVzdG9yZU1vZGUSIwofTUVNT1JZX1JFU1RPUkVfTU9ERV9VTlNQRUNJRklFRBAAEhwKGE1FTU9SWV9SRVNUT1JFX01PREVfQ09QWRABEiEKHU1FTU9SWV9SRVNUT1JFX01PREVfT05fREVNQU5EEAIqmgEKDFByb2Nlc3NTdGF0ZRIdChlQUk9DRVNTX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUFJPQ0VTU19TVEFURV9TVEFSVElORxABEhkKFVBST0NFU1NfU1RBVEVfUlVOTklORxACEhoKFlBST0NFU1NfU1RBVEVfU1RPUFBJTkcQAxIYChRQUk9DRVNTX1NUQVRFX0VYSVRFRBAEKscBCgpFeGl0UmVhc29uEhsKF0VYSVRfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRVhJVF9SRUFTT05fRVhJVEVEEAESGAoURVhJVF9SRUFTT05fU0lHTkFMRUQQAhIXChNFWElUX1JFQVNPTl9TVE9QUEVEEAMSHAoYRVhJVF9SRUFTT05fU1RBUlRfRkFJTEVEEAQSHQoZRVhJVF9SRUFTT05fU1RBUlRfVElNRU9VVBAFEhQKEEVYSVRfUkVBU09OX0xPU1QQBiqWAQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFZNX1NUQVRFX05PVF9DUkVBVEVEEAESFAoQVk1fU1RBVEVfQ1JFQVRFRBACEhQKEFZNX1NUQVRFX1JVTk5JTkcQAxITCg9WTV9TVEFURV9QQVVTRUQQBBIWChJWTV9TVEFURV9TSFVUX0RPV04QBSqDAQoNQWZ0ZXJTbmFwc2hvdBIeChpBRlRFUl9TTkFQU0hPVF9VTlNQRUNJRklFRBAAEhkKFUFGVEVSX1NOQVBTSE9UX1JFU1VNRRABEh4KGkFGVEVSX1NOQVBTSE9UX1NUQVlfUEFVU0VEEAISFwoTQUZURVJfU05BUFNIT1RfU1RPUBADKlMKClNlcmlhbE1vZGUSGwoXU0VSSUFMX01PREVfVU5TUEVDSUZJRUQQABITCg9TRVJJQUxfTU9ERV9MT0cQARITCg9TRVJJQUxfTU9ERV9PRkYQAirzAgoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIXChNFVkVOVF9LSU5EX1BST0dSRVNTEAESFgoSRVZFTlRfS0lORF9TVEFSVEVEEAISFAoQRVZFTlRfS0lORF9SRUFEWRADEhgKFEVWRU5UX0tJTkRfVk1fQk9PVEVEEAQSFQoRRVZFTlRfS0lORF9QQVVTRUQQBRIWChJFVkVOVF9LSU5EX1JFU1VNRUQQBhIaChZFVkVOVF9LSU5EX1NOQVBTSE9UVEVEEAcSFwoTRVZFTlRfS0lORF9SRVNUT1JFRBAIEhYKEkVWRU5UX0tJTkRfUkVTSVpFRBAJEhoKFkVWRU5UX0tJTkRfR1VFU1RfUEFOSUMQChIbChdFVkVOVF9LSU5EX0dVRVNUX1JFQk9PVBALEh0KGUVWRU5UX0tJTkRfR1VFU1RfU0hVVERPV04QDBIVChFFVkVOVF9LSU5EX0VYSVRFRBANKloKC0V2ZW50T3JpZ2luEhwKGEVWRU5UX09SSUdJTl9VTlNQRUNJRklFRBAAEhcKE0VWRU5UX09SSUdJTl9EQUVNT04QARIUChBFVkVOVF9PUklHSU5fVk1NEAIywQoKEFZtUHJvY2Vzc1NlcnZpY2USVQoMU3RhcnRQcm9jZXNzEiEudm1wcm9jZXNzLnYxLlN0YXJ0UHJvY2Vzc1JlcXVlc3QaIi52bXByb2Nlc3MudjEuU3RhcnRQcm9jZXNzUmVzcG9uc2USUgoLU3RvcFByb2Nlc3MSIC52bXByb2Nlc3MudjEuU3RvcFByb2Nlc3NSZXF1ZXN0GiEudm1wcm9jZXNzLnYxLlN0b3BQcm9jZXNzUmVzcG9uc2USWAoNU2lnbmFsUHJvY2VzcxIiLnZtcHJvY2Vzcy52MS5TaWduYWxQcm9jZXNzUmVxdWVzdBojLnZtcHJvY2Vzcy52MS5TaWduYWxQcm9jZXNzUmVzcG9uc2USTwoKR2V0UHJvY2VzcxIfLnZtcHJvY2Vzcy52MS5HZXRQcm9jZXNzUmVxdWVzdBogLnZtcHJvY2Vzcy52MS5HZXRQcm9jZXNzUmVzcG9uc2USWAoNTGlzdFByb2Nlc3NlcxIiLnZtcHJvY2Vzcy52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdBojLnZtcHJvY2Vzcy52MS5MaXN0UHJvY2Vzc2VzUmVzcG9uc2USUgoLV2FpdFByb2Nlc3MSIC52bXByb2Nlc3MudjEuV2FpdFByb2Nlc3NSZXF1ZXN0GiEudm1wcm9jZXNzLnYxLldhaXRQcm9jZXNzUmVzcG9uc2USSgoKV2F0Y2hFeGl0cxIfLnZtcHJvY2Vzcy52MS5XYXRjaEV4aXRzUmVxdWVzdBoZLnZtcHJvY2Vzcy52MS5Qcm9jZXNzRXhpdDABElEKClN0cmVhbUxvZ3MSHy52bXByb2Nlc3MudjEuU3RyZWFtTG9nc1JlcXVlc3QaIC52bXByb2Nlc3MudjEuU3RyZWFtTG9nc1Jlc3BvbnNlMAESRgoHUGF1c2VWbRIcLnZtcHJvY2Vzcy52MS5QYXVzZVZtUmVxdWVzdBodLnZtcHJvY2Vzcy52MS5QYXVzZVZtUmVzcG9uc2USSQoIUmVzdW1lVm0SHS52bXByb2Nlc3MudjEuUmVzdW1lVm1SZXF1ZXN0Gh4udm1wcm9jZXNzLnYxLlJlc3VtZVZtUmVzcG9uc2USTwoKU25hcHNob3RWbRIfLnZtcHJvY2Vzcy52MS5TbmFwc2hvdFZtUmVxdWVzdBogLnZtcHJvY2Vzcy52MS5TbmFwc2hvdFZtUmVzcG9uc2USTAoJR2V0Vm1JbmZvEh4udm1wcm9jZXNzLnYxLkdldFZtSW5mb1JlcXVlc3QaHy52bXByb2Nlc3MudjEuR2V0Vm1JbmZvUmVzcG9uc2USWAoNR2V0Vm1Db3VudGVycxIiLnZtcHJvY2Vzcy52MS5HZXRWbUNvdW50ZXJzUmVxdWVzdBojLnZtcHJvY2Vzcy52MS5HZXRWbUNvdW50ZXJzUmVzcG9uc2USSQoIUmVzaXplVm0SHS52bXByb2Nlc3MudjEuUmVzaXplVm1SZXF1ZXN0Gh4udm1wcm9jZXNzLnYxLlJlc2l6ZVZtUmVzcG9uc2USTQoLV2F0Y2hFdmVudHMSIC52bXByb2Nlc3MudjEuV2F0Y2hFdmVudHNSZXF1ZXN0Ghoudm1wcm9jZXNzLnYxLlByb2Nlc3NFdmVudDABEmQKEUdldExhdGVzdFNlcXVlbmNlEiYudm1wcm9jZXNzLnYxLkdldExhdGVzdFNlcXVlbmNlUmVxdWVzdBonLnZtcHJvY2Vzcy52MS5HZXRMYXRlc3RTZXF1ZW5jZVJlc3BvbnNlQssBCh5pby5naXRodWIudm1wcm9jZC52bXByb2Nlc3MudjFCDlZtcHJvY2Vzc1Byb3RvUAFaOmdpdGh1Yi5jb20vdm1wcm9jZC92bXByb2NkL2dlbi9nby92bXByb2Nlc3MvdjE7dm1wcm9jZXNzdjGiAgNWVliqAhRWbXByb2NkLlZtcHJvY2Vzcy5WMboCDVZtcHJvY2Vzc19WMV/KAhRWbXByb2NkXFZtcHJvY2Vzc1xWMeoCFlZtcHJvY2Q6OlZtcHJvY2Vzczo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Snapshot restore parameters (Cloud Hypervisor RestoreConfig).
@@ -615,6 +615,14 @@ export type ListProcessesResponse = Message<"vmprocess.v1.ListProcessesResponse"
    * @generated from field: string next_page_token = 3;
    */
   nextPageToken: string;
+
+  /**
+   * The latest event sequence when the listing's snapshot was taken:
+   * WatchEvents{after_sequence: event_sequence} continues from it with no gap.
+   *
+   * @generated from field: uint64 event_sequence = 4;
+   */
+  eventSequence: bigint;
 };
 
 /**
@@ -1428,6 +1436,319 @@ export const ResizeVmResponseSchema: GenMessage<ResizeVmResponse> = /*@__PURE__*
   messageDesc(file_vmprocess_v1_vmprocess, 36);
 
 /**
+ * Request of WatchEvents.
+ *
+ * @generated from message vmprocess.v1.WatchEventsRequest
+ */
+export type WatchEventsRequest = Message<"vmprocess.v1.WatchEventsRequest"> & {
+  /**
+   * Only events of these sandboxes (all when empty).
+   *
+   * @generated from field: repeated string sandbox_ids = 1;
+   */
+  sandboxIds: string[];
+
+  /**
+   * Only events of these kinds (all when empty). PROGRESS may not be named.
+   *
+   * @generated from field: repeated vmprocess.v1.EventKind kinds = 2;
+   */
+  kinds: EventKind[];
+
+  /**
+   * Replay retained events with a greater sequence first: the last sequence
+   * received (event or PROGRESS marker), ListProcessesResponse.event_sequence,
+   * or GetLatestSequenceResponse.latest_event_sequence. Unset: live only.
+   *
+   * @generated from field: optional uint64 after_sequence = 3;
+   */
+  afterSequence?: bigint | undefined;
+};
+
+/**
+ * Describes the message vmprocess.v1.WatchEventsRequest.
+ * Use `create(WatchEventsRequestSchema)` to create a new message.
+ */
+export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 37);
+
+/**
+ * One lifecycle event, as published by WatchEvents.
+ *
+ * @generated from message vmprocess.v1.ProcessEvent
+ */
+export type ProcessEvent = Message<"vmprocess.v1.ProcessEvent"> & {
+  /**
+   * Strictly increasing across all events of this daemon, across restarts (it
+   * may jump forward after a host reboot, never back).
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * The sandbox it happened to (empty on PROGRESS markers).
+   *
+   * @generated from field: string sandbox_id = 2;
+   */
+  sandboxId: string;
+
+  /**
+   * What happened.
+   *
+   * @generated from field: vmprocess.v1.EventKind kind = 3;
+   */
+  kind: EventKind;
+
+  /**
+   * When the daemon learnt of it.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 4;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * The labels given to StartProcess.
+   *
+   * @generated from field: map<string, string> labels = 5;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * Who caused it.
+   *
+   * @generated from field: vmprocess.v1.EventOrigin origin = 6;
+   */
+  origin: EventOrigin;
+
+  /**
+   * The VMM's PID.
+   *
+   * @generated from field: int32 pid = 7;
+   */
+  pid: number;
+
+  /**
+   * What more there is to say, per kind.
+   *
+   * @generated from oneof vmprocess.v1.ProcessEvent.detail
+   */
+  detail: {
+    /**
+     * SNAPSHOTTED by the daemon.
+     *
+     * @generated from field: vmprocess.v1.SnapshotEventDetail snapshot = 10;
+     */
+    value: SnapshotEventDetail;
+    case: "snapshot";
+  } | {
+    /**
+     * RESTORED.
+     *
+     * @generated from field: vmprocess.v1.RestoreEventDetail restore = 11;
+     */
+    value: RestoreEventDetail;
+    case: "restore";
+  } | {
+    /**
+     * RESIZED.
+     *
+     * @generated from field: vmprocess.v1.ResizeEventDetail resize = 12;
+     */
+    value: ResizeEventDetail;
+    case: "resize";
+  } | {
+    /**
+     * GUEST_PANIC.
+     *
+     * @generated from field: vmprocess.v1.GuestPanicEventDetail guest_panic = 13;
+     */
+    value: GuestPanicEventDetail;
+    case: "guestPanic";
+  } | {
+    /**
+     * EXITED.
+     *
+     * @generated from field: vmprocess.v1.ProcessExit exit = 14;
+     */
+    value: ProcessExit;
+    case: "exit";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message vmprocess.v1.ProcessEvent.
+ * Use `create(ProcessEventSchema)` to create a new message.
+ */
+export const ProcessEventSchema: GenMessage<ProcessEvent> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 38);
+
+/**
+ * Where a snapshot went.
+ *
+ * @generated from message vmprocess.v1.SnapshotEventDetail
+ */
+export type SnapshotEventDetail = Message<"vmprocess.v1.SnapshotEventDetail"> & {
+  /**
+   * The snapshot's `file://` URL.
+   *
+   * @generated from field: string snapshot_url = 1;
+   */
+  snapshotUrl: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.SnapshotEventDetail.
+ * Use `create(SnapshotEventDetailSchema)` to create a new message.
+ */
+export const SnapshotEventDetailSchema: GenMessage<SnapshotEventDetail> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 39);
+
+/**
+ * What a VM was restored from.
+ *
+ * @generated from message vmprocess.v1.RestoreEventDetail
+ */
+export type RestoreEventDetail = Message<"vmprocess.v1.RestoreEventDetail"> & {
+  /**
+   * The snapshot's `file://` URL.
+   *
+   * @generated from field: string source_url = 1;
+   */
+  sourceUrl: string;
+
+  /**
+   * How its memory was restored (unset: Cloud Hypervisor's default, Copy).
+   *
+   * @generated from field: vmprocess.v1.MemoryRestoreMode memory_restore_mode = 2;
+   */
+  memoryRestoreMode: MemoryRestoreMode;
+};
+
+/**
+ * Describes the message vmprocess.v1.RestoreEventDetail.
+ * Use `create(RestoreEventDetailSchema)` to create a new message.
+ */
+export const RestoreEventDetailSchema: GenMessage<RestoreEventDetail> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 40);
+
+/**
+ * What a resize asked for (each unset when not asked, all unset for a resize
+ * on the VMM's own socket).
+ *
+ * @generated from message vmprocess.v1.ResizeEventDetail
+ */
+export type ResizeEventDetail = Message<"vmprocess.v1.ResizeEventDetail"> & {
+  /**
+   * vCPUs.
+   *
+   * @generated from field: optional uint32 vcpus = 1;
+   */
+  vcpus?: number | undefined;
+
+  /**
+   * Memory, in MiB.
+   *
+   * @generated from field: optional uint64 memory_mib = 2;
+   */
+  memoryMib?: bigint | undefined;
+
+  /**
+   * The balloon, in MiB.
+   *
+   * @generated from field: optional uint64 balloon_mib = 3;
+   */
+  balloonMib?: bigint | undefined;
+};
+
+/**
+ * Describes the message vmprocess.v1.ResizeEventDetail.
+ * Use `create(ResizeEventDetailSchema)` to create a new message.
+ */
+export const ResizeEventDetailSchema: GenMessage<ResizeEventDetail> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 41);
+
+/**
+ * A guest panic.
+ *
+ * @generated from message vmprocess.v1.GuestPanicEventDetail
+ */
+export type GuestPanicEventDetail = Message<"vmprocess.v1.GuestPanicEventDetail"> & {
+  /**
+   * What the guest wrote to pvpanic, as Cloud Hypervisor names it: `panicked`
+   * or `crash_loaded`.
+   *
+   * @generated from field: string event = 1;
+   */
+  event: string;
+};
+
+/**
+ * Describes the message vmprocess.v1.GuestPanicEventDetail.
+ * Use `create(GuestPanicEventDetailSchema)` to create a new message.
+ */
+export const GuestPanicEventDetailSchema: GenMessage<GuestPanicEventDetail> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 42);
+
+/**
+ * Request of GetLatestSequence.
+ *
+ * @generated from message vmprocess.v1.GetLatestSequenceRequest
+ */
+export type GetLatestSequenceRequest = Message<"vmprocess.v1.GetLatestSequenceRequest"> & {
+};
+
+/**
+ * Describes the message vmprocess.v1.GetLatestSequenceRequest.
+ * Use `create(GetLatestSequenceRequestSchema)` to create a new message.
+ */
+export const GetLatestSequenceRequestSchema: GenMessage<GetLatestSequenceRequest> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 43);
+
+/**
+ * Response of GetLatestSequence.
+ *
+ * @generated from message vmprocess.v1.GetLatestSequenceResponse
+ */
+export type GetLatestSequenceResponse = Message<"vmprocess.v1.GetLatestSequenceResponse"> & {
+  /**
+   * The latest event sequence (0 before the first): WatchEvents from it is live.
+   *
+   * @generated from field: uint64 latest_event_sequence = 1;
+   */
+  latestEventSequence: bigint;
+
+  /**
+   * Every event after this one is retained: an unfiltered watcher can resume
+   * from any cursor at or after it.
+   *
+   * @generated from field: uint64 events_retained_after = 2;
+   */
+  eventsRetainedAfter: bigint;
+
+  /**
+   * The latest exit sequence (WatchExits).
+   *
+   * @generated from field: uint64 latest_exit_sequence = 3;
+   */
+  latestExitSequence: bigint;
+
+  /**
+   * Every exit after this one is retained.
+   *
+   * @generated from field: uint64 exits_retained_after = 4;
+   */
+  exitsRetainedAfter: bigint;
+};
+
+/**
+ * Describes the message vmprocess.v1.GetLatestSequenceResponse.
+ * Use `create(GetLatestSequenceResponseSchema)` to create a new message.
+ */
+export const GetLatestSequenceResponseSchema: GenMessage<GetLatestSequenceResponse> = /*@__PURE__*/
+  messageDesc(file_vmprocess_v1_vmprocess, 44);
+
+/**
  * How the VMM is launched.
  *
  * @generated from enum vmprocess.v1.LaunchMode
@@ -1750,6 +2071,157 @@ export const SerialModeSchema: GenEnum<SerialMode> = /*@__PURE__*/
   enumDesc(file_vmprocess_v1_vmprocess, 6);
 
 /**
+ * What happened to a process (WatchEvents).
+ *
+ * @generated from enum vmprocess.v1.EventKind
+ */
+export enum EventKind {
+  /**
+   * Not an event: never sent.
+   *
+   * @generated from enum value: EVENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A progress marker for a filtered watcher: only `sequence` is set.
+   *
+   * @generated from enum value: EVENT_KIND_PROGRESS = 1;
+   */
+  PROGRESS = 1,
+
+  /**
+   * The VMM process was spawned (the daemon).
+   *
+   * @generated from enum value: EVENT_KIND_STARTED = 2;
+   */
+  STARTED = 2,
+
+  /**
+   * The VMM answers its API, and its VM is booted or restored: StartProcess
+   * returned (the daemon).
+   *
+   * @generated from enum value: EVENT_KIND_READY = 3;
+   */
+  READY = 3,
+
+  /**
+   * The VM booted (Cloud Hypervisor's `vm booted`).
+   *
+   * @generated from enum value: EVENT_KIND_VM_BOOTED = 4;
+   */
+  VM_BOOTED = 4,
+
+  /**
+   * The VM was paused (`vm paused`).
+   *
+   * @generated from enum value: EVENT_KIND_PAUSED = 5;
+   */
+  PAUSED = 5,
+
+  /**
+   * The VM was resumed (`vm resumed`).
+   *
+   * @generated from enum value: EVENT_KIND_RESUMED = 6;
+   */
+  RESUMED = 6,
+
+  /**
+   * A snapshot was written (`vm snapshotted`); `snapshot` says where when the
+   * daemon took it.
+   *
+   * @generated from enum value: EVENT_KIND_SNAPSHOTTED = 7;
+   */
+  SNAPSHOTTED = 7,
+
+  /**
+   * The VM was restored from a snapshot (`vm restored`); `restore` says from where.
+   *
+   * @generated from enum value: EVENT_KIND_RESTORED = 8;
+   */
+  RESTORED = 8,
+
+  /**
+   * The VM was resized (`vm resized`); `resize` has what the daemon asked for.
+   *
+   * @generated from enum value: EVENT_KIND_RESIZED = 9;
+   */
+  RESIZED = 9,
+
+  /**
+   * The guest reported a panic through the pvpanic device (`guest panic`).
+   *
+   * @generated from enum value: EVENT_KIND_GUEST_PANIC = 10;
+   */
+  GUEST_PANIC = 10,
+
+  /**
+   * The VM rebooted (`vm rebooted`): the guest asked for it, or a call on the
+   * VMM's own socket did (the daemon never reboots a VM).
+   *
+   * @generated from enum value: EVENT_KIND_GUEST_REBOOT = 11;
+   */
+  GUEST_REBOOT = 11,
+
+  /**
+   * The VM shut down without the daemon stopping it (`vm shutdown`): the guest
+   * powered off. Cloud Hypervisor reports a SIGTERM sent by someone else the
+   * same way.
+   *
+   * @generated from enum value: EVENT_KIND_GUEST_SHUTDOWN = 12;
+   */
+  GUEST_SHUTDOWN = 12,
+
+  /**
+   * The process exited: `exit` is the ProcessExit WatchExits sends. The last
+   * event of its launch.
+   *
+   * @generated from enum value: EVENT_KIND_EXITED = 13;
+   */
+  EXITED = 13,
+}
+
+/**
+ * Describes the enum vmprocess.v1.EventKind.
+ */
+export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
+  enumDesc(file_vmprocess_v1_vmprocess, 7);
+
+/**
+ * Who caused an event.
+ *
+ * @generated from enum vmprocess.v1.EventOrigin
+ */
+export enum EventOrigin {
+  /**
+   * Unknown (progress markers).
+   *
+   * @generated from enum value: EVENT_ORIGIN_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The daemon: a StartProcess, StopProcess or VM RPC.
+   *
+   * @generated from enum value: EVENT_ORIGIN_DAEMON = 1;
+   */
+  DAEMON = 1,
+
+  /**
+   * Something else: the guest, or a call on the VMM's own API socket.
+   *
+   * @generated from enum value: EVENT_ORIGIN_VMM = 2;
+   */
+  VMM = 2,
+}
+
+/**
+ * Describes the enum vmprocess.v1.EventOrigin.
+ */
+export const EventOriginSchema: GenEnum<EventOrigin> = /*@__PURE__*/
+  enumDesc(file_vmprocess_v1_vmprocess, 8);
+
+/**
  * VmProcessService supervises Cloud Hypervisor (VMM) processes on one host.
  *
  * Each VMM runs in a private mount namespace (a tmpfs at the sandbox dir holding
@@ -2033,6 +2505,63 @@ export const VmProcessService: GenService<{
     methodKind: "unary";
     input: typeof ResizeVmRequestSchema;
     output: typeof ResizeVmResponseSchema;
+  },
+  /**
+   * Streams lifecycle events: the daemon's own transitions (STARTED, READY,
+   * EXITED) and what Cloud Hypervisor's event monitor reports from inside the
+   * VMM and the guest (VM_BOOTED, PAUSED, RESUMED, SNAPSHOTTED, RESTORED,
+   * RESIZED, GUEST_PANIC, GUEST_REBOOT, GUEST_SHUTDOWN), whether they came from
+   * an RPC, a call on the VMM's own socket or the guest. WatchExits' guarantees
+   * hold: every event is published exactly once with a strictly increasing
+   * sequence, recorded before it is sent, across daemon restarts and kill -9
+   * (events of a re-adopted VMM keep flowing, none twice). With after_sequence,
+   * retained events after it are replayed first, then live ones, with no gap
+   * and no duplicate. Within one sandbox, events come in the order they
+   * happened, and its EXITED event is its last.
+   *
+   * Event sequences are their own numbering, not WatchExits': an EXITED event
+   * carries the exit as WatchExits sends it, with its exit sequence, under its
+   * own event sequence. ListProcessesResponse.event_sequence is the event
+   * cursor of a listing, as exit_sequence is the exit one.
+   *
+   * A watcher with filters (sandbox_ids, kinds) also gets PROGRESS markers: an
+   * event with kind PROGRESS and only `sequence` set, the latest sequence
+   * published, sent at most once a second while events it did not want go by,
+   * and once at the end of a replay that stopped short of the latest sequence.
+   * Resume from the last sequence received, marker or event: a reconnect never
+   * fails because of events the filters would not have let through, only
+   * (OUT_OF_RANGE) when an event they would have let through is no longer
+   * retained (`--event-history` events are kept).
+   *
+   * Errors: INVALID_ARGUMENT (an unknown kind, PROGRESS among kinds);
+   * OUT_OF_RANGE (after_sequence newer than the latest sequence, or before an
+   * event this watcher would have received that is no longer retained; resync
+   * with ListProcesses and watch from its event_sequence); RESOURCE_EXHAUSTED
+   * (this watcher fell behind by more than `--watch-buffer` events, or too many
+   * streams are open); UNAVAILABLE when the daemon shuts down (reconnect with
+   * the last sequence received).
+   *
+   * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+   * ProcessEvent is the event itself: a wrapper message would add nothing.
+   *
+   * @generated from rpc vmprocess.v1.VmProcessService.WatchEvents
+   */
+  watchEvents: {
+    methodKind: "server_streaming";
+    input: typeof WatchEventsRequestSchema;
+    output: typeof ProcessEventSchema;
+  },
+  /**
+   * The latest event and exit sequences and the oldest cursors that can still
+   * be resumed from, without listing any process: what a watcher needs to
+   * start live, or to tell whether its cursor is still good.
+   *
+   * @generated from rpc vmprocess.v1.VmProcessService.GetLatestSequence
+   */
+  getLatestSequence: {
+    methodKind: "unary";
+    input: typeof GetLatestSequenceRequestSchema;
+    output: typeof GetLatestSequenceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_vmprocess_v1_vmprocess, 0);

@@ -5,6 +5,8 @@
  * what it was told.
  */
 import type { ExitStatus, LaunchFiles, ProcessIdentity, ProcessExitEvent, RestoreSpec, SocketFiles, StartFailure, StartSpec, VmCounters, VmInfo, VmResize, VmState } from '../../../src/core/domain.js';
+import { EventExchange } from '../../../src/core/event-exchange.js';
+import type { ProcessEvent } from '../../../src/core/events.js';
 import { ExitExchange } from '../../../src/core/exit-exchange.js';
 import type {
   Clock,
@@ -17,6 +19,9 @@ import type {
   SnapshotDirs,
   StateStore,
   VmmApi,
+  VmmEvent,
+  VmmEventFeed,
+  VmmEventSource,
 } from '../../../src/core/ports.js';
 import { signalName } from '../../../src/core/signals.js';
 import { Supervisor } from '../../../src/core/supervisor.js';
@@ -473,6 +478,15 @@ export class RecordingStore implements StateStore {
     return this.#record('exited', event.sandboxId, event);
   }
 
+  /** Events recorded, with the monitor offset each came with; apart from `operations`, which they would crowd. */
+  readonly events: Array<{ event: ProcessEvent; monitorOffset?: number }> = [];
+
+  event(event: ProcessEvent, monitorOffset?: number): Promise<void> {
+    this.events.push({ event, ...(monitorOffset !== undefined ? { monitorOffset } : {}) });
+    if (!this.failing.has('event')) return Promise.resolve();
+    return Promise.reject(this.failure?.('event') ?? new VmprocError('internal', 'store: event failed'));
+  }
+
   abandoned(sandboxId: string): Promise<void> {
     return this.#record('abandoned', sandboxId);
   }
@@ -482,6 +496,39 @@ export class RecordingStore implements StateStore {
   }
 
   async close(): Promise<void> {}
+}
+
+// ------------------------------------------------------------------------------------------------
+
+/** Event monitors the test writes to: emit() hands a sandbox's latest feed one batch, as the file reader would. */
+export class FakeVmmEvents implements VmmEventSource {
+  readonly follows: Array<{ files: LaunchFiles; fromOffset: number; closed: boolean; offset: number; onEvents: (events: readonly VmmEvent[]) => Promise<void>; pending: Promise<void> }> = [];
+
+  follow(files: LaunchFiles, fromOffset: number, onEvents: (events: readonly VmmEvent[]) => Promise<void>): VmmEventFeed {
+    const entry = { files, fromOffset, closed: false, offset: fromOffset, onEvents, pending: Promise.resolve() };
+    this.follows.push(entry);
+    return {
+      monitored: false,
+      drain: () => entry.pending,
+      close: () => {
+        entry.closed = true;
+      },
+    };
+  }
+
+  /** The VMM of `sandboxId` (its latest launch) reports `events` (`source/event`); resolves once they are handled. */
+  emit(sandboxId: string, ...events: Array<string | { name: string; properties: Record<string, string> }>): Promise<void> {
+    const entry = this.follows.findLast((f) => f.files.logPath.endsWith(`/${sandboxId}.log`));
+    if (!entry || entry.closed) throw new Error(`no open event feed for ${sandboxId}`);
+    const batch = events.map((e) => {
+      const { name, properties } = typeof e === 'string' ? { name: e, properties: undefined } : e;
+      const [source, event] = name.split('/') as [string, string];
+      entry.offset += 100;
+      return { source, event, ...(properties ? { properties } : {}), end: entry.offset };
+    });
+    entry.pending = entry.pending.then(() => entry.onEvents(batch));
+    return entry.pending;
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -497,6 +544,10 @@ export interface CoreHarness {
   readonly exchange: ExitExchange;
   /** Every exit published, in order. */
   readonly exits: ProcessExitEvent[];
+  readonly events: EventExchange;
+  /** Every event published, in order. */
+  readonly published: ProcessEvent[];
+  readonly vmmEvents: FakeVmmEvents;
 }
 
 export const DEFAULTS = { runDir: '/run/fake', sandboxDir: '/run/fake/sandbox', vmmBin: '/usr/bin/cloud-hypervisor', netnsDir: '/var/run/netns' };
@@ -515,6 +566,13 @@ export async function coreHarness(options: { exitedRecordLimit?: number; initial
   void (async () => {
     for await (const exit of subscription) exits.push(exit);
   })();
+  const events = new EventExchange({ historyLimit: 1000, subscriberBufferLimit: 1000 });
+  const published: ProcessEvent[] = [];
+  const eventSubscription = events.subscribe();
+  void (async () => {
+    for await (const item of eventSubscription) if (item.kind !== 'progress') published.push(item);
+  })();
+  const vmmEvents = new FakeVmmEvents();
   const supervisor = new Supervisor({
     host,
     layout,
@@ -522,12 +580,14 @@ export async function coreHarness(options: { exitedRecordLimit?: number; initial
     vmm,
     clock,
     snapshotDirs,
+    vmmEvents,
     defaults: DEFAULTS,
     exchange,
+    events,
     exitedRecordLimit: options.exitedRecordLimit ?? 100,
   });
   await supervisor.prepare();
-  return { supervisor, clock, host, layout, vmm, store, snapshotDirs, exchange, exits };
+  return { supervisor, clock, host, layout, vmm, store, snapshotDirs, exchange, exits, events, published, vmmEvents };
 }
 
 /** A boot-mode start request for `sandboxId`. */

@@ -24,7 +24,7 @@ function persisted(h: CoreHarness, sandboxId: string, extra: Partial<PersistedPr
 
 function state(...processes: PersistedProcess[]): PersistedState {
   const exits = processes.flatMap((p) => (p.exit ? [p.exit] : [])).sort((a, b) => a.sequence - b.sequence);
-  return { processes: new Map(processes.map((p) => [p.spec.sandboxId, p])), exits, lastSequence: exits.at(-1)?.sequence ?? 0, droppedTailBytes: 0 };
+  return { processes: new Map(processes.map((p) => [p.spec.sandboxId, p])), exits, lastSequence: exits.at(-1)?.sequence ?? 0, events: [], lastEventSequence: 0, droppedTailBytes: 0 };
 }
 
 function exitEvent(sequence: number, sandboxId: string): ProcessExitEvent {

@@ -230,7 +230,7 @@ describe('core: the VM across a daemon restart', () => {
     const base = (id: string) => ({ spec: spec(id), logPath: `/l/${id}`, statusPath: `/s/${id}`, startedAt: new Date(now - 60_000), bootId: h.host.boot, signalsSent: [], readyAt: new Date(now - 59_000), vmmVersion: '53.0.0' });
     const paused = { ...base('paused'), identity: h.host.survivor(), vmState: 'paused' as const };
     const hibernating = { ...base('hib'), identity: h.host.survivor({ ignoreSigterm: true }), vmState: 'paused' as const, stopKillAt: new Date(now + 1_000), stopSnapshotUrl: 'file:///snaps/h' };
-    await h.supervisor.recover({ processes: new Map([['paused', paused], ['hib', hibernating]]), exits: [], lastSequence: 0, droppedTailBytes: 0 });
+    await h.supervisor.recover({ processes: new Map([['paused', paused], ['hib', hibernating]]), exits: [], lastSequence: 0, events: [], lastEventSequence: 0, droppedTailBytes: 0 });
     expect(h.supervisor.get('paused').vmState).toBe('paused');
     await h.clock.advance(1_000);
     expect(h.exits).toEqual([expect.objectContaining({ sandboxId: 'hib', reason: 'stopped', snapshotUrl: 'file:///snaps/h' })]);

@@ -463,6 +463,162 @@ func (SerialMode) EnumDescriptor() ([]byte, []int) {
 	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{6}
 }
 
+// What happened to a process (WatchEvents).
+type EventKind int32
+
+const (
+	// Not an event: never sent.
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// A progress marker for a filtered watcher: only `sequence` is set.
+	EventKind_EVENT_KIND_PROGRESS EventKind = 1
+	// The VMM process was spawned (the daemon).
+	EventKind_EVENT_KIND_STARTED EventKind = 2
+	// The VMM answers its API, and its VM is booted or restored: StartProcess
+	// returned (the daemon).
+	EventKind_EVENT_KIND_READY EventKind = 3
+	// The VM booted (Cloud Hypervisor's `vm booted`).
+	EventKind_EVENT_KIND_VM_BOOTED EventKind = 4
+	// The VM was paused (`vm paused`).
+	EventKind_EVENT_KIND_PAUSED EventKind = 5
+	// The VM was resumed (`vm resumed`).
+	EventKind_EVENT_KIND_RESUMED EventKind = 6
+	// A snapshot was written (`vm snapshotted`); `snapshot` says where when the
+	// daemon took it.
+	EventKind_EVENT_KIND_SNAPSHOTTED EventKind = 7
+	// The VM was restored from a snapshot (`vm restored`); `restore` says from where.
+	EventKind_EVENT_KIND_RESTORED EventKind = 8
+	// The VM was resized (`vm resized`); `resize` has what the daemon asked for.
+	EventKind_EVENT_KIND_RESIZED EventKind = 9
+	// The guest reported a panic through the pvpanic device (`guest panic`).
+	EventKind_EVENT_KIND_GUEST_PANIC EventKind = 10
+	// The VM rebooted (`vm rebooted`): the guest asked for it, or a call on the
+	// VMM's own socket did (the daemon never reboots a VM).
+	EventKind_EVENT_KIND_GUEST_REBOOT EventKind = 11
+	// The VM shut down without the daemon stopping it (`vm shutdown`): the guest
+	// powered off. Cloud Hypervisor reports a SIGTERM sent by someone else the
+	// same way.
+	EventKind_EVENT_KIND_GUEST_SHUTDOWN EventKind = 12
+	// The process exited: `exit` is the ProcessExit WatchExits sends. The last
+	// event of its launch.
+	EventKind_EVENT_KIND_EXITED EventKind = 13
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0:  "EVENT_KIND_UNSPECIFIED",
+		1:  "EVENT_KIND_PROGRESS",
+		2:  "EVENT_KIND_STARTED",
+		3:  "EVENT_KIND_READY",
+		4:  "EVENT_KIND_VM_BOOTED",
+		5:  "EVENT_KIND_PAUSED",
+		6:  "EVENT_KIND_RESUMED",
+		7:  "EVENT_KIND_SNAPSHOTTED",
+		8:  "EVENT_KIND_RESTORED",
+		9:  "EVENT_KIND_RESIZED",
+		10: "EVENT_KIND_GUEST_PANIC",
+		11: "EVENT_KIND_GUEST_REBOOT",
+		12: "EVENT_KIND_GUEST_SHUTDOWN",
+		13: "EVENT_KIND_EXITED",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED":    0,
+		"EVENT_KIND_PROGRESS":       1,
+		"EVENT_KIND_STARTED":        2,
+		"EVENT_KIND_READY":          3,
+		"EVENT_KIND_VM_BOOTED":      4,
+		"EVENT_KIND_PAUSED":         5,
+		"EVENT_KIND_RESUMED":        6,
+		"EVENT_KIND_SNAPSHOTTED":    7,
+		"EVENT_KIND_RESTORED":       8,
+		"EVENT_KIND_RESIZED":        9,
+		"EVENT_KIND_GUEST_PANIC":    10,
+		"EVENT_KIND_GUEST_REBOOT":   11,
+		"EVENT_KIND_GUEST_SHUTDOWN": 12,
+		"EVENT_KIND_EXITED":         13,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_vmprocess_v1_vmprocess_proto_enumTypes[7].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_vmprocess_v1_vmprocess_proto_enumTypes[7]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{7}
+}
+
+// Who caused an event.
+type EventOrigin int32
+
+const (
+	// Unknown (progress markers).
+	EventOrigin_EVENT_ORIGIN_UNSPECIFIED EventOrigin = 0
+	// The daemon: a StartProcess, StopProcess or VM RPC.
+	EventOrigin_EVENT_ORIGIN_DAEMON EventOrigin = 1
+	// Something else: the guest, or a call on the VMM's own API socket.
+	EventOrigin_EVENT_ORIGIN_VMM EventOrigin = 2
+)
+
+// Enum value maps for EventOrigin.
+var (
+	EventOrigin_name = map[int32]string{
+		0: "EVENT_ORIGIN_UNSPECIFIED",
+		1: "EVENT_ORIGIN_DAEMON",
+		2: "EVENT_ORIGIN_VMM",
+	}
+	EventOrigin_value = map[string]int32{
+		"EVENT_ORIGIN_UNSPECIFIED": 0,
+		"EVENT_ORIGIN_DAEMON":      1,
+		"EVENT_ORIGIN_VMM":         2,
+	}
+)
+
+func (x EventOrigin) Enum() *EventOrigin {
+	p := new(EventOrigin)
+	*p = x
+	return p
+}
+
+func (x EventOrigin) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventOrigin) Descriptor() protoreflect.EnumDescriptor {
+	return file_vmprocess_v1_vmprocess_proto_enumTypes[8].Descriptor()
+}
+
+func (EventOrigin) Type() protoreflect.EnumType {
+	return &file_vmprocess_v1_vmprocess_proto_enumTypes[8]
+}
+
+func (x EventOrigin) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventOrigin.Descriptor instead.
+func (EventOrigin) EnumDescriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{8}
+}
+
 // Snapshot restore parameters (Cloud Hypervisor RestoreConfig).
 type RestoreConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1449,6 +1605,9 @@ type ListProcessesResponse struct {
 	ExitSequence uint64 `protobuf:"varint,2,opt,name=exit_sequence,json=exitSequence,proto3" json:"exit_sequence,omitempty"`
 	// Pass it as page_token for the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The latest event sequence when the listing's snapshot was taken:
+	// WatchEvents{after_sequence: event_sequence} continues from it with no gap.
+	EventSequence uint64 `protobuf:"varint,4,opt,name=event_sequence,json=eventSequence,proto3" json:"event_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1502,6 +1661,13 @@ func (x *ListProcessesResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListProcessesResponse) GetEventSequence() uint64 {
+	if x != nil {
+		return x.EventSequence
+	}
+	return 0
 }
 
 // Request of WaitProcess.
@@ -2952,6 +3118,598 @@ func (x *ResizeVmResponse) GetVm() *VmInfo {
 	return nil
 }
 
+// Request of WatchEvents.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only events of these sandboxes (all when empty).
+	SandboxIds []string `protobuf:"bytes,1,rep,name=sandbox_ids,json=sandboxIds,proto3" json:"sandbox_ids,omitempty"`
+	// Only events of these kinds (all when empty). PROGRESS may not be named.
+	Kinds []EventKind `protobuf:"varint,2,rep,packed,name=kinds,proto3,enum=vmprocess.v1.EventKind" json:"kinds,omitempty"`
+	// Replay retained events with a greater sequence first: the last sequence
+	// received (event or PROGRESS marker), ListProcessesResponse.event_sequence,
+	// or GetLatestSequenceResponse.latest_event_sequence. Unset: live only.
+	AfterSequence *uint64 `protobuf:"varint,3,opt,name=after_sequence,json=afterSequence,proto3,oneof" json:"after_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *WatchEventsRequest) GetSandboxIds() []string {
+	if x != nil {
+		return x.SandboxIds
+	}
+	return nil
+}
+
+func (x *WatchEventsRequest) GetKinds() []EventKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *WatchEventsRequest) GetAfterSequence() uint64 {
+	if x != nil && x.AfterSequence != nil {
+		return *x.AfterSequence
+	}
+	return 0
+}
+
+// One lifecycle event, as published by WatchEvents.
+type ProcessEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Strictly increasing across all events of this daemon, across restarts (it
+	// may jump forward after a host reboot, never back).
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The sandbox it happened to (empty on PROGRESS markers).
+	SandboxId string `protobuf:"bytes,2,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// What happened.
+	Kind EventKind `protobuf:"varint,3,opt,name=kind,proto3,enum=vmprocess.v1.EventKind" json:"kind,omitempty"`
+	// When the daemon learnt of it.
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// The labels given to StartProcess.
+	Labels map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Who caused it.
+	Origin EventOrigin `protobuf:"varint,6,opt,name=origin,proto3,enum=vmprocess.v1.EventOrigin" json:"origin,omitempty"`
+	// The VMM's PID.
+	Pid int32 `protobuf:"varint,7,opt,name=pid,proto3" json:"pid,omitempty"`
+	// What more there is to say, per kind.
+	//
+	// Types that are valid to be assigned to Detail:
+	//
+	//	*ProcessEvent_Snapshot
+	//	*ProcessEvent_Restore
+	//	*ProcessEvent_Resize
+	//	*ProcessEvent_GuestPanic
+	//	*ProcessEvent_Exit
+	Detail        isProcessEvent_Detail `protobuf_oneof:"detail"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessEvent) Reset() {
+	*x = ProcessEvent{}
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessEvent) ProtoMessage() {}
+
+func (x *ProcessEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessEvent.ProtoReflect.Descriptor instead.
+func (*ProcessEvent) Descriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ProcessEvent) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *ProcessEvent) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetKind() EventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EventKind_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *ProcessEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *ProcessEvent) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ProcessEvent) GetOrigin() EventOrigin {
+	if x != nil {
+		return x.Origin
+	}
+	return EventOrigin_EVENT_ORIGIN_UNSPECIFIED
+}
+
+func (x *ProcessEvent) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ProcessEvent) GetDetail() isProcessEvent_Detail {
+	if x != nil {
+		return x.Detail
+	}
+	return nil
+}
+
+func (x *ProcessEvent) GetSnapshot() *SnapshotEventDetail {
+	if x != nil {
+		if x, ok := x.Detail.(*ProcessEvent_Snapshot); ok {
+			return x.Snapshot
+		}
+	}
+	return nil
+}
+
+func (x *ProcessEvent) GetRestore() *RestoreEventDetail {
+	if x != nil {
+		if x, ok := x.Detail.(*ProcessEvent_Restore); ok {
+			return x.Restore
+		}
+	}
+	return nil
+}
+
+func (x *ProcessEvent) GetResize() *ResizeEventDetail {
+	if x != nil {
+		if x, ok := x.Detail.(*ProcessEvent_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+func (x *ProcessEvent) GetGuestPanic() *GuestPanicEventDetail {
+	if x != nil {
+		if x, ok := x.Detail.(*ProcessEvent_GuestPanic); ok {
+			return x.GuestPanic
+		}
+	}
+	return nil
+}
+
+func (x *ProcessEvent) GetExit() *ProcessExit {
+	if x != nil {
+		if x, ok := x.Detail.(*ProcessEvent_Exit); ok {
+			return x.Exit
+		}
+	}
+	return nil
+}
+
+type isProcessEvent_Detail interface {
+	isProcessEvent_Detail()
+}
+
+type ProcessEvent_Snapshot struct {
+	// SNAPSHOTTED by the daemon.
+	Snapshot *SnapshotEventDetail `protobuf:"bytes,10,opt,name=snapshot,proto3,oneof"`
+}
+
+type ProcessEvent_Restore struct {
+	// RESTORED.
+	Restore *RestoreEventDetail `protobuf:"bytes,11,opt,name=restore,proto3,oneof"`
+}
+
+type ProcessEvent_Resize struct {
+	// RESIZED.
+	Resize *ResizeEventDetail `protobuf:"bytes,12,opt,name=resize,proto3,oneof"`
+}
+
+type ProcessEvent_GuestPanic struct {
+	// GUEST_PANIC.
+	GuestPanic *GuestPanicEventDetail `protobuf:"bytes,13,opt,name=guest_panic,json=guestPanic,proto3,oneof"`
+}
+
+type ProcessEvent_Exit struct {
+	// EXITED.
+	Exit *ProcessExit `protobuf:"bytes,14,opt,name=exit,proto3,oneof"`
+}
+
+func (*ProcessEvent_Snapshot) isProcessEvent_Detail() {}
+
+func (*ProcessEvent_Restore) isProcessEvent_Detail() {}
+
+func (*ProcessEvent_Resize) isProcessEvent_Detail() {}
+
+func (*ProcessEvent_GuestPanic) isProcessEvent_Detail() {}
+
+func (*ProcessEvent_Exit) isProcessEvent_Detail() {}
+
+// Where a snapshot went.
+type SnapshotEventDetail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The snapshot's `file://` URL.
+	SnapshotUrl   string `protobuf:"bytes,1,opt,name=snapshot_url,json=snapshotUrl,proto3" json:"snapshot_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotEventDetail) Reset() {
+	*x = SnapshotEventDetail{}
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotEventDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotEventDetail) ProtoMessage() {}
+
+func (x *SnapshotEventDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotEventDetail.ProtoReflect.Descriptor instead.
+func (*SnapshotEventDetail) Descriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *SnapshotEventDetail) GetSnapshotUrl() string {
+	if x != nil {
+		return x.SnapshotUrl
+	}
+	return ""
+}
+
+// What a VM was restored from.
+type RestoreEventDetail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The snapshot's `file://` URL.
+	SourceUrl string `protobuf:"bytes,1,opt,name=source_url,json=sourceUrl,proto3" json:"source_url,omitempty"`
+	// How its memory was restored (unset: Cloud Hypervisor's default, Copy).
+	MemoryRestoreMode MemoryRestoreMode `protobuf:"varint,2,opt,name=memory_restore_mode,json=memoryRestoreMode,proto3,enum=vmprocess.v1.MemoryRestoreMode" json:"memory_restore_mode,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RestoreEventDetail) Reset() {
+	*x = RestoreEventDetail{}
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreEventDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreEventDetail) ProtoMessage() {}
+
+func (x *RestoreEventDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreEventDetail.ProtoReflect.Descriptor instead.
+func (*RestoreEventDetail) Descriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RestoreEventDetail) GetSourceUrl() string {
+	if x != nil {
+		return x.SourceUrl
+	}
+	return ""
+}
+
+func (x *RestoreEventDetail) GetMemoryRestoreMode() MemoryRestoreMode {
+	if x != nil {
+		return x.MemoryRestoreMode
+	}
+	return MemoryRestoreMode_MEMORY_RESTORE_MODE_UNSPECIFIED
+}
+
+// What a resize asked for (each unset when not asked, all unset for a resize
+// on the VMM's own socket).
+type ResizeEventDetail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// vCPUs.
+	Vcpus *uint32 `protobuf:"varint,1,opt,name=vcpus,proto3,oneof" json:"vcpus,omitempty"`
+	// Memory, in MiB.
+	MemoryMib *uint64 `protobuf:"varint,2,opt,name=memory_mib,json=memoryMib,proto3,oneof" json:"memory_mib,omitempty"`
+	// The balloon, in MiB.
+	BalloonMib    *uint64 `protobuf:"varint,3,opt,name=balloon_mib,json=balloonMib,proto3,oneof" json:"balloon_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeEventDetail) Reset() {
+	*x = ResizeEventDetail{}
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeEventDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeEventDetail) ProtoMessage() {}
+
+func (x *ResizeEventDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeEventDetail.ProtoReflect.Descriptor instead.
+func (*ResizeEventDetail) Descriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ResizeEventDetail) GetVcpus() uint32 {
+	if x != nil && x.Vcpus != nil {
+		return *x.Vcpus
+	}
+	return 0
+}
+
+func (x *ResizeEventDetail) GetMemoryMib() uint64 {
+	if x != nil && x.MemoryMib != nil {
+		return *x.MemoryMib
+	}
+	return 0
+}
+
+func (x *ResizeEventDetail) GetBalloonMib() uint64 {
+	if x != nil && x.BalloonMib != nil {
+		return *x.BalloonMib
+	}
+	return 0
+}
+
+// A guest panic.
+type GuestPanicEventDetail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the guest wrote to pvpanic, as Cloud Hypervisor names it: `panicked`
+	// or `crash_loaded`.
+	Event         string `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuestPanicEventDetail) Reset() {
+	*x = GuestPanicEventDetail{}
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuestPanicEventDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuestPanicEventDetail) ProtoMessage() {}
+
+func (x *GuestPanicEventDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuestPanicEventDetail.ProtoReflect.Descriptor instead.
+func (*GuestPanicEventDetail) Descriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GuestPanicEventDetail) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+// Request of GetLatestSequence.
+type GetLatestSequenceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLatestSequenceRequest) Reset() {
+	*x = GetLatestSequenceRequest{}
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLatestSequenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLatestSequenceRequest) ProtoMessage() {}
+
+func (x *GetLatestSequenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLatestSequenceRequest.ProtoReflect.Descriptor instead.
+func (*GetLatestSequenceRequest) Descriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{43}
+}
+
+// Response of GetLatestSequence.
+type GetLatestSequenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The latest event sequence (0 before the first): WatchEvents from it is live.
+	LatestEventSequence uint64 `protobuf:"varint,1,opt,name=latest_event_sequence,json=latestEventSequence,proto3" json:"latest_event_sequence,omitempty"`
+	// Every event after this one is retained: an unfiltered watcher can resume
+	// from any cursor at or after it.
+	EventsRetainedAfter uint64 `protobuf:"varint,2,opt,name=events_retained_after,json=eventsRetainedAfter,proto3" json:"events_retained_after,omitempty"`
+	// The latest exit sequence (WatchExits).
+	LatestExitSequence uint64 `protobuf:"varint,3,opt,name=latest_exit_sequence,json=latestExitSequence,proto3" json:"latest_exit_sequence,omitempty"`
+	// Every exit after this one is retained.
+	ExitsRetainedAfter uint64 `protobuf:"varint,4,opt,name=exits_retained_after,json=exitsRetainedAfter,proto3" json:"exits_retained_after,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *GetLatestSequenceResponse) Reset() {
+	*x = GetLatestSequenceResponse{}
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLatestSequenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLatestSequenceResponse) ProtoMessage() {}
+
+func (x *GetLatestSequenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vmprocess_v1_vmprocess_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLatestSequenceResponse.ProtoReflect.Descriptor instead.
+func (*GetLatestSequenceResponse) Descriptor() ([]byte, []int) {
+	return file_vmprocess_v1_vmprocess_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *GetLatestSequenceResponse) GetLatestEventSequence() uint64 {
+	if x != nil {
+		return x.LatestEventSequence
+	}
+	return 0
+}
+
+func (x *GetLatestSequenceResponse) GetEventsRetainedAfter() uint64 {
+	if x != nil {
+		return x.EventsRetainedAfter
+	}
+	return 0
+}
+
+func (x *GetLatestSequenceResponse) GetLatestExitSequence() uint64 {
+	if x != nil {
+		return x.LatestExitSequence
+	}
+	return 0
+}
+
+func (x *GetLatestSequenceResponse) GetExitsRetainedAfter() uint64 {
+	if x != nil {
+		return x.ExitsRetainedAfter
+	}
+	return 0
+}
+
 var File_vmprocess_v1_vmprocess_proto protoreflect.FileDescriptor
 
 const file_vmprocess_v1_vmprocess_proto_rawDesc = "" +
@@ -3039,11 +3797,12 @@ const file_vmprocess_v1_vmprocess_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x01\n" +
 	"\x15ListProcessesResponse\x127\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x19.vmprocess.v1.ProcessInfoR\tprocesses\x12#\n" +
 	"\rexit_sequence\x18\x02 \x01(\x04R\fexitSequence\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"3\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\x12%\n" +
+	"\x0eevent_sequence\x18\x04 \x01(\x04R\reventSequence\"3\n" +
 	"\x12WaitProcessRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"J\n" +
@@ -3176,7 +3935,56 @@ const file_vmprocess_v1_vmprocess_proto_rawDesc = "" +
 	"\f_balloon_mib\"m\n" +
 	"\x10ResizeVmResponse\x123\n" +
 	"\aprocess\x18\x01 \x01(\v2\x19.vmprocess.v1.ProcessInfoR\aprocess\x12$\n" +
-	"\x02vm\x18\x02 \x01(\v2\x14.vmprocess.v1.VmInfoR\x02vm*X\n" +
+	"\x02vm\x18\x02 \x01(\v2\x14.vmprocess.v1.VmInfoR\x02vm\"\xa3\x01\n" +
+	"\x12WatchEventsRequest\x12\x1f\n" +
+	"\vsandbox_ids\x18\x01 \x03(\tR\n" +
+	"sandboxIds\x12-\n" +
+	"\x05kinds\x18\x02 \x03(\x0e2\x17.vmprocess.v1.EventKindR\x05kinds\x12*\n" +
+	"\x0eafter_sequence\x18\x03 \x01(\x04H\x00R\rafterSequence\x88\x01\x01B\x11\n" +
+	"\x0f_after_sequence\"\xa3\x05\n" +
+	"\fProcessEvent\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x02 \x01(\tR\tsandboxId\x12+\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x17.vmprocess.v1.EventKindR\x04kind\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12>\n" +
+	"\x06labels\x18\x05 \x03(\v2&.vmprocess.v1.ProcessEvent.LabelsEntryR\x06labels\x121\n" +
+	"\x06origin\x18\x06 \x01(\x0e2\x19.vmprocess.v1.EventOriginR\x06origin\x12\x10\n" +
+	"\x03pid\x18\a \x01(\x05R\x03pid\x12?\n" +
+	"\bsnapshot\x18\n" +
+	" \x01(\v2!.vmprocess.v1.SnapshotEventDetailH\x00R\bsnapshot\x12<\n" +
+	"\arestore\x18\v \x01(\v2 .vmprocess.v1.RestoreEventDetailH\x00R\arestore\x129\n" +
+	"\x06resize\x18\f \x01(\v2\x1f.vmprocess.v1.ResizeEventDetailH\x00R\x06resize\x12F\n" +
+	"\vguest_panic\x18\r \x01(\v2#.vmprocess.v1.GuestPanicEventDetailH\x00R\n" +
+	"guestPanic\x12/\n" +
+	"\x04exit\x18\x0e \x01(\v2\x19.vmprocess.v1.ProcessExitH\x00R\x04exit\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\b\n" +
+	"\x06detail\"8\n" +
+	"\x13SnapshotEventDetail\x12!\n" +
+	"\fsnapshot_url\x18\x01 \x01(\tR\vsnapshotUrl\"\x84\x01\n" +
+	"\x12RestoreEventDetail\x12\x1d\n" +
+	"\n" +
+	"source_url\x18\x01 \x01(\tR\tsourceUrl\x12O\n" +
+	"\x13memory_restore_mode\x18\x02 \x01(\x0e2\x1f.vmprocess.v1.MemoryRestoreModeR\x11memoryRestoreMode\"\xa1\x01\n" +
+	"\x11ResizeEventDetail\x12\x19\n" +
+	"\x05vcpus\x18\x01 \x01(\rH\x00R\x05vcpus\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"memory_mib\x18\x02 \x01(\x04H\x01R\tmemoryMib\x88\x01\x01\x12$\n" +
+	"\vballoon_mib\x18\x03 \x01(\x04H\x02R\n" +
+	"balloonMib\x88\x01\x01B\b\n" +
+	"\x06_vcpusB\r\n" +
+	"\v_memory_mibB\x0e\n" +
+	"\f_balloon_mib\"-\n" +
+	"\x15GuestPanicEventDetail\x12\x14\n" +
+	"\x05event\x18\x01 \x01(\tR\x05event\"\x1a\n" +
+	"\x18GetLatestSequenceRequest\"\xe7\x01\n" +
+	"\x19GetLatestSequenceResponse\x122\n" +
+	"\x15latest_event_sequence\x18\x01 \x01(\x04R\x13latestEventSequence\x122\n" +
+	"\x15events_retained_after\x18\x02 \x01(\x04R\x13eventsRetainedAfter\x120\n" +
+	"\x14latest_exit_sequence\x18\x03 \x01(\x04R\x12latestExitSequence\x120\n" +
+	"\x14exits_retained_after\x18\x04 \x01(\x04R\x12exitsRetainedAfter*X\n" +
 	"\n" +
 	"LaunchMode\x12\x1b\n" +
 	"\x17LAUNCH_MODE_UNSPECIFIED\x10\x00\x12\x14\n" +
@@ -3217,7 +4025,28 @@ const file_vmprocess_v1_vmprocess_proto_rawDesc = "" +
 	"SerialMode\x12\x1b\n" +
 	"\x17SERIAL_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSERIAL_MODE_LOG\x10\x01\x12\x13\n" +
-	"\x0fSERIAL_MODE_OFF\x10\x022\x8c\t\n" +
+	"\x0fSERIAL_MODE_OFF\x10\x02*\xf3\x02\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13EVENT_KIND_PROGRESS\x10\x01\x12\x16\n" +
+	"\x12EVENT_KIND_STARTED\x10\x02\x12\x14\n" +
+	"\x10EVENT_KIND_READY\x10\x03\x12\x18\n" +
+	"\x14EVENT_KIND_VM_BOOTED\x10\x04\x12\x15\n" +
+	"\x11EVENT_KIND_PAUSED\x10\x05\x12\x16\n" +
+	"\x12EVENT_KIND_RESUMED\x10\x06\x12\x1a\n" +
+	"\x16EVENT_KIND_SNAPSHOTTED\x10\a\x12\x17\n" +
+	"\x13EVENT_KIND_RESTORED\x10\b\x12\x16\n" +
+	"\x12EVENT_KIND_RESIZED\x10\t\x12\x1a\n" +
+	"\x16EVENT_KIND_GUEST_PANIC\x10\n" +
+	"\x12\x1b\n" +
+	"\x17EVENT_KIND_GUEST_REBOOT\x10\v\x12\x1d\n" +
+	"\x19EVENT_KIND_GUEST_SHUTDOWN\x10\f\x12\x15\n" +
+	"\x11EVENT_KIND_EXITED\x10\r*Z\n" +
+	"\vEventOrigin\x12\x1c\n" +
+	"\x18EVENT_ORIGIN_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13EVENT_ORIGIN_DAEMON\x10\x01\x12\x14\n" +
+	"\x10EVENT_ORIGIN_VMM\x10\x022\xc1\n" +
+	"\n" +
 	"\x10VmProcessService\x12U\n" +
 	"\fStartProcess\x12!.vmprocess.v1.StartProcessRequest\x1a\".vmprocess.v1.StartProcessResponse\x12R\n" +
 	"\vStopProcess\x12 .vmprocess.v1.StopProcessRequest\x1a!.vmprocess.v1.StopProcessResponse\x12X\n" +
@@ -3236,7 +4065,9 @@ const file_vmprocess_v1_vmprocess_proto_rawDesc = "" +
 	"SnapshotVm\x12\x1f.vmprocess.v1.SnapshotVmRequest\x1a .vmprocess.v1.SnapshotVmResponse\x12L\n" +
 	"\tGetVmInfo\x12\x1e.vmprocess.v1.GetVmInfoRequest\x1a\x1f.vmprocess.v1.GetVmInfoResponse\x12X\n" +
 	"\rGetVmCounters\x12\".vmprocess.v1.GetVmCountersRequest\x1a#.vmprocess.v1.GetVmCountersResponse\x12I\n" +
-	"\bResizeVm\x12\x1d.vmprocess.v1.ResizeVmRequest\x1a\x1e.vmprocess.v1.ResizeVmResponseB\xcb\x01\n" +
+	"\bResizeVm\x12\x1d.vmprocess.v1.ResizeVmRequest\x1a\x1e.vmprocess.v1.ResizeVmResponse\x12M\n" +
+	"\vWatchEvents\x12 .vmprocess.v1.WatchEventsRequest\x1a\x1a.vmprocess.v1.ProcessEvent0\x01\x12d\n" +
+	"\x11GetLatestSequence\x12&.vmprocess.v1.GetLatestSequenceRequest\x1a'.vmprocess.v1.GetLatestSequenceResponseB\xcb\x01\n" +
 	"\x1eio.github.vmprocd.vmprocess.v1B\x0eVmprocessProtoP\x01Z:github.com/vmprocd/vmprocd/gen/go/vmprocess/v1;vmprocessv1\xa2\x02\x03VVX\xaa\x02\x14Vmprocd.Vmprocess.V1\xba\x02\rVmprocess_V1_\xca\x02\x14Vmprocd\\Vmprocess\\V1\xea\x02\x16Vmprocd::Vmprocess::V1b\x06proto3"
 
 var (
@@ -3251,138 +4082,164 @@ func file_vmprocess_v1_vmprocess_proto_rawDescGZIP() []byte {
 	return file_vmprocess_v1_vmprocess_proto_rawDescData
 }
 
-var file_vmprocess_v1_vmprocess_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_vmprocess_v1_vmprocess_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_vmprocess_v1_vmprocess_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_vmprocess_v1_vmprocess_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_vmprocess_v1_vmprocess_proto_goTypes = []any{
-	(LaunchMode)(0),               // 0: vmprocess.v1.LaunchMode
-	(MemoryRestoreMode)(0),        // 1: vmprocess.v1.MemoryRestoreMode
-	(ProcessState)(0),             // 2: vmprocess.v1.ProcessState
-	(ExitReason)(0),               // 3: vmprocess.v1.ExitReason
-	(VmState)(0),                  // 4: vmprocess.v1.VmState
-	(AfterSnapshot)(0),            // 5: vmprocess.v1.AfterSnapshot
-	(SerialMode)(0),               // 6: vmprocess.v1.SerialMode
-	(*RestoreConfig)(nil),         // 7: vmprocess.v1.RestoreConfig
-	(*VmConfig)(nil),              // 8: vmprocess.v1.VmConfig
-	(*DiskConfig)(nil),            // 9: vmprocess.v1.DiskConfig
-	(*NetConfig)(nil),             // 10: vmprocess.v1.NetConfig
-	(*VsockConfig)(nil),           // 11: vmprocess.v1.VsockConfig
-	(*StartProcessRequest)(nil),   // 12: vmprocess.v1.StartProcessRequest
-	(*StartProcessResponse)(nil),  // 13: vmprocess.v1.StartProcessResponse
-	(*StopProcessRequest)(nil),    // 14: vmprocess.v1.StopProcessRequest
-	(*StopProcessResponse)(nil),   // 15: vmprocess.v1.StopProcessResponse
-	(*SignalProcessRequest)(nil),  // 16: vmprocess.v1.SignalProcessRequest
-	(*SignalProcessResponse)(nil), // 17: vmprocess.v1.SignalProcessResponse
-	(*GetProcessRequest)(nil),     // 18: vmprocess.v1.GetProcessRequest
-	(*GetProcessResponse)(nil),    // 19: vmprocess.v1.GetProcessResponse
-	(*ListProcessesRequest)(nil),  // 20: vmprocess.v1.ListProcessesRequest
-	(*ListProcessesResponse)(nil), // 21: vmprocess.v1.ListProcessesResponse
-	(*WaitProcessRequest)(nil),    // 22: vmprocess.v1.WaitProcessRequest
-	(*WaitProcessResponse)(nil),   // 23: vmprocess.v1.WaitProcessResponse
-	(*WatchExitsRequest)(nil),     // 24: vmprocess.v1.WatchExitsRequest
-	(*StreamLogsRequest)(nil),     // 25: vmprocess.v1.StreamLogsRequest
-	(*StreamLogsResponse)(nil),    // 26: vmprocess.v1.StreamLogsResponse
-	(*ProcessInfo)(nil),           // 27: vmprocess.v1.ProcessInfo
-	(*ProcessExit)(nil),           // 28: vmprocess.v1.ProcessExit
-	(*PauseVmRequest)(nil),        // 29: vmprocess.v1.PauseVmRequest
-	(*PauseVmResponse)(nil),       // 30: vmprocess.v1.PauseVmResponse
-	(*ResumeVmRequest)(nil),       // 31: vmprocess.v1.ResumeVmRequest
-	(*ResumeVmResponse)(nil),      // 32: vmprocess.v1.ResumeVmResponse
-	(*SnapshotVmRequest)(nil),     // 33: vmprocess.v1.SnapshotVmRequest
-	(*SnapshotVmResponse)(nil),    // 34: vmprocess.v1.SnapshotVmResponse
-	(*GetVmInfoRequest)(nil),      // 35: vmprocess.v1.GetVmInfoRequest
-	(*GetVmInfoResponse)(nil),     // 36: vmprocess.v1.GetVmInfoResponse
-	(*VmInfo)(nil),                // 37: vmprocess.v1.VmInfo
-	(*VmDevice)(nil),              // 38: vmprocess.v1.VmDevice
-	(*GetVmCountersRequest)(nil),  // 39: vmprocess.v1.GetVmCountersRequest
-	(*GetVmCountersResponse)(nil), // 40: vmprocess.v1.GetVmCountersResponse
-	(*DeviceCounters)(nil),        // 41: vmprocess.v1.DeviceCounters
-	(*ResizeVmRequest)(nil),       // 42: vmprocess.v1.ResizeVmRequest
-	(*ResizeVmResponse)(nil),      // 43: vmprocess.v1.ResizeVmResponse
-	nil,                           // 44: vmprocess.v1.StartProcessRequest.LabelsEntry
-	nil,                           // 45: vmprocess.v1.ListProcessesRequest.LabelsEntry
-	nil,                           // 46: vmprocess.v1.ProcessInfo.LabelsEntry
-	nil,                           // 47: vmprocess.v1.ProcessExit.LabelsEntry
-	nil,                           // 48: vmprocess.v1.GetVmCountersResponse.DevicesEntry
-	nil,                           // 49: vmprocess.v1.DeviceCounters.CountersEntry
-	(*durationpb.Duration)(nil),   // 50: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
+	(LaunchMode)(0),                   // 0: vmprocess.v1.LaunchMode
+	(MemoryRestoreMode)(0),            // 1: vmprocess.v1.MemoryRestoreMode
+	(ProcessState)(0),                 // 2: vmprocess.v1.ProcessState
+	(ExitReason)(0),                   // 3: vmprocess.v1.ExitReason
+	(VmState)(0),                      // 4: vmprocess.v1.VmState
+	(AfterSnapshot)(0),                // 5: vmprocess.v1.AfterSnapshot
+	(SerialMode)(0),                   // 6: vmprocess.v1.SerialMode
+	(EventKind)(0),                    // 7: vmprocess.v1.EventKind
+	(EventOrigin)(0),                  // 8: vmprocess.v1.EventOrigin
+	(*RestoreConfig)(nil),             // 9: vmprocess.v1.RestoreConfig
+	(*VmConfig)(nil),                  // 10: vmprocess.v1.VmConfig
+	(*DiskConfig)(nil),                // 11: vmprocess.v1.DiskConfig
+	(*NetConfig)(nil),                 // 12: vmprocess.v1.NetConfig
+	(*VsockConfig)(nil),               // 13: vmprocess.v1.VsockConfig
+	(*StartProcessRequest)(nil),       // 14: vmprocess.v1.StartProcessRequest
+	(*StartProcessResponse)(nil),      // 15: vmprocess.v1.StartProcessResponse
+	(*StopProcessRequest)(nil),        // 16: vmprocess.v1.StopProcessRequest
+	(*StopProcessResponse)(nil),       // 17: vmprocess.v1.StopProcessResponse
+	(*SignalProcessRequest)(nil),      // 18: vmprocess.v1.SignalProcessRequest
+	(*SignalProcessResponse)(nil),     // 19: vmprocess.v1.SignalProcessResponse
+	(*GetProcessRequest)(nil),         // 20: vmprocess.v1.GetProcessRequest
+	(*GetProcessResponse)(nil),        // 21: vmprocess.v1.GetProcessResponse
+	(*ListProcessesRequest)(nil),      // 22: vmprocess.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),     // 23: vmprocess.v1.ListProcessesResponse
+	(*WaitProcessRequest)(nil),        // 24: vmprocess.v1.WaitProcessRequest
+	(*WaitProcessResponse)(nil),       // 25: vmprocess.v1.WaitProcessResponse
+	(*WatchExitsRequest)(nil),         // 26: vmprocess.v1.WatchExitsRequest
+	(*StreamLogsRequest)(nil),         // 27: vmprocess.v1.StreamLogsRequest
+	(*StreamLogsResponse)(nil),        // 28: vmprocess.v1.StreamLogsResponse
+	(*ProcessInfo)(nil),               // 29: vmprocess.v1.ProcessInfo
+	(*ProcessExit)(nil),               // 30: vmprocess.v1.ProcessExit
+	(*PauseVmRequest)(nil),            // 31: vmprocess.v1.PauseVmRequest
+	(*PauseVmResponse)(nil),           // 32: vmprocess.v1.PauseVmResponse
+	(*ResumeVmRequest)(nil),           // 33: vmprocess.v1.ResumeVmRequest
+	(*ResumeVmResponse)(nil),          // 34: vmprocess.v1.ResumeVmResponse
+	(*SnapshotVmRequest)(nil),         // 35: vmprocess.v1.SnapshotVmRequest
+	(*SnapshotVmResponse)(nil),        // 36: vmprocess.v1.SnapshotVmResponse
+	(*GetVmInfoRequest)(nil),          // 37: vmprocess.v1.GetVmInfoRequest
+	(*GetVmInfoResponse)(nil),         // 38: vmprocess.v1.GetVmInfoResponse
+	(*VmInfo)(nil),                    // 39: vmprocess.v1.VmInfo
+	(*VmDevice)(nil),                  // 40: vmprocess.v1.VmDevice
+	(*GetVmCountersRequest)(nil),      // 41: vmprocess.v1.GetVmCountersRequest
+	(*GetVmCountersResponse)(nil),     // 42: vmprocess.v1.GetVmCountersResponse
+	(*DeviceCounters)(nil),            // 43: vmprocess.v1.DeviceCounters
+	(*ResizeVmRequest)(nil),           // 44: vmprocess.v1.ResizeVmRequest
+	(*ResizeVmResponse)(nil),          // 45: vmprocess.v1.ResizeVmResponse
+	(*WatchEventsRequest)(nil),        // 46: vmprocess.v1.WatchEventsRequest
+	(*ProcessEvent)(nil),              // 47: vmprocess.v1.ProcessEvent
+	(*SnapshotEventDetail)(nil),       // 48: vmprocess.v1.SnapshotEventDetail
+	(*RestoreEventDetail)(nil),        // 49: vmprocess.v1.RestoreEventDetail
+	(*ResizeEventDetail)(nil),         // 50: vmprocess.v1.ResizeEventDetail
+	(*GuestPanicEventDetail)(nil),     // 51: vmprocess.v1.GuestPanicEventDetail
+	(*GetLatestSequenceRequest)(nil),  // 52: vmprocess.v1.GetLatestSequenceRequest
+	(*GetLatestSequenceResponse)(nil), // 53: vmprocess.v1.GetLatestSequenceResponse
+	nil,                               // 54: vmprocess.v1.StartProcessRequest.LabelsEntry
+	nil,                               // 55: vmprocess.v1.ListProcessesRequest.LabelsEntry
+	nil,                               // 56: vmprocess.v1.ProcessInfo.LabelsEntry
+	nil,                               // 57: vmprocess.v1.ProcessExit.LabelsEntry
+	nil,                               // 58: vmprocess.v1.GetVmCountersResponse.DevicesEntry
+	nil,                               // 59: vmprocess.v1.DeviceCounters.CountersEntry
+	nil,                               // 60: vmprocess.v1.ProcessEvent.LabelsEntry
+	(*durationpb.Duration)(nil),       // 61: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 62: google.protobuf.Timestamp
 }
 var file_vmprocess_v1_vmprocess_proto_depIdxs = []int32{
 	1,  // 0: vmprocess.v1.RestoreConfig.memory_restore_mode:type_name -> vmprocess.v1.MemoryRestoreMode
-	9,  // 1: vmprocess.v1.VmConfig.disks:type_name -> vmprocess.v1.DiskConfig
-	10, // 2: vmprocess.v1.VmConfig.net:type_name -> vmprocess.v1.NetConfig
+	11, // 1: vmprocess.v1.VmConfig.disks:type_name -> vmprocess.v1.DiskConfig
+	12, // 2: vmprocess.v1.VmConfig.net:type_name -> vmprocess.v1.NetConfig
 	6,  // 3: vmprocess.v1.VmConfig.serial:type_name -> vmprocess.v1.SerialMode
-	11, // 4: vmprocess.v1.VmConfig.vsock:type_name -> vmprocess.v1.VsockConfig
+	13, // 4: vmprocess.v1.VmConfig.vsock:type_name -> vmprocess.v1.VsockConfig
 	0,  // 5: vmprocess.v1.StartProcessRequest.mode:type_name -> vmprocess.v1.LaunchMode
-	50, // 6: vmprocess.v1.StartProcessRequest.ready_timeout:type_name -> google.protobuf.Duration
-	7,  // 7: vmprocess.v1.StartProcessRequest.restore:type_name -> vmprocess.v1.RestoreConfig
-	44, // 8: vmprocess.v1.StartProcessRequest.labels:type_name -> vmprocess.v1.StartProcessRequest.LabelsEntry
-	8,  // 9: vmprocess.v1.StartProcessRequest.vm:type_name -> vmprocess.v1.VmConfig
-	27, // 10: vmprocess.v1.StartProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
-	50, // 11: vmprocess.v1.StopProcessRequest.grace_period:type_name -> google.protobuf.Duration
-	27, // 12: vmprocess.v1.StopProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
-	27, // 13: vmprocess.v1.SignalProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
-	27, // 14: vmprocess.v1.GetProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
+	61, // 6: vmprocess.v1.StartProcessRequest.ready_timeout:type_name -> google.protobuf.Duration
+	9,  // 7: vmprocess.v1.StartProcessRequest.restore:type_name -> vmprocess.v1.RestoreConfig
+	54, // 8: vmprocess.v1.StartProcessRequest.labels:type_name -> vmprocess.v1.StartProcessRequest.LabelsEntry
+	10, // 9: vmprocess.v1.StartProcessRequest.vm:type_name -> vmprocess.v1.VmConfig
+	29, // 10: vmprocess.v1.StartProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
+	61, // 11: vmprocess.v1.StopProcessRequest.grace_period:type_name -> google.protobuf.Duration
+	29, // 12: vmprocess.v1.StopProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
+	29, // 13: vmprocess.v1.SignalProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
+	29, // 14: vmprocess.v1.GetProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
 	2,  // 15: vmprocess.v1.ListProcessesRequest.states:type_name -> vmprocess.v1.ProcessState
-	45, // 16: vmprocess.v1.ListProcessesRequest.labels:type_name -> vmprocess.v1.ListProcessesRequest.LabelsEntry
-	27, // 17: vmprocess.v1.ListProcessesResponse.processes:type_name -> vmprocess.v1.ProcessInfo
-	27, // 18: vmprocess.v1.WaitProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
+	55, // 16: vmprocess.v1.ListProcessesRequest.labels:type_name -> vmprocess.v1.ListProcessesRequest.LabelsEntry
+	29, // 17: vmprocess.v1.ListProcessesResponse.processes:type_name -> vmprocess.v1.ProcessInfo
+	29, // 18: vmprocess.v1.WaitProcessResponse.process:type_name -> vmprocess.v1.ProcessInfo
 	2,  // 19: vmprocess.v1.ProcessInfo.state:type_name -> vmprocess.v1.ProcessState
 	0,  // 20: vmprocess.v1.ProcessInfo.mode:type_name -> vmprocess.v1.LaunchMode
-	46, // 21: vmprocess.v1.ProcessInfo.labels:type_name -> vmprocess.v1.ProcessInfo.LabelsEntry
-	51, // 22: vmprocess.v1.ProcessInfo.started_at:type_name -> google.protobuf.Timestamp
-	51, // 23: vmprocess.v1.ProcessInfo.ready_at:type_name -> google.protobuf.Timestamp
-	28, // 24: vmprocess.v1.ProcessInfo.exit:type_name -> vmprocess.v1.ProcessExit
+	56, // 21: vmprocess.v1.ProcessInfo.labels:type_name -> vmprocess.v1.ProcessInfo.LabelsEntry
+	62, // 22: vmprocess.v1.ProcessInfo.started_at:type_name -> google.protobuf.Timestamp
+	62, // 23: vmprocess.v1.ProcessInfo.ready_at:type_name -> google.protobuf.Timestamp
+	30, // 24: vmprocess.v1.ProcessInfo.exit:type_name -> vmprocess.v1.ProcessExit
 	4,  // 25: vmprocess.v1.ProcessInfo.vm_state:type_name -> vmprocess.v1.VmState
 	3,  // 26: vmprocess.v1.ProcessExit.reason:type_name -> vmprocess.v1.ExitReason
-	51, // 27: vmprocess.v1.ProcessExit.exited_at:type_name -> google.protobuf.Timestamp
-	51, // 28: vmprocess.v1.ProcessExit.started_at:type_name -> google.protobuf.Timestamp
-	47, // 29: vmprocess.v1.ProcessExit.labels:type_name -> vmprocess.v1.ProcessExit.LabelsEntry
-	27, // 30: vmprocess.v1.PauseVmResponse.process:type_name -> vmprocess.v1.ProcessInfo
-	27, // 31: vmprocess.v1.ResumeVmResponse.process:type_name -> vmprocess.v1.ProcessInfo
+	62, // 27: vmprocess.v1.ProcessExit.exited_at:type_name -> google.protobuf.Timestamp
+	62, // 28: vmprocess.v1.ProcessExit.started_at:type_name -> google.protobuf.Timestamp
+	57, // 29: vmprocess.v1.ProcessExit.labels:type_name -> vmprocess.v1.ProcessExit.LabelsEntry
+	29, // 30: vmprocess.v1.PauseVmResponse.process:type_name -> vmprocess.v1.ProcessInfo
+	29, // 31: vmprocess.v1.ResumeVmResponse.process:type_name -> vmprocess.v1.ProcessInfo
 	5,  // 32: vmprocess.v1.SnapshotVmRequest.after_snapshot:type_name -> vmprocess.v1.AfterSnapshot
-	27, // 33: vmprocess.v1.SnapshotVmResponse.process:type_name -> vmprocess.v1.ProcessInfo
-	37, // 34: vmprocess.v1.GetVmInfoResponse.vm:type_name -> vmprocess.v1.VmInfo
+	29, // 33: vmprocess.v1.SnapshotVmResponse.process:type_name -> vmprocess.v1.ProcessInfo
+	39, // 34: vmprocess.v1.GetVmInfoResponse.vm:type_name -> vmprocess.v1.VmInfo
 	4,  // 35: vmprocess.v1.VmInfo.state:type_name -> vmprocess.v1.VmState
-	38, // 36: vmprocess.v1.VmInfo.devices:type_name -> vmprocess.v1.VmDevice
-	48, // 37: vmprocess.v1.GetVmCountersResponse.devices:type_name -> vmprocess.v1.GetVmCountersResponse.DevicesEntry
-	49, // 38: vmprocess.v1.DeviceCounters.counters:type_name -> vmprocess.v1.DeviceCounters.CountersEntry
-	27, // 39: vmprocess.v1.ResizeVmResponse.process:type_name -> vmprocess.v1.ProcessInfo
-	37, // 40: vmprocess.v1.ResizeVmResponse.vm:type_name -> vmprocess.v1.VmInfo
-	41, // 41: vmprocess.v1.GetVmCountersResponse.DevicesEntry.value:type_name -> vmprocess.v1.DeviceCounters
-	12, // 42: vmprocess.v1.VmProcessService.StartProcess:input_type -> vmprocess.v1.StartProcessRequest
-	14, // 43: vmprocess.v1.VmProcessService.StopProcess:input_type -> vmprocess.v1.StopProcessRequest
-	16, // 44: vmprocess.v1.VmProcessService.SignalProcess:input_type -> vmprocess.v1.SignalProcessRequest
-	18, // 45: vmprocess.v1.VmProcessService.GetProcess:input_type -> vmprocess.v1.GetProcessRequest
-	20, // 46: vmprocess.v1.VmProcessService.ListProcesses:input_type -> vmprocess.v1.ListProcessesRequest
-	22, // 47: vmprocess.v1.VmProcessService.WaitProcess:input_type -> vmprocess.v1.WaitProcessRequest
-	24, // 48: vmprocess.v1.VmProcessService.WatchExits:input_type -> vmprocess.v1.WatchExitsRequest
-	25, // 49: vmprocess.v1.VmProcessService.StreamLogs:input_type -> vmprocess.v1.StreamLogsRequest
-	29, // 50: vmprocess.v1.VmProcessService.PauseVm:input_type -> vmprocess.v1.PauseVmRequest
-	31, // 51: vmprocess.v1.VmProcessService.ResumeVm:input_type -> vmprocess.v1.ResumeVmRequest
-	33, // 52: vmprocess.v1.VmProcessService.SnapshotVm:input_type -> vmprocess.v1.SnapshotVmRequest
-	35, // 53: vmprocess.v1.VmProcessService.GetVmInfo:input_type -> vmprocess.v1.GetVmInfoRequest
-	39, // 54: vmprocess.v1.VmProcessService.GetVmCounters:input_type -> vmprocess.v1.GetVmCountersRequest
-	42, // 55: vmprocess.v1.VmProcessService.ResizeVm:input_type -> vmprocess.v1.ResizeVmRequest
-	13, // 56: vmprocess.v1.VmProcessService.StartProcess:output_type -> vmprocess.v1.StartProcessResponse
-	15, // 57: vmprocess.v1.VmProcessService.StopProcess:output_type -> vmprocess.v1.StopProcessResponse
-	17, // 58: vmprocess.v1.VmProcessService.SignalProcess:output_type -> vmprocess.v1.SignalProcessResponse
-	19, // 59: vmprocess.v1.VmProcessService.GetProcess:output_type -> vmprocess.v1.GetProcessResponse
-	21, // 60: vmprocess.v1.VmProcessService.ListProcesses:output_type -> vmprocess.v1.ListProcessesResponse
-	23, // 61: vmprocess.v1.VmProcessService.WaitProcess:output_type -> vmprocess.v1.WaitProcessResponse
-	28, // 62: vmprocess.v1.VmProcessService.WatchExits:output_type -> vmprocess.v1.ProcessExit
-	26, // 63: vmprocess.v1.VmProcessService.StreamLogs:output_type -> vmprocess.v1.StreamLogsResponse
-	30, // 64: vmprocess.v1.VmProcessService.PauseVm:output_type -> vmprocess.v1.PauseVmResponse
-	32, // 65: vmprocess.v1.VmProcessService.ResumeVm:output_type -> vmprocess.v1.ResumeVmResponse
-	34, // 66: vmprocess.v1.VmProcessService.SnapshotVm:output_type -> vmprocess.v1.SnapshotVmResponse
-	36, // 67: vmprocess.v1.VmProcessService.GetVmInfo:output_type -> vmprocess.v1.GetVmInfoResponse
-	40, // 68: vmprocess.v1.VmProcessService.GetVmCounters:output_type -> vmprocess.v1.GetVmCountersResponse
-	43, // 69: vmprocess.v1.VmProcessService.ResizeVm:output_type -> vmprocess.v1.ResizeVmResponse
-	56, // [56:70] is the sub-list for method output_type
-	42, // [42:56] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	40, // 36: vmprocess.v1.VmInfo.devices:type_name -> vmprocess.v1.VmDevice
+	58, // 37: vmprocess.v1.GetVmCountersResponse.devices:type_name -> vmprocess.v1.GetVmCountersResponse.DevicesEntry
+	59, // 38: vmprocess.v1.DeviceCounters.counters:type_name -> vmprocess.v1.DeviceCounters.CountersEntry
+	29, // 39: vmprocess.v1.ResizeVmResponse.process:type_name -> vmprocess.v1.ProcessInfo
+	39, // 40: vmprocess.v1.ResizeVmResponse.vm:type_name -> vmprocess.v1.VmInfo
+	7,  // 41: vmprocess.v1.WatchEventsRequest.kinds:type_name -> vmprocess.v1.EventKind
+	7,  // 42: vmprocess.v1.ProcessEvent.kind:type_name -> vmprocess.v1.EventKind
+	62, // 43: vmprocess.v1.ProcessEvent.time:type_name -> google.protobuf.Timestamp
+	60, // 44: vmprocess.v1.ProcessEvent.labels:type_name -> vmprocess.v1.ProcessEvent.LabelsEntry
+	8,  // 45: vmprocess.v1.ProcessEvent.origin:type_name -> vmprocess.v1.EventOrigin
+	48, // 46: vmprocess.v1.ProcessEvent.snapshot:type_name -> vmprocess.v1.SnapshotEventDetail
+	49, // 47: vmprocess.v1.ProcessEvent.restore:type_name -> vmprocess.v1.RestoreEventDetail
+	50, // 48: vmprocess.v1.ProcessEvent.resize:type_name -> vmprocess.v1.ResizeEventDetail
+	51, // 49: vmprocess.v1.ProcessEvent.guest_panic:type_name -> vmprocess.v1.GuestPanicEventDetail
+	30, // 50: vmprocess.v1.ProcessEvent.exit:type_name -> vmprocess.v1.ProcessExit
+	1,  // 51: vmprocess.v1.RestoreEventDetail.memory_restore_mode:type_name -> vmprocess.v1.MemoryRestoreMode
+	43, // 52: vmprocess.v1.GetVmCountersResponse.DevicesEntry.value:type_name -> vmprocess.v1.DeviceCounters
+	14, // 53: vmprocess.v1.VmProcessService.StartProcess:input_type -> vmprocess.v1.StartProcessRequest
+	16, // 54: vmprocess.v1.VmProcessService.StopProcess:input_type -> vmprocess.v1.StopProcessRequest
+	18, // 55: vmprocess.v1.VmProcessService.SignalProcess:input_type -> vmprocess.v1.SignalProcessRequest
+	20, // 56: vmprocess.v1.VmProcessService.GetProcess:input_type -> vmprocess.v1.GetProcessRequest
+	22, // 57: vmprocess.v1.VmProcessService.ListProcesses:input_type -> vmprocess.v1.ListProcessesRequest
+	24, // 58: vmprocess.v1.VmProcessService.WaitProcess:input_type -> vmprocess.v1.WaitProcessRequest
+	26, // 59: vmprocess.v1.VmProcessService.WatchExits:input_type -> vmprocess.v1.WatchExitsRequest
+	27, // 60: vmprocess.v1.VmProcessService.StreamLogs:input_type -> vmprocess.v1.StreamLogsRequest
+	31, // 61: vmprocess.v1.VmProcessService.PauseVm:input_type -> vmprocess.v1.PauseVmRequest
+	33, // 62: vmprocess.v1.VmProcessService.ResumeVm:input_type -> vmprocess.v1.ResumeVmRequest
+	35, // 63: vmprocess.v1.VmProcessService.SnapshotVm:input_type -> vmprocess.v1.SnapshotVmRequest
+	37, // 64: vmprocess.v1.VmProcessService.GetVmInfo:input_type -> vmprocess.v1.GetVmInfoRequest
+	41, // 65: vmprocess.v1.VmProcessService.GetVmCounters:input_type -> vmprocess.v1.GetVmCountersRequest
+	44, // 66: vmprocess.v1.VmProcessService.ResizeVm:input_type -> vmprocess.v1.ResizeVmRequest
+	46, // 67: vmprocess.v1.VmProcessService.WatchEvents:input_type -> vmprocess.v1.WatchEventsRequest
+	52, // 68: vmprocess.v1.VmProcessService.GetLatestSequence:input_type -> vmprocess.v1.GetLatestSequenceRequest
+	15, // 69: vmprocess.v1.VmProcessService.StartProcess:output_type -> vmprocess.v1.StartProcessResponse
+	17, // 70: vmprocess.v1.VmProcessService.StopProcess:output_type -> vmprocess.v1.StopProcessResponse
+	19, // 71: vmprocess.v1.VmProcessService.SignalProcess:output_type -> vmprocess.v1.SignalProcessResponse
+	21, // 72: vmprocess.v1.VmProcessService.GetProcess:output_type -> vmprocess.v1.GetProcessResponse
+	23, // 73: vmprocess.v1.VmProcessService.ListProcesses:output_type -> vmprocess.v1.ListProcessesResponse
+	25, // 74: vmprocess.v1.VmProcessService.WaitProcess:output_type -> vmprocess.v1.WaitProcessResponse
+	30, // 75: vmprocess.v1.VmProcessService.WatchExits:output_type -> vmprocess.v1.ProcessExit
+	28, // 76: vmprocess.v1.VmProcessService.StreamLogs:output_type -> vmprocess.v1.StreamLogsResponse
+	32, // 77: vmprocess.v1.VmProcessService.PauseVm:output_type -> vmprocess.v1.PauseVmResponse
+	34, // 78: vmprocess.v1.VmProcessService.ResumeVm:output_type -> vmprocess.v1.ResumeVmResponse
+	36, // 79: vmprocess.v1.VmProcessService.SnapshotVm:output_type -> vmprocess.v1.SnapshotVmResponse
+	38, // 80: vmprocess.v1.VmProcessService.GetVmInfo:output_type -> vmprocess.v1.GetVmInfoResponse
+	42, // 81: vmprocess.v1.VmProcessService.GetVmCounters:output_type -> vmprocess.v1.GetVmCountersResponse
+	45, // 82: vmprocess.v1.VmProcessService.ResizeVm:output_type -> vmprocess.v1.ResizeVmResponse
+	47, // 83: vmprocess.v1.VmProcessService.WatchEvents:output_type -> vmprocess.v1.ProcessEvent
+	53, // 84: vmprocess.v1.VmProcessService.GetLatestSequence:output_type -> vmprocess.v1.GetLatestSequenceResponse
+	69, // [69:85] is the sub-list for method output_type
+	53, // [53:69] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_vmprocess_v1_vmprocess_proto_init() }
@@ -3394,13 +4251,22 @@ func file_vmprocess_v1_vmprocess_proto_init() {
 	file_vmprocess_v1_vmprocess_proto_msgTypes[17].OneofWrappers = []any{}
 	file_vmprocess_v1_vmprocess_proto_msgTypes[21].OneofWrappers = []any{}
 	file_vmprocess_v1_vmprocess_proto_msgTypes[35].OneofWrappers = []any{}
+	file_vmprocess_v1_vmprocess_proto_msgTypes[37].OneofWrappers = []any{}
+	file_vmprocess_v1_vmprocess_proto_msgTypes[38].OneofWrappers = []any{
+		(*ProcessEvent_Snapshot)(nil),
+		(*ProcessEvent_Restore)(nil),
+		(*ProcessEvent_Resize)(nil),
+		(*ProcessEvent_GuestPanic)(nil),
+		(*ProcessEvent_Exit)(nil),
+	}
+	file_vmprocess_v1_vmprocess_proto_msgTypes[41].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vmprocess_v1_vmprocess_proto_rawDesc), len(file_vmprocess_v1_vmprocess_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   43,
+			NumEnums:      9,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

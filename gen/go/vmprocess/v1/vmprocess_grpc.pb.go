@@ -34,20 +34,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	VmProcessService_StartProcess_FullMethodName  = "/vmprocess.v1.VmProcessService/StartProcess"
-	VmProcessService_StopProcess_FullMethodName   = "/vmprocess.v1.VmProcessService/StopProcess"
-	VmProcessService_SignalProcess_FullMethodName = "/vmprocess.v1.VmProcessService/SignalProcess"
-	VmProcessService_GetProcess_FullMethodName    = "/vmprocess.v1.VmProcessService/GetProcess"
-	VmProcessService_ListProcesses_FullMethodName = "/vmprocess.v1.VmProcessService/ListProcesses"
-	VmProcessService_WaitProcess_FullMethodName   = "/vmprocess.v1.VmProcessService/WaitProcess"
-	VmProcessService_WatchExits_FullMethodName    = "/vmprocess.v1.VmProcessService/WatchExits"
-	VmProcessService_StreamLogs_FullMethodName    = "/vmprocess.v1.VmProcessService/StreamLogs"
-	VmProcessService_PauseVm_FullMethodName       = "/vmprocess.v1.VmProcessService/PauseVm"
-	VmProcessService_ResumeVm_FullMethodName      = "/vmprocess.v1.VmProcessService/ResumeVm"
-	VmProcessService_SnapshotVm_FullMethodName    = "/vmprocess.v1.VmProcessService/SnapshotVm"
-	VmProcessService_GetVmInfo_FullMethodName     = "/vmprocess.v1.VmProcessService/GetVmInfo"
-	VmProcessService_GetVmCounters_FullMethodName = "/vmprocess.v1.VmProcessService/GetVmCounters"
-	VmProcessService_ResizeVm_FullMethodName      = "/vmprocess.v1.VmProcessService/ResizeVm"
+	VmProcessService_StartProcess_FullMethodName      = "/vmprocess.v1.VmProcessService/StartProcess"
+	VmProcessService_StopProcess_FullMethodName       = "/vmprocess.v1.VmProcessService/StopProcess"
+	VmProcessService_SignalProcess_FullMethodName     = "/vmprocess.v1.VmProcessService/SignalProcess"
+	VmProcessService_GetProcess_FullMethodName        = "/vmprocess.v1.VmProcessService/GetProcess"
+	VmProcessService_ListProcesses_FullMethodName     = "/vmprocess.v1.VmProcessService/ListProcesses"
+	VmProcessService_WaitProcess_FullMethodName       = "/vmprocess.v1.VmProcessService/WaitProcess"
+	VmProcessService_WatchExits_FullMethodName        = "/vmprocess.v1.VmProcessService/WatchExits"
+	VmProcessService_StreamLogs_FullMethodName        = "/vmprocess.v1.VmProcessService/StreamLogs"
+	VmProcessService_PauseVm_FullMethodName           = "/vmprocess.v1.VmProcessService/PauseVm"
+	VmProcessService_ResumeVm_FullMethodName          = "/vmprocess.v1.VmProcessService/ResumeVm"
+	VmProcessService_SnapshotVm_FullMethodName        = "/vmprocess.v1.VmProcessService/SnapshotVm"
+	VmProcessService_GetVmInfo_FullMethodName         = "/vmprocess.v1.VmProcessService/GetVmInfo"
+	VmProcessService_GetVmCounters_FullMethodName     = "/vmprocess.v1.VmProcessService/GetVmCounters"
+	VmProcessService_ResizeVm_FullMethodName          = "/vmprocess.v1.VmProcessService/ResizeVm"
+	VmProcessService_WatchEvents_FullMethodName       = "/vmprocess.v1.VmProcessService/WatchEvents"
+	VmProcessService_GetLatestSequence_FullMethodName = "/vmprocess.v1.VmProcessService/GetLatestSequence"
 )
 
 // VmProcessServiceClient is the client API for VmProcessService service.
@@ -223,6 +225,47 @@ type VmProcessServiceClient interface {
 	// (nothing to change, or a value out of range); UNAVAILABLE (a vCPU removal
 	// is still pending in the guest: Cloud Hypervisor's 429; retry later).
 	ResizeVm(ctx context.Context, in *ResizeVmRequest, opts ...grpc.CallOption) (*ResizeVmResponse, error)
+	// Streams lifecycle events: the daemon's own transitions (STARTED, READY,
+	// EXITED) and what Cloud Hypervisor's event monitor reports from inside the
+	// VMM and the guest (VM_BOOTED, PAUSED, RESUMED, SNAPSHOTTED, RESTORED,
+	// RESIZED, GUEST_PANIC, GUEST_REBOOT, GUEST_SHUTDOWN), whether they came from
+	// an RPC, a call on the VMM's own socket or the guest. WatchExits' guarantees
+	// hold: every event is published exactly once with a strictly increasing
+	// sequence, recorded before it is sent, across daemon restarts and kill -9
+	// (events of a re-adopted VMM keep flowing, none twice). With after_sequence,
+	// retained events after it are replayed first, then live ones, with no gap
+	// and no duplicate. Within one sandbox, events come in the order they
+	// happened, and its EXITED event is its last.
+	//
+	// Event sequences are their own numbering, not WatchExits': an EXITED event
+	// carries the exit as WatchExits sends it, with its exit sequence, under its
+	// own event sequence. ListProcessesResponse.event_sequence is the event
+	// cursor of a listing, as exit_sequence is the exit one.
+	//
+	// A watcher with filters (sandbox_ids, kinds) also gets PROGRESS markers: an
+	// event with kind PROGRESS and only `sequence` set, the latest sequence
+	// published, sent at most once a second while events it did not want go by,
+	// and once at the end of a replay that stopped short of the latest sequence.
+	// Resume from the last sequence received, marker or event: a reconnect never
+	// fails because of events the filters would not have let through, only
+	// (OUT_OF_RANGE) when an event they would have let through is no longer
+	// retained (`--event-history` events are kept).
+	//
+	// Errors: INVALID_ARGUMENT (an unknown kind, PROGRESS among kinds);
+	// OUT_OF_RANGE (after_sequence newer than the latest sequence, or before an
+	// event this watcher would have received that is no longer retained; resync
+	// with ListProcesses and watch from its event_sequence); RESOURCE_EXHAUSTED
+	// (this watcher fell behind by more than `--watch-buffer` events, or too many
+	// streams are open); UNAVAILABLE when the daemon shuts down (reconnect with
+	// the last sequence received).
+	//
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// ProcessEvent is the event itself: a wrapper message would add nothing.
+	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProcessEvent], error)
+	// The latest event and exit sequences and the oldest cursors that can still
+	// be resumed from, without listing any process: what a watcher needs to
+	// start live, or to tell whether its cursor is still good.
+	GetLatestSequence(ctx context.Context, in *GetLatestSequenceRequest, opts ...grpc.CallOption) (*GetLatestSequenceResponse, error)
 }
 
 type vmProcessServiceClient struct {
@@ -385,6 +428,35 @@ func (c *vmProcessServiceClient) ResizeVm(ctx context.Context, in *ResizeVmReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ResizeVmResponse)
 	err := c.cc.Invoke(ctx, VmProcessService_ResizeVm_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vmProcessServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProcessEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &VmProcessService_ServiceDesc.Streams[2], VmProcessService_WatchEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEventsRequest, ProcessEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VmProcessService_WatchEventsClient = grpc.ServerStreamingClient[ProcessEvent]
+
+func (c *vmProcessServiceClient) GetLatestSequence(ctx context.Context, in *GetLatestSequenceRequest, opts ...grpc.CallOption) (*GetLatestSequenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLatestSequenceResponse)
+	err := c.cc.Invoke(ctx, VmProcessService_GetLatestSequence_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -564,6 +636,47 @@ type VmProcessServiceServer interface {
 	// (nothing to change, or a value out of range); UNAVAILABLE (a vCPU removal
 	// is still pending in the guest: Cloud Hypervisor's 429; retry later).
 	ResizeVm(context.Context, *ResizeVmRequest) (*ResizeVmResponse, error)
+	// Streams lifecycle events: the daemon's own transitions (STARTED, READY,
+	// EXITED) and what Cloud Hypervisor's event monitor reports from inside the
+	// VMM and the guest (VM_BOOTED, PAUSED, RESUMED, SNAPSHOTTED, RESTORED,
+	// RESIZED, GUEST_PANIC, GUEST_REBOOT, GUEST_SHUTDOWN), whether they came from
+	// an RPC, a call on the VMM's own socket or the guest. WatchExits' guarantees
+	// hold: every event is published exactly once with a strictly increasing
+	// sequence, recorded before it is sent, across daemon restarts and kill -9
+	// (events of a re-adopted VMM keep flowing, none twice). With after_sequence,
+	// retained events after it are replayed first, then live ones, with no gap
+	// and no duplicate. Within one sandbox, events come in the order they
+	// happened, and its EXITED event is its last.
+	//
+	// Event sequences are their own numbering, not WatchExits': an EXITED event
+	// carries the exit as WatchExits sends it, with its exit sequence, under its
+	// own event sequence. ListProcessesResponse.event_sequence is the event
+	// cursor of a listing, as exit_sequence is the exit one.
+	//
+	// A watcher with filters (sandbox_ids, kinds) also gets PROGRESS markers: an
+	// event with kind PROGRESS and only `sequence` set, the latest sequence
+	// published, sent at most once a second while events it did not want go by,
+	// and once at the end of a replay that stopped short of the latest sequence.
+	// Resume from the last sequence received, marker or event: a reconnect never
+	// fails because of events the filters would not have let through, only
+	// (OUT_OF_RANGE) when an event they would have let through is no longer
+	// retained (`--event-history` events are kept).
+	//
+	// Errors: INVALID_ARGUMENT (an unknown kind, PROGRESS among kinds);
+	// OUT_OF_RANGE (after_sequence newer than the latest sequence, or before an
+	// event this watcher would have received that is no longer retained; resync
+	// with ListProcesses and watch from its event_sequence); RESOURCE_EXHAUSTED
+	// (this watcher fell behind by more than `--watch-buffer` events, or too many
+	// streams are open); UNAVAILABLE when the daemon shuts down (reconnect with
+	// the last sequence received).
+	//
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// ProcessEvent is the event itself: a wrapper message would add nothing.
+	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[ProcessEvent]) error
+	// The latest event and exit sequences and the oldest cursors that can still
+	// be resumed from, without listing any process: what a watcher needs to
+	// start live, or to tell whether its cursor is still good.
+	GetLatestSequence(context.Context, *GetLatestSequenceRequest) (*GetLatestSequenceResponse, error)
 	mustEmbedUnimplementedVmProcessServiceServer()
 }
 
@@ -615,6 +728,12 @@ func (UnimplementedVmProcessServiceServer) GetVmCounters(context.Context, *GetVm
 }
 func (UnimplementedVmProcessServiceServer) ResizeVm(context.Context, *ResizeVmRequest) (*ResizeVmResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResizeVm not implemented")
+}
+func (UnimplementedVmProcessServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[ProcessEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedVmProcessServiceServer) GetLatestSequence(context.Context, *GetLatestSequenceRequest) (*GetLatestSequenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLatestSequence not implemented")
 }
 func (UnimplementedVmProcessServiceServer) mustEmbedUnimplementedVmProcessServiceServer() {}
 func (UnimplementedVmProcessServiceServer) testEmbeddedByValue()                          {}
@@ -875,6 +994,35 @@ func _VmProcessService_ResizeVm_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VmProcessService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(VmProcessServiceServer).WatchEvents(m, &grpc.GenericServerStream[WatchEventsRequest, ProcessEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VmProcessService_WatchEventsServer = grpc.ServerStreamingServer[ProcessEvent]
+
+func _VmProcessService_GetLatestSequence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLatestSequenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VmProcessServiceServer).GetLatestSequence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VmProcessService_GetLatestSequence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VmProcessServiceServer).GetLatestSequence(ctx, req.(*GetLatestSequenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VmProcessService_ServiceDesc is the grpc.ServiceDesc for VmProcessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -930,6 +1078,10 @@ var VmProcessService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ResizeVm",
 			Handler:    _VmProcessService_ResizeVm_Handler,
 		},
+		{
+			MethodName: "GetLatestSequence",
+			Handler:    _VmProcessService_GetLatestSequence_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -940,6 +1092,11 @@ var VmProcessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "StreamLogs",
 			Handler:       _VmProcessService_StreamLogs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchEvents",
+			Handler:       _VmProcessService_WatchEvents_Handler,
 			ServerStreams: true,
 		},
 	},
