@@ -17,11 +17,29 @@ export {
   ReconnectingExitWatch,
   type ReconnectingWatchOptions,
 } from './client/exit-watch.js';
+export { type EventWatchSource, ReconnectingEventWatch, type ReconnectingEventWatchOptions } from './client/event-watch.js';
+export { ReconnectingWatch, type ReconnectingOptions, type WatchProtocol } from './client/reconnecting-watch.js';
 export type { BackoffOptions } from './client/backoff.js';
-export { ExitHistoryGapError, isRpcError, type RpcError, Status, statusName } from './client/rpc-error.js';
+export { EventHistoryGapError, ExitHistoryGapError, isRpcError, type RpcError, Status, statusName } from './client/rpc-error.js';
 export { tlsCredentials, type TlsOptions } from './client/tls.js';
 
 export {
+  EventKind,
+  EventKindSchema,
+  EventOrigin,
+  EventOriginSchema,
+  type GetLatestSequenceRequest,
+  GetLatestSequenceRequestSchema,
+  type GetLatestSequenceResponse,
+  GetLatestSequenceResponseSchema,
+  type GuestPanicEventDetail,
+  type ProcessEvent,
+  ProcessEventSchema,
+  type ResizeEventDetail,
+  type RestoreEventDetail,
+  type SnapshotEventDetail,
+  type WatchEventsRequest,
+  WatchEventsRequestSchema,
   AfterSnapshot,
   AfterSnapshotSchema,
   type DeviceCounters,

@@ -1,7 +1,8 @@
 import { type Timestamp, timestampDate } from '@bufbuild/protobuf/wkt';
-import { ExitReason, LaunchMode, type ProcessExit, type ProcessInfo, ProcessState } from '../../gen/vmprocess/v1/vmprocess_pb.js';
+import { EventKind, EventOrigin, ExitReason, LaunchMode, type ProcessEvent, type ProcessExit, type ProcessInfo, ProcessState } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { formatAge } from './durations.js';
 import { formatFields, formatTable } from './table.js';
+import { safeCell } from './terminal-text.js';
 
 /** `running`, `exited`: the enum value's name without its prefix, lower case. */
 export const stateName = (state: ProcessState): string => (ProcessState[state] ?? String(state)).toLowerCase();
@@ -87,4 +88,49 @@ export function exitRow(exit: ProcessExit): string {
 
 function exitLine(cells: readonly string[]): string {
   return cells.map((cell, i) => (i < EXIT_WIDTHS.length ? cell.padEnd(EXIT_WIDTHS[i]!) : cell)).join(' ').trimEnd() + '\n';
+}
+
+export const eventKindName = (kind: EventKind): string => (EventKind[kind] ?? String(kind)).toLowerCase();
+
+const EVENT_WIDTHS = [6, 24, 20, 8, 14, 6];
+
+export const EVENT_HEADER = eventLine(['SEQ', 'TIME', 'SANDBOX', 'PID', 'EVENT', 'BY', 'DETAIL']);
+
+/** One line per event for `events`; a progress marker shows only its sequence. */
+export function eventRow(event: ProcessEvent): string {
+  if (event.kind === EventKind.PROGRESS) return eventLine([String(event.sequence), '-', '-', '-', 'progress', '-', '-']);
+  return eventLine([
+    String(event.sequence),
+    iso(event.time),
+    event.sandboxId,
+    event.pid ? String(event.pid) : '-',
+    eventKindName(event.kind),
+    event.origin === EventOrigin.DAEMON ? 'daemon' : event.origin === EventOrigin.VMM ? 'vmm' : '-',
+    eventDetail(event),
+  ]);
+}
+
+function eventDetail(event: ProcessEvent): string {
+  const { detail } = event;
+  switch (detail.case) {
+    case 'snapshot':
+      return detail.value.snapshotUrl;
+    case 'restore':
+      return detail.value.sourceUrl;
+    case 'resize': {
+      const { vcpus, memoryMib, balloonMib } = detail.value;
+      const parts = [vcpus !== undefined ? `vcpus=${vcpus}` : '', memoryMib !== undefined ? `memory=${memoryMib}MiB` : '', balloonMib !== undefined ? `balloon=${balloonMib}MiB` : ''];
+      return parts.filter(Boolean).join(' ') || '-';
+    }
+    case 'guestPanic':
+      return detail.value.event || '-';
+    case 'exit':
+      return `${exitResult(detail.value)} (${reasonName(detail.value.reason)}) exit ${detail.value.sequence}`;
+    default:
+      return '-';
+  }
+}
+
+function eventLine(cells: readonly string[]): string {
+  return cells.map((cell, i) => safeCell(i < EVENT_WIDTHS.length ? cell.padEnd(EVENT_WIDTHS[i]!) : cell)).join(' ').trimEnd() + '\n';
 }

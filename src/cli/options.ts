@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
-import { MemoryRestoreMode, ProcessState } from '../../gen/vmprocess/v1/vmprocess_pb.js';
+import { EventKind, MemoryRestoreMode, ProcessState } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { tlsCredentials } from '../client/tls.js';
 import type { VmProcessClientOptions } from '../client/vm-process-client.js';
 import { parseDuration } from './durations.js';
@@ -101,8 +101,20 @@ export function parseRestoreMode(value: string | undefined): MemoryRestoreMode {
 
 /** `--after 42`: a sequence number. */
 export function parseSequence(value: string): bigint {
-  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be an exit sequence number (0 or more), e.g. the exitSequence of vmprocctl list --json');
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a sequence number (0 or more), e.g. the exitSequence or eventSequence of vmprocctl list --json');
   return BigInt(value);
+}
+
+/** What `events --kind` takes: the EventKind names a watcher may filter on, lower case. */
+export const EVENT_KIND_NAMES = Object.entries(EventKind)
+  .filter(([name, value]) => typeof value === 'number' && name !== 'UNSPECIFIED' && name !== 'PROGRESS')
+  .map(([name]) => name.toLowerCase());
+
+/** `--kind paused --kind guest_panic`, collected. */
+export function collectEventKind(value: string, previous: EventKind[] = []): EventKind[] {
+  const name = value.toUpperCase().replace(/-/g, '_');
+  if (!EVENT_KIND_NAMES.includes(name.toLowerCase())) throw new InvalidArgumentError(`is not an event kind; use one of ${EVENT_KIND_NAMES.join(', ')}`);
+  return [...previous, EventKind[name as keyof typeof EventKind]];
 }
 
 /** `--tail 100`. */

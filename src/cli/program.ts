@@ -5,10 +5,11 @@ import { VmProcessClient } from '../client/vm-process-client.js';
 import { packageRoot } from '../package-paths.js';
 import { ExitCode } from './exit-codes.js';
 import { describeFailure, type FailureContext } from './failure.js';
-import { clientOptions, collect, DEFAULT_ADDRESS, type GlobalOptions, normaliseAddress, parseCount, parseSequence } from './options.js';
+import { clientOptions, collect, collectEventKind, DEFAULT_ADDRESS, EVENT_KIND_NAMES, type GlobalOptions, normaliseAddress, parseCount, parseSequence } from './options.js';
+import type { EventKind } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { Output } from './output.js';
 import { getCommand, listCommand, signalCommand, startCommand, type StartFlags, stopCommand, waitCommand } from './process-commands.js';
-import { logsCommand, watchCommand } from './stream-commands.js';
+import { eventsCommand, logsCommand, watchCommand } from './stream-commands.js';
 import { countersCommand, infoCommand, pauseCommand, resizeCommand, resumeCommand, snapshotCommand } from './vm-commands.js';
 
 const HELP_AFTER = `
@@ -28,6 +29,7 @@ Examples:
   vmprocctl snapshot sb-2 /srv/vmprocd/snapshots/sb-2-1 --then resume
   vmprocctl list --state running --label team=a
   vmprocctl watch --json | jq -c 'select(.reason != "EXIT_REASON_STOPPED")'
+  vmprocctl events --sandbox sb-2 --kind paused --kind guest_panic
   vmprocctl stop sb-1 --grace 5s
 `;
 
@@ -197,6 +199,16 @@ export async function runCli(argv: readonly string[], io: CliIo = { stdout: proc
     .option('--sandbox <sandbox-id>', 'only exits of this sandbox (repeatable)', collect)
     .action((flags: { after?: bigint; sandbox?: string[] }, command: Command) =>
       run('watch', undefined, command, (c, out) => watchCommand(c, out, flags)));
+
+  program
+    .command('events')
+    .description('print every lifecycle event (started, ready, paused, snapshotted, guest panic, exited...) as it happens, surviving daemon restarts')
+    .option('--after <sequence>', 'first replay retained events after this sequence (default: only new events)', parseSequence)
+    .option('--sandbox <sandbox-id>', 'only events of this sandbox (repeatable)', collect)
+    .option('--kind <kind>', `only events of this kind (repeatable): ${EVENT_KIND_NAMES.join(', ')}`, collectEventKind)
+    .option('--progress', 'also print the progress markers a filtered stream gets')
+    .action((flags: { after?: bigint; sandbox?: string[]; kind?: EventKind[]; progress?: boolean }, command: Command) =>
+      run('events', undefined, command, (c, out) => eventsCommand(c, out, flags)));
 
   program
     .command('logs')

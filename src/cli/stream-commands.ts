@@ -1,10 +1,10 @@
 import { toJson } from '@bufbuild/protobuf';
-import { ProcessExitSchema, StreamLogsResponseSchema } from '../../gen/vmprocess/v1/vmprocess_pb.js';
+import { type EventKind, ProcessEventSchema, ProcessExitSchema, StreamLogsResponseSchema } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { statusName, isRpcError } from '../client/rpc-error.js';
 import type { VmProcessClient } from '../client/vm-process-client.js';
 import { ExitCode } from './exit-codes.js';
 import { rpcDetails } from './failure.js';
-import { EXIT_HEADER, exitRow } from './format.js';
+import { EVENT_HEADER, eventRow, EXIT_HEADER, exitRow } from './format.js';
 import type { Output } from './output.js';
 import { safeLines } from './terminal-text.js';
 
@@ -35,6 +35,37 @@ export async function watchCommand(
   for await (const exit of exits) {
     if (out.json) await out.write(`${JSON.stringify(toJson(ProcessExitSchema, exit))}\n`);
     else await out.write(exitRow(exit));
+  }
+  return ExitCode.OK;
+}
+
+/**
+ * `events`: one line (or JSON object) per lifecycle event, until killed, as `watch` does for exits.
+ * Starts after `--after`, or after the daemon's latest event (GetLatestSequence, which also makes an
+ * unreachable daemon fail at once); progress markers only with `--progress`.
+ */
+export async function eventsCommand(
+  client: VmProcessClient,
+  out: Output,
+  flags: { after?: bigint; sandbox?: string[]; kind?: EventKind[]; progress?: boolean },
+): Promise<ExitCode> {
+  const { latestEventSequence } = await client.getLatestSequence();
+  const events = client.watchEventsReconnecting({
+    startAfter: flags.after ?? latestEventSequence,
+    sandboxIds: flags.sandbox ?? [],
+    kinds: flags.kind ?? [],
+    progress: flags.progress ?? false,
+    onReconnect: ({ error, attempt, delayMs, cursor }) => {
+      if (attempt !== 1 && attempt % 5 !== 0) return;
+      const why = isRpcError(error) ? `${statusName(error.code)}: ${rpcDetails(error)}` : 'the stream ended';
+      const what = attempt === 1 ? 'events interrupted' : `still reconnecting after ${attempt} attempts`;
+      out.warn(`vmprocctl: ${what} (${why}); retrying in ${(delayMs / 1000).toFixed(1)}s, resuming after event ${cursor}\n`);
+    },
+  });
+  if (!out.json) await out.write(EVENT_HEADER);
+  for await (const event of events) {
+    if (out.json) await out.write(`${JSON.stringify(toJson(ProcessEventSchema, event))}\n`);
+    else await out.write(eventRow(event));
   }
   return ExitCode.OK;
 }

@@ -46,3 +46,25 @@ export class ExitHistoryGapError extends Error implements RpcError {
     this.metadata = cause.metadata;
   }
 }
+
+/**
+ * WatchEvents answered OUT_OF_RANGE: an event this watcher would have received after `cursor` is
+ * no longer retained. Take a fresh snapshot with ListProcesses and watch again after its
+ * `eventSequence`.
+ */
+export class EventHistoryGapError extends Error implements RpcError {
+  override readonly name = 'EventHistoryGapError';
+  readonly code = status.OUT_OF_RANGE;
+  readonly details: string;
+  readonly metadata: Metadata;
+
+  constructor(
+    /** The last sequence this watcher received, event or progress marker (the `after_sequence` the daemon refused). */
+    readonly cursor: bigint,
+    cause: RpcError,
+  ) {
+    super(`event history gap after sequence ${cursor}: ${cause.details}; resync with ListProcesses`, { cause });
+    this.details = cause.details;
+    this.metadata = cause.metadata;
+  }
+}

@@ -12,6 +12,8 @@ import {
   type ServiceError,
 } from '@grpc/grpc-js';
 import {
+  GetLatestSequenceRequestSchema,
+  type GetLatestSequenceResponse,
   GetProcessRequestSchema,
   type GetProcessResponse,
   GetVmCountersRequestSchema,
@@ -29,6 +31,7 @@ import {
   ListProcessesRequestSchema,
   type ListProcessesResponse,
   ListProcessesResponseSchema,
+  type ProcessEvent,
   type ProcessExit,
   SignalProcessRequestSchema,
   type SignalProcessResponse,
@@ -41,6 +44,7 @@ import {
   VmProcessService,
   WaitProcessRequestSchema,
   type WaitProcessResponse,
+  WatchEventsRequestSchema,
   WatchExitsRequestSchema,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS, SNAPSHOT_ALLOWANCE_MS } from '../api-defaults.js';
@@ -48,6 +52,7 @@ import { grpcServiceDefinition } from '../rpc/grpc-service-definition.js';
 import type { Init, RpcOptions, StreamOptions } from './call-options.js';
 
 export type { Init, RpcError, RpcOptions, StreamOptions };
+import { ReconnectingEventWatch, type ReconnectingEventWatchOptions } from './event-watch.js';
 import { ReconnectingExitWatch, type ReconnectingWatchOptions } from './exit-watch.js';
 import type { RpcError } from './rpc-error.js';
 import { StreamIterator } from './stream-iterator.js';
@@ -203,6 +208,35 @@ export class VmProcessClient {
    */
   watchExitsReconnecting(options: ReconnectingWatchOptions = {}): ReconnectingExitWatch {
     return new ReconnectingExitWatch(this, options);
+  }
+
+  /**
+   * One WatchEvents call as an async iterable, PROGRESS markers included; as watchExits otherwise.
+   * For a watcher that survives restarts, see watchEventsReconnecting.
+   */
+  watchEvents(request: Init<typeof WatchEventsRequestSchema> = {}, options: StreamOptions = {}): AsyncIterable<ProcessEvent> {
+    const client = this.#client;
+    return {
+      [Symbol.asyncIterator]() {
+        const call = client.watchEvents(create(WatchEventsRequestSchema, request), metadata(options), callOptions(deadlineIn(options.timeoutMs))) as ClientReadableStream<ProcessEvent>;
+        if (options.onHeaders) call.once('metadata', options.onHeaders);
+        return new StreamIterator(call, options.signal);
+      },
+    };
+  }
+
+  /**
+   * Every event exactly once, across connection losses and daemon restarts; the cursor follows
+   * progress markers. Throws EventHistoryGapError (OUT_OF_RANGE) when an event it would have
+   * received is no longer retained. See ReconnectingEventWatch.
+   */
+  watchEventsReconnecting(options: ReconnectingEventWatchOptions = {}): ReconnectingEventWatch {
+    return new ReconnectingEventWatch(this, options);
+  }
+
+  /** The latest event and exit sequences, and the oldest cursors still resumable. */
+  getLatestSequence(request: Init<typeof GetLatestSequenceRequestSchema> = {}, options: RpcOptions = {}): Promise<GetLatestSequenceResponse> {
+    return this.#unary('getLatestSequence', GetLatestSequenceRequestSchema, request, this.#deadline(options), options);
   }
 
   /**

@@ -30,7 +30,7 @@ export type EventDetail =
   | { readonly kind: 'restore'; readonly sourceUrl: string; readonly memoryRestoreMode?: MemoryRestoreMode }
   /** What the daemon asked for; empty for a resize made on the VMM's own socket (Cloud Hypervisor's event does not say). */
   | { readonly kind: 'resize'; readonly vcpus?: number; readonly memoryMib?: number; readonly balloonMib?: number }
-  /** Cloud Hypervisor's pvpanic event: `panicked` or `crash_loaded`. */
+  /** Cloud Hypervisor's pvpanic event: `panic`, `crash_loaded` or `unknown_event` (devices/src/pvpanic.rs). */
   | { readonly kind: 'guest-panic'; readonly event: string }
   | { readonly kind: 'exit'; readonly exit: ProcessExitEvent };
 

@@ -132,8 +132,10 @@ async function prepareVm(context: SupervisorContext, record: SupervisedProcess):
     if (existing === undefined) {
       const { sourceUrl, memoryRestoreMode } = spec.restore;
       expectVmmEvent(context, record, 'restored', { kind: 'restore', sourceUrl, ...(memoryRestoreMode ? { memoryRestoreMode } : {}) });
+      // Cloud Hypervisor resumes a restored VM itself when asked to (RestoreConfig.resume).
+      if (spec.restore.resume) expectVmmEvent(context, record, 'resumed');
       await api.restore(spec.socketPath, spec.restore, startSignal);
-      await settleVmmEvent(context, record, 'restored');
+      await settleVmmEvent(context, record, spec.restore.resume ? 'resumed' : 'restored');
     }
     return existing === 'Running' || (existing === undefined && spec.restore.resume) ? 'running' : 'paused';
   }

@@ -10,7 +10,7 @@ import { eventually, useGrpcSuite, WAIT_MS } from './support.js';
 
 describeAsRoot('gRPC end to end: stream caps', () => {
   // The suite's own exit recorder holds one watcher slot on its connection.
-  const s = useGrpcSuite({ streamLimits: { watches: { total: 4, perConnection: 2 }, logs: { total: 2, perConnection: 1 } } });
+  const s = useGrpcSuite({ streamLimits: { watches: { total: 5, perConnection: 2 }, logs: { total: 2, perConnection: 1 } } });
 
   const ownConnection = () => new VmProcessClient(s.harness.address, { channelOptions: { 'grpc.use_local_subchannel_pool': 1 } });
 
@@ -41,11 +41,11 @@ describeAsRoot('gRPC end to end: stream caps', () => {
     expect([await a.result, await b.result]).toEqual(['open', 'open']);
     const c = openWatch(one);
     expect(await c.result).toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: expect.stringContaining('this connection already has 2 WatchExits and WatchEvents streams open, the most one connection may have (2)') });
-    // Another connection may: the daemon-wide cap is 4, the recorder holds one.
+    // Another connection may: the daemon-wide cap is 5, the suite's two recorders (exits, events) hold two.
     const d = openWatch(two);
     expect(await d.result).toBe('open');
     const e = openWatch(two);
-    expect(await e.result).toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: expect.stringContaining('the daemon already serves 4 WatchExits and WatchEvents streams, its maximum') });
+    expect(await e.result).toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: expect.stringContaining('the daemon already serves 5 WatchExits and WatchEvents streams, its maximum') });
     a.abort.abort();
     await eventually(() => s.harness.daemon.supervisor.exchange.subscriberCount === 3, WAIT_MS);
     const f = openWatch(one);

@@ -8,7 +8,9 @@ import { execa } from 'execa';
 import { existsSync } from 'node:fs';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import {
+  EventKind,
   LaunchMode,
+  type ProcessEvent,
   type ProcessExit,
   ProcessState,
   type StartProcessRequest,
@@ -19,6 +21,7 @@ import type { Init, VmProcessClient } from '../../src/client/vm-process-client.j
 import type { DaemonConfig } from '../../src/daemon/config.js';
 import { type DaemonHarness, startDaemonHarness } from '../helpers/daemon-harness.js';
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
+import { EventRecorder } from '../helpers/event-recorder.js';
 import { ExitCollector } from '../helpers/exit-collector.js';
 import { collectLeftovers } from '../helpers/leak-check.js';
 import { processesMentioning } from '../helpers/process-scan.js';
@@ -45,6 +48,8 @@ export interface GrpcSuite {
   client: VmProcessClient;
   /** Every exit the daemon publishes, in order, from one WatchExits{after_sequence: 0} opened before the first start. */
   recorder: ExitCollector;
+  /** Every event the daemon publishes, in order, from one WatchEvents{after_sequence: 0} opened before the first start. */
+  events: EventRecorder;
   /** A fresh sandbox ID, unique within the suite. */
   id(prefix: string): string;
   /** StartProcess in boot mode with a rootfs carrying `knobs`; `extra` overrides request fields. */
@@ -108,7 +113,8 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
     suite.client = suite.harness.client;
     await suite.client.waitForReady(WAIT_MS);
     suite.recorder = ExitCollector.watch(suite.harness.newClient(), { afterSequence: 0n });
-    await eventually(() => suite.harness.daemon.supervisor.exchange.subscriberCount >= 1, WAIT_MS);
+    suite.events = new EventRecorder(suite.harness.newClient());
+    await eventually(() => suite.harness.daemon.supervisor.exchange.subscriberCount >= 1 && suite.harness.daemon.supervisor.events.subscriberCount >= 1, WAIT_MS);
   });
 
   afterAll(async () => {
@@ -147,6 +153,17 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
           problems.push(`the recorder did not see sequences 1..n exactly once: ${JSON.stringify(sequences)}`);
         }
       }
+      if (suite.events) {
+        // The last events (an EXITED among them) may still be on their way.
+        const exited = () => suite.events.events.filter((e) => e.kind === EventKind.EXITED).length;
+        await step('waiting for every EXITED event', () => eventually(() => exited() >= (suite.recorder?.exits.length ?? 0), WAIT_MS), WAIT_MS + 1_000);
+        await step('closing the event recorder', async () => {
+          const failure = await suite.events.close();
+          const expectedEnd = options.daemonStoppedByTest && (failure as ServiceError | undefined)?.code === status.UNAVAILABLE;
+          if (failure && !expectedEnd) problems.push(`the event recorder stream failed: ${String(failure)}`);
+        }, 5_000);
+        problems.push(...checkEvents(suite.events.events, suite.recorder?.exits ?? []));
+      }
       if (suite.harness) await step('stopping the daemon', () => suite.harness.stop(), 15_000);
       if (suite.fixture) {
         await step('collecting leftovers', async () => {
@@ -161,6 +178,31 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
   }, 90_000);
 
   return suite;
+}
+
+/**
+ * What every suite's events must show: sequences 1..n exactly once; one EXITED event per exit,
+ * carrying it, and the last of its launch; a STARTED before every EXITED of a launch that spawned.
+ */
+function checkEvents(events: readonly ProcessEvent[], exits: readonly ProcessExit[]): string[] {
+  const problems: string[] = [];
+  const sequences = events.map((e) => Number(e.sequence));
+  if (JSON.stringify(sequences) !== JSON.stringify(sequences.map((_, i) => i + 1))) {
+    problems.push(`the event recorder did not see sequences 1..n exactly once: ${JSON.stringify(sequences)}`);
+  }
+  const exitedEvents = events.filter((e) => e.kind === EventKind.EXITED);
+  const exitSequences = exitedEvents.map((e) => (e.detail.case === 'exit' ? e.detail.value.sequence : -1n));
+  if (JSON.stringify(exitSequences.map(String)) !== JSON.stringify(exits.map((e) => String(e.sequence)))) {
+    problems.push(`EXITED events carry exits ${exitSequences.join(',')}, WatchExits sent ${exits.map((e) => e.sequence).join(',')}`);
+  }
+  for (const exited of exitedEvents) {
+    const exit = exited.detail.case === 'exit' ? exited.detail.value : undefined;
+    const launch = events.filter((e) => e.sandboxId === exited.sandboxId && e.pid === exited.pid && e.sequence <= exited.sequence);
+    if (exit && exit.pid !== 0 && !launch.some((e) => e.kind === EventKind.STARTED)) problems.push(`EXITED ${exited.sequence} of ${exited.sandboxId} has no STARTED before it`);
+    const after = events.find((e) => e.sandboxId === exited.sandboxId && e.pid === exited.pid && e.sequence > exited.sequence && e.kind !== EventKind.STARTED);
+    if (after) problems.push(`${EventKind[after.kind]} ${after.sequence} of ${exited.sandboxId} came after its EXITED ${exited.sequence}`);
+  }
+  return problems;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -68,12 +68,13 @@ describeAsRoot('recovery: a corrupted or truncated state journal', () => {
     const client = daemon.client();
     const pid = (await client.startProcess(await suite.bootRequest('cut'), { timeoutMs: RPC_MS })).process!.pid;
     await daemon.kill('SIGKILL');
-    // Cut the journal in the middle of the last record (cut's `ready`).
+    // Cut the journal in the middle of cut's `ready` record (its READY event, written after it, goes too).
     const path = journalPath(options.stateDir!);
     const text = await readFile(path, 'utf8');
-    const lastLineStart = text.lastIndexOf('\n', text.length - 2) + 1;
-    expect(text.slice(lastLineStart)).toContain('"k":"ready"');
-    await truncate(path, Buffer.byteLength(text.slice(0, lastLineStart)) + 20);
+    const lastLineStart = text.lastIndexOf('"k":"ready"');
+    const readyLineStart = text.lastIndexOf('\n', lastLineStart) + 1;
+    expect(text.slice(readyLineStart, text.indexOf('\n', readyLineStart))).toContain('"id":"cut"');
+    await truncate(path, Buffer.byteLength(text.slice(0, readyLineStart)) + 20);
 
     const restarted = await suite.startDaemon(options);
     await restarted.waitForLog((l) => typeof l.msg === 'string' && l.msg.includes('torn final record'));
@@ -138,9 +139,11 @@ describeAsRoot('recovery: a corrupted or truncated state journal', () => {
 
     const path = journalPath(options.stateDir!);
     const text = await readFile(path, 'utf8');
-    const lastLineStart = text.lastIndexOf('\n', text.length - 2) + 1;
-    expect(text.slice(lastLineStart)).toContain('"k":"exit"');
-    await writeFile(path, text.slice(0, lastLineStart) + text.slice(lastLineStart).replace('"reason":"stopped"', '"reason":"stoppe!"'));
+    // The exit's record: the last one, or followed only by the EXITED event written beside it.
+    const lastLineStart = text.lastIndexOf('\n', text.lastIndexOf('"k":"exit"')) + 1;
+    const exitLineEnd = text.indexOf('\n', lastLineStart) + 1;
+    expect(text.slice(exitLineEnd).split('\n').filter((line) => line !== '' && !line.includes('"k":"event"'))).toEqual([]);
+    await writeFile(path, text.slice(0, lastLineStart) + text.slice(lastLineStart, exitLineEnd).replace('"reason":"stopped"', '"reason":"stoppe!"') + text.slice(exitLineEnd));
 
     const next = suite.launchDaemon(options);
     const outcomeOfStart = await Promise.race([

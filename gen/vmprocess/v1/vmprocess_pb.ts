@@ -1675,8 +1675,8 @@ export const ResizeEventDetailSchema: GenMessage<ResizeEventDetail> = /*@__PURE_
  */
 export type GuestPanicEventDetail = Message<"vmprocess.v1.GuestPanicEventDetail"> & {
   /**
-   * What the guest wrote to pvpanic, as Cloud Hypervisor names it: `panicked`
-   * or `crash_loaded`.
+   * What the guest wrote to pvpanic, as Cloud Hypervisor names it: `panic`,
+   * `crash_loaded` or `unknown_event`.
    *
    * @generated from field: string event = 1;
    */

@@ -3555,8 +3555,8 @@ func (x *ResizeEventDetail) GetBalloonMib() uint64 {
 // A guest panic.
 type GuestPanicEventDetail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// What the guest wrote to pvpanic, as Cloud Hypervisor names it: `panicked`
-	// or `crash_loaded`.
+	// What the guest wrote to pvpanic, as Cloud Hypervisor names it: `panic`,
+	// `crash_loaded` or `unknown_event`.
 	Event         string `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
