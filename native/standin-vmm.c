@@ -6,8 +6,12 @@
  * its start-up order (umask 077, SIGTERM/SIGINT blocked early, an OFD lock on `<socket>.lock`, stale socket
  * removal), its REST API on the unix socket with micro_http's wire quirks (no reason phrase, no
  * Content-Length on a 204, keep-alive, at most 10 connections, one request served at a time), its exit
- * codes and error chains, and what SIGTERM and SIGKILL leave behind. No VM ever runs: VM operations only
- * move a state machine. The contract is /work/shared/cloud-hypervisor-api.md.
+ * codes and error chains, and what SIGTERM and SIGKILL leave behind. The VM is CH v53's state machine
+ * (vmm/src/lib.rs, vm.rs) with its refusals and HTTP statuses, its --event-monitor events
+ * (standin/event-monitor.c), and a modelled guest (standin/guest.c): the project's tiny guest is played
+ * line for line on the serial console, with its counter in the snapshot's memory-ranges; any other kernel
+ * boots silent. No guest code ever runs. The contract is /work/shared/cloud-hypervisor-api.md; where this
+ * program and a real CH differ, this program is wrong.
  *
  * Why C: the test machines have no KVM and no CH binary, yet tests and the demo launch the VMM through
  * exactly the same path as real CH (unshare -m, a tmpfs, ip netns exec ...), hundreds at a time. A
@@ -19,7 +23,8 @@
  * one particular instance crashes, ignores SIGTERM, fails its restore, and so on.
  *
  * Shape: one thread, one poll() loop over a signalfd, the listening socket and up to 10 connections;
- * timed behaviour (socket delay, crash, delayed exit) is a set of deadlines that become the poll timeout.
+ * timed behaviour (socket delay, crash, delayed exit, the guest's next line) is a set of deadlines that become the
+ * poll timeout.
  * Stand-in extension: GET /api/v1/standin.inspect reports what tests need to verify the launch (namespaces,
  * sandbox mount, symlinks, session, the last restore request).
  */
@@ -1140,7 +1145,7 @@ static void handle_signals(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Stand-in for the Cloud Hypervisor VMM (vmprocd tests and demo); it never runs a VM.\n"
+            "Stand-in for the Cloud Hypervisor VMM (vmprocd tests and demo); it models a VM, never runs one.\n"
             "\n"
             "Usage: cloud-hypervisor [OPTIONS]\n"
             "\n"
