@@ -6,8 +6,12 @@
  * its start-up order (umask 077, SIGTERM/SIGINT blocked early, an OFD lock on `<socket>.lock`, stale socket
  * removal), its REST API on the unix socket with micro_http's wire quirks (no reason phrase, no
  * Content-Length on a 204, keep-alive, at most 10 connections, one request served at a time), its exit
- * codes and error chains, and what SIGTERM and SIGKILL leave behind. No VM ever runs: VM operations only
- * move a state machine. The contract is /work/shared/cloud-hypervisor-api.md.
+ * codes and error chains, and what SIGTERM and SIGKILL leave behind. The VM is CH v53's state machine
+ * (vmm/src/lib.rs, vm.rs) with its refusals and HTTP statuses, its --event-monitor events
+ * (standin/event-monitor.c), and a modelled guest (standin/guest.c): the project's tiny guest is played
+ * line for line on the serial console, with its counter in the snapshot's memory-ranges; any other kernel
+ * boots silent. No guest code ever runs. The contract is /work/shared/cloud-hypervisor-api.md; where this
+ * program and a real CH differ, this program is wrong.
  *
  * Why C: the test machines have no KVM and no CH binary, yet tests and the demo launch the VMM through
  * exactly the same path as real CH (unshare -m, a tmpfs, ip netns exec ...), hundreds at a time. A
@@ -19,7 +23,8 @@
  * one particular instance crashes, ignores SIGTERM, fails its restore, and so on.
  *
  * Shape: one thread, one poll() loop over a signalfd, the listening socket and up to 10 connections;
- * timed behaviour (socket delay, crash, delayed exit) is a set of deadlines that become the poll timeout.
+ * timed behaviour (socket delay, crash, delayed exit, the guest's next line) is a set of deadlines that become the
+ * poll timeout.
  * Stand-in extension: GET /api/v1/standin.inspect reports what tests need to verify the launch (namespaces,
  * sandbox mount, symlinks, session, the last restore request).
  */
@@ -47,6 +52,7 @@
 #include <unistd.h>
 
 #include "standin/event-monitor.h"
+#include "standin/guest.h"
 
 #define PROG "standin-vmm"
 #define DEFAULT_VERSION "54.0.0"
@@ -956,10 +962,13 @@ static void knobs_load(struct knobs *k, const char *sandbox_dir)
  * VM_CREATED is "config, no Vm", which is also what vm.shutdown leaves (CH drops the Vm, so vm.info says
  * Created again, never Shutdown).
  */
-enum vm_state { VM_NONE, VM_CREATED, VM_RUNNING, VM_PAUSED };
+enum vm_state { VM_NONE, VM_CREATED, VM_RUNNING, VM_PAUSED, VM_LOAD_FAILED };
 
+/* VM_LOAD_FAILED: vm.boot created the Vm but could not load its kernel; CH keeps that Vm (state Created),
+ * so a later vm.boot is "already created" and vm.delete shuts it down first. */
 static const char *const vm_state_names[] = {
     [VM_NONE] = NULL, [VM_CREATED] = "Created", [VM_RUNNING] = "Running", [VM_PAUSED] = "Paused",
+    [VM_LOAD_FAILED] = "Created",
 };
 
 struct conn {
@@ -990,6 +999,8 @@ static struct {
     struct sbuf vm_config;   /* raw VmConfig JSON (empty: report {}) */
     struct sbuf last_restore;
     bool have_last_restore;
+    bool serial_ready;       /* CH's console_info: made at vm.create, boot after a shutdown, reboot, restore */
+    bool vcpu_removal_pending; /* a vm.resize down the guest never acknowledged */
     unsigned long restore_count;
 } g;
 
@@ -1032,13 +1043,17 @@ static void remove_own_socket(void)
 }
 
 static bool vm_booted(void) { return g.vm_state == VM_RUNNING || g.vm_state == VM_PAUSED; }
+/* A Vm object exists (CH's VmOwnership::Owned), booted or not. */
+static bool vm_owned(void) { return vm_booted() || g.vm_state == VM_LOAD_FAILED; }
 
 /* CH's vmm_shutdown(): vm_delete() (shutting a booted VM down first), then "vmm"/"shutdown". */
 static void vmm_shutdown_events(void)
 {
     if (g.vm_state != VM_NONE) {
-        if (vm_booted())
+        if (vm_owned())
             event_monitor_emit("vm", "shutdown", NULL, NULL);
+        guest_stop();
+        guest_serial_close();
         g.vm_state = VM_NONE;
         event_monitor_emit("vm", "deleted", NULL, NULL);
     }
@@ -1130,7 +1145,7 @@ static void handle_signals(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Stand-in for the Cloud Hypervisor VMM (vmprocd tests and demo); it never runs a VM.\n"
+            "Stand-in for the Cloud Hypervisor VMM (vmprocd tests and demo); it models a VM, never runs one.\n"
             "\n"
             "Usage: cloud-hypervisor [OPTIONS]\n"
             "\n"
@@ -1568,6 +1583,116 @@ static long long vm_memory_size(void)
     return DEFAULT_MEMORY_SIZE;
 }
 
+/* The span of config member a.b (b NULL: just a), if the stored VmConfig has it. */
+static bool config_member(const char *a, const char *b, const char **vs, const char **ve)
+{
+    const char *cfg = g.vm_config.p, *end = cfg + g.vm_config.len, *as, *ae;
+    if (!g.vm_config.len || !json_member(cfg, end, a, &as, &ae))
+        return false;
+    if (!b) {
+        *vs = as;
+        *ve = ae;
+        return true;
+    }
+    return json_type(as) == J_OBJ && json_member(as, ae, b, vs, ve);
+}
+
+/* A string member as a fresh C string (caller frees), or NULL. */
+static char *config_string(const char *a, const char *b)
+{
+    const char *vs, *ve;
+    if (!config_member(a, b, &vs, &ve) || json_type(vs) != J_STR)
+        return NULL;
+    struct sbuf out = { 0 };
+    json_string_value(vs, ve, &out);
+    sb_add(&out, "", 0);
+    return out.p;
+}
+
+static long long config_number(const char *a, const char *b, long long fallback)
+{
+    const char *vs, *ve;
+    if (!config_member(a, b, &vs, &ve) || json_type(vs) != J_NUM)
+        return fallback;
+    return strtoll(vs, NULL, 10);
+}
+
+static bool config_true(const char *a)
+{
+    const char *vs, *ve;
+    return config_member(a, NULL, &vs, &ve) && json_type(vs) == J_BOOL && *vs == 't';
+}
+
+/* Sets config member a.b to the number v (creating a or b when missing), like CH updating its config. */
+static void config_set_number(const char *a, const char *b, long long v)
+{
+    struct sbuf out = { 0 };
+    const char *cfg = g.vm_config.p, *vs, *ve;
+    if (!g.vm_config.len)
+        sb_puts(&g.vm_config, "{}"), cfg = g.vm_config.p;
+    if (config_member(a, b, &vs, &ve)) {
+        sb_add(&out, cfg, (size_t)(vs - cfg));
+        sb_printf(&out, "%lld", v);
+        sb_add(&out, ve, g.vm_config.len - (size_t)(ve - cfg));
+    } else {
+        /* Insert right after the opening brace of a (or of the whole config when a is missing). */
+        const char *obj = json_skip_ws(cfg, cfg + g.vm_config.len), *as, *ae;
+        bool have_a = config_member(a, NULL, &as, &ae) && json_type(as) == J_OBJ;
+        const char *brace = have_a ? as : obj;
+        const char *after = json_skip_ws(brace + 1, cfg + g.vm_config.len);
+        bool empty = *after == '}';
+        sb_add(&out, cfg, (size_t)(brace + 1 - cfg));
+        if (have_a)
+            sb_printf(&out, "\"%s\":%lld%s", b, v, empty ? "" : ",");
+        else
+            sb_printf(&out, "\"%s\":{\"%s\":%lld}%s", a, b, v, empty ? "" : ",");
+        sb_add(&out, brace + 1, g.vm_config.len - (size_t)(brace + 1 - cfg));
+    }
+    sb_free(&g.vm_config);
+    g.vm_config = out;
+}
+
+/* pre_create_console_devices(): the serial device per the config (a File is created and truncated). */
+static bool serial_prepare(struct reply *r, const char *head)
+{
+    char *mode = config_string("serial", "mode"), *file = config_string("serial", "file");
+    struct guest_error e = { 0 };
+    bool ok = guest_serial_open(mode, file, &e);
+    free(mode);
+    free(file);
+    if (!ok && r)
+        reply_chain(r, 500, "Error from API", head, e.line[0], e.line[1], NULL);
+    g.serial_ready = ok;
+    return ok;
+}
+
+/* Vm::new + boot for the stored config; false with the chain in e when the kernel does not load. */
+static bool guest_start(struct guest_error *e)
+{
+    char *kernel = config_string("payload", "kernel"), *cmdline = config_string("payload", "cmdline");
+    struct guest_spec spec = { .kernel = kernel, .cmdline = cmdline, .pvpanic = config_true("pvpanic"),
+                               .memory_size = vm_memory_size() };
+    bool ok = guest_boot(&spec, e);
+    g.vcpu_removal_pending = false;
+    free(kernel);
+    free(cmdline);
+    return ok;
+}
+
+/* CH's vm_reboot() once the "rebooting" event is out: shut the VM down, make the console again, boot. */
+static bool vm_reboot(struct guest_error *e)
+{
+    guest_stop();
+    serial_prepare(NULL, NULL);
+    if (!guest_start(e)) {
+        g.vm_state = VM_CREATED;
+        return false;
+    }
+    g.vm_state = VM_RUNNING;
+    event_monitor_emit("vm", "rebooted", NULL, NULL);
+    return true;
+}
+
 static void h_vmm_ping(const struct http_request *rq, struct reply *r)
 {
     if (!method_is(rq, "GET"))
@@ -1610,6 +1735,10 @@ static void h_vm_create(const struct http_request *rq, struct reply *r)
     if (g.vm_state != VM_NONE)
         return reply_chain(r, 500, "Error from API", "The VM could not be created", "VM is already created", NULL);
     set_config(rq->body, rq->body_len);
+    if (!serial_prepare(r, "The VM could not be created")) {
+        set_config(NULL, 0);
+        return;
+    }
     g.vm_state = VM_CREATED;
     r->status = 204;
 }
@@ -1638,11 +1767,21 @@ static void h_vm_boot(const struct http_request *rq, struct reply *r)
 {
     if (!vm_action_precheck(rq, r))
         return;
-    if (vm_booted())
-        return reply_chain(r, 500, "Error from API", "The VM could not boot", "VM is already created", NULL);
+    static const char head[] = "The VM could not boot";
+    if (vm_owned())
+        return reply_chain(r, 500, "Error from API", head, "VM is already created", NULL);
     event_monitor_emit("vm", "booting", NULL, NULL);
     if (g.vm_state == VM_NONE)
-        return reply_chain(r, 404, "Error from API", "The VM could not boot", "VM config is missing", NULL);
+        return reply_chain(r, 404, "Error from API", head, "VM config is missing", NULL);
+    if (!g.serial_ready && !serial_prepare(r, head))
+        return;
+    struct guest_error e = { 0 };
+    if (!guest_start(&e)) {
+        /* A config that fails validation makes no Vm; a kernel that does not load leaves one behind. */
+        if (strcmp(e.line[0], "Failed to validate config") != 0)
+            g.vm_state = VM_LOAD_FAILED;
+        return reply_chain(r, 500, "Error from API", head, e.line[0], e.line[1], e.n > 2 ? e.line[2] : NULL, NULL);
+    }
     g.vm_state = VM_RUNNING;
     event_monitor_emit("vm", "booted", NULL, NULL);
     r->status = 204;
@@ -1652,8 +1791,11 @@ static void h_vm_shutdown(const struct http_request *rq, struct reply *r)
 {
     if (!vm_action_precheck(rq, r))
         return;
-    if (!vm_booted())
+    if (!vm_owned())
         return reply_chain(r, 500, "Error from API", "The VM could not shutdown", "VM is not running", NULL);
+    guest_stop();
+    guest_serial_close();
+    g.serial_ready = false;
     g.vm_state = VM_CREATED;
     event_monitor_emit("vm", "shutdown", NULL, NULL);
     r->status = 204;
@@ -1665,8 +1807,11 @@ static void h_vm_delete(const struct http_request *rq, struct reply *r)
         return;
     /* Deleting no VM is not an error in CH, and emits nothing. */
     if (g.vm_state != VM_NONE) {
-        if (vm_booted())
+        if (vm_owned())
             event_monitor_emit("vm", "shutdown", NULL, NULL);
+        guest_stop();
+        guest_serial_close();
+        g.serial_ready = false;
         g.vm_state = VM_NONE;
         set_config(NULL, 0);
         event_monitor_emit("vm", "deleted", NULL, NULL);
@@ -1684,6 +1829,7 @@ static void h_vm_pause(const struct http_request *rq, struct reply *r)
     event_monitor_emit("vm", "pausing", NULL, NULL);
     if (g.vm_state != VM_RUNNING)
         return reply_transition(r, head, "pause", "Paused");
+    guest_pause();
     g.vm_state = VM_PAUSED;
     event_monitor_emit("vm", "paused", NULL, NULL);
     r->status = 204;
@@ -1697,6 +1843,7 @@ static bool vm_resume(struct reply *r, const char *head)
         reply_transition(r, head, "resume", "Running");
         return false;
     }
+    guest_resume();
     g.vm_state = VM_RUNNING;
     event_monitor_emit("vm", "resumed", NULL, NULL);
     return true;
@@ -1718,10 +1865,12 @@ static void h_vm_reboot(const struct http_request *rq, struct reply *r)
     if (!vm_action_precheck(rq, r))
         return;
     event_monitor_emit("vm", "rebooting", NULL, NULL);
-    if (!vm_booted())
+    if (!vm_owned())
         return reply_chain(r, 404, "Error from API", "The VM could not reboot", "VM is not created", NULL);
-    g.vm_state = VM_RUNNING;
-    event_monitor_emit("vm", "rebooted", NULL, NULL);
+    struct guest_error e = { 0 };
+    if (!vm_reboot(&e))
+        return reply_chain(r, 500, "Error from API", "The VM could not reboot", e.line[0], e.line[1],
+                           e.n > 2 ? e.line[2] : NULL, NULL);
     r->status = 204;
 }
 
@@ -1740,6 +1889,64 @@ static bool check_file_url_dir(struct reply *r, const char *head, const char *ur
     if (err) {
         snprintf(detail, sizeof detail, "Cannot access snapshot directory %s: %s", dir, os_error(err, e, sizeof e));
         reply_chain(r, 500, "Error from API", head, detail, NULL);
+        return false;
+    }
+    return true;
+}
+
+/* Creates dir/name (never over an existing file, like CH's create_new) with the given bytes. */
+static bool snapshot_file(const char *dir, const char *name, const char *data, size_t n, int *err)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+    if (fd < 0) {
+        *err = errno;
+        return false;
+    }
+    write_all(fd, data, n);
+    close(fd);
+    return true;
+}
+
+/*
+ * Vm::send() after "snapshotted": config.json (the VmConfig), state.json (the Snapshot tree: the vm's own
+ * state, and cpu-manager, memory-manager, device-manager sections), then the memory manager's
+ * memory-ranges. The stand-in's config.json is the VmConfig as it was given, not CH's expanded one.
+ */
+static bool snapshot_send(struct reply *r, const char *head, const char *dir)
+{
+    static const char send[] = "Cannot send VM snapshot", failed[] = "Failed to send migratable component snapshot";
+    char e[128];
+    int err = 0;
+    const char *cfg = g.vm_config.len ? g.vm_config.p : "{}";
+    if (!snapshot_file(dir, "config.json", cfg, strlen(cfg), &err)) {
+        reply_chain(r, 500, "Error from API", head, send, failed, "Error creating VM config snapshot file",
+                    os_error(err, e, sizeof e), NULL);
+        return false;
+    }
+    char vcpu[512];
+    struct guest_error ge = { 0 };
+    long long mem = vm_memory_size();
+    struct sbuf state = { 0 }, text = { 0 };
+    guest_vcpu_state(vcpu, sizeof vcpu);
+    sb_puts(&state, "{\"snapshots\":{\"cpu-manager\":{\"snapshots\":{\"0\":{\"snapshots\":{},\"snapshot_data\":{\"state\":");
+    sb_json_cstr(&state, vcpu);
+    sb_puts(&state, "}}},\"snapshot_data\":{\"state\":\"{}\"}},\"device-manager\":{\"snapshots\":{},"
+                    "\"snapshot_data\":{\"state\":\"{}\"}},\"memory-manager\":{\"snapshots\":{},\"snapshot_data\":{\"state\":");
+    sb_printf(&text, "{\"memory_ranges\":{\"data\":[{\"gpa\":0,\"length\":%lld}]}}", mem);
+    sb_json_str(&state, text.p, text.len);
+    sb_puts(&state, "}}},\"snapshot_data\":{\"state\":\"{\\\"clock\\\":null}\"}}");
+    bool ok = snapshot_file(dir, "state.json", state.p, state.len, &err);
+    sb_free(&state);
+    sb_free(&text);
+    if (!ok) {
+        reply_chain(r, 500, "Error from API", head, send, failed, "Error creating VM state snapshot file",
+                    os_error(err, e, sizeof e), NULL);
+        return false;
+    }
+    if (!guest_save_memory(dir, mem, &ge)) {
+        reply_chain(r, 500, "Error from API", head, ge.line[0], ge.line[1], ge.line[2], ge.line[3], NULL);
         return false;
     }
     return true;
@@ -1771,9 +1978,30 @@ static void h_vm_snapshot(const struct http_request *rq, struct reply *r)
     struct sbuf url = { 0 };
     json_string_value(vs, ve, &url);
     sb_add(&url, "", 0);
-    if (check_file_url_dir(r, head, url.p))
+    if (strncmp(url.p, "file://", 7) != 0)
+        check_file_url_dir(r, head, url.p);
+    else if (snapshot_send(r, head, url.p + 7))
         r->status = 204;
     sb_free(&url);
+}
+
+/* Reads a regular file of at most MAX_BODY_BYTES into out (NUL-terminated); false if it cannot. */
+static bool read_small_file(const char *path, struct sbuf *out)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= MAX_BODY_BYTES;
+    if (ok) {
+        sb_reserve(out, (size_t)st.st_size);
+        ssize_t n;
+        while (out->len < (size_t)st.st_size && (n = read(fd, out->p + out->len, (size_t)st.st_size - out->len)) > 0)
+            out->len += (size_t)n;
+        out->p[out->len] = '\0';
+    }
+    close(fd);
+    return ok;
 }
 
 /* A restored VM's config: the snapshot's config.json when it is a readable JSON object. */
@@ -1888,6 +2116,17 @@ static void h_vm_restore(const struct http_request *rq, struct reply *r)
     if (!check_file_url_dir(r, head, url.p))
         goto out;
     load_snapshot_config(url.p + 7);
+    {
+        /* The guest comes back from state.json and memory-ranges; a snapshot without the stand-in's guest
+         * state (an empty directory in many tests) restores a VM that runs nothing. */
+        char path[PATH_MAX + 16];
+        struct sbuf state = { 0 };
+        snprintf(path, sizeof path, "%s/state.json", url.p + 7);
+        read_small_file(path, &state);
+        guest_restore(url.p + 7, state.p, on_demand, config_true("pvpanic"));
+        sb_free(&state);
+        serial_prepare(NULL, NULL);
+    }
     /* Vm::restore() brings the VM back Paused; resume: true is a vm_resume() after it. */
     event_monitor_emit("vm", "restoring", NULL, NULL);
     g.vm_state = VM_PAUSED;
@@ -1913,6 +2152,146 @@ static void h_vm_info(const struct http_request *rq, struct reply *r)
         sb_puts(b, "{}");
     sb_printf(b, ",\"state\":\"%s\",\"memory_actual_size\":%lld}", state_name(), vm_memory_size());
     r->status = 200;
+}
+
+/* The next element of the validated array whose remaining text starts at *p (after '[' or ','). */
+static bool json_array_next(const char **p, const char *end, const char **es, const char **ee)
+{
+    struct jparser j = { *p, *p, end, 0, NULL };
+    jp_ws(&j);
+    if (j.p >= end || *j.p == ']')
+        return false;
+    if (*j.p == ',' || *j.p == '[')
+        j.p++;
+    jp_ws(&j);
+    if (j.p >= end || *j.p == ']')
+        return false;
+    *es = j.p;
+    if (!jp_value(&j))
+        return false;
+    *ee = j.p;
+    *p = j.p;
+    return true;
+}
+
+/* Appends one device's counters, named by its id or, without one, the name CH generates (_disk0, _net1). */
+static void counters_of(struct sbuf *b, const char *array, const char *prefix, const char *names, int *next_id,
+                        bool *first)
+{
+    const char *vs, *ve, *es, *ee, *is, *ie;
+    if (!config_member(array, NULL, &vs, &ve) || json_type(vs) != J_ARR)
+        return;
+    for (const char *p = vs; json_array_next(&p, ve, &es, &ee);) {
+        sb_puts(b, *first ? "" : ",");
+        *first = false;
+        if (json_type(es) == J_OBJ && json_member(es, ee, "id", &is, &ie) && json_type(is) == J_STR)
+            sb_add(b, is, (size_t)(ie - is));
+        else
+            sb_printf(b, "\"%s%d\"", prefix, (*next_id)++);
+        sb_printf(b, ":{%s}", names);
+    }
+}
+
+/* vm.counters: the guest moves no data, so every counter is at its start value (for a block device's
+ * latencies that is what CH reports before any I/O: min and max u64::MAX, avg u64::MAX / 10000). */
+static void h_vm_counters(const struct http_request *rq, struct reply *r)
+{
+    if (!method_is(rq, "GET"))
+        return reply_bad_request(r);
+    if (!vm_booted())
+        return reply_chain(r, 500, "Error from API", "The VM info is not available", "VM is not running", NULL);
+    static const char block[] = "\"read_bytes\":0,\"write_bytes\":0,\"read_ops\":0,\"write_ops\":0,"
+                                "\"read_latency_min\":18446744073709551615,\"read_latency_max\":18446744073709551615,"
+                                "\"read_latency_avg\":1844674407370955,\"write_latency_min\":18446744073709551615,"
+                                "\"write_latency_max\":18446744073709551615,\"write_latency_avg\":1844674407370955";
+    static const char net[] = "\"rx_bytes\":0,\"rx_frames\":0,\"tx_bytes\":0,\"tx_frames\":0";
+    bool first = true;
+    int next_id = 0;
+    sb_puts(&r->body, "{");
+    counters_of(&r->body, "disks", "_disk", block, &next_id, &first);
+    counters_of(&r->body, "net", "_net", net, &next_id, &first);
+    sb_puts(&r->body, "}");
+    r->status = 200;
+}
+
+/* Reads an optional unsigned member; false (with a 400 in r) on a wrong type. */
+static bool resize_field(const char *obj, const char *end, const char *key, const char *type, long long *out,
+                         struct reply *r)
+{
+    const char *vs, *ve;
+    if (!json_member(obj, end, key, &vs, &ve) || json_type(vs) == J_NULL)
+        return true;
+    if (json_type(vs) != J_NUM || *vs == '-' || memchr(vs, '.', (size_t)(ve - vs))) {
+        reply_invalid_type(r, vs, ve, type);
+        return false;
+    }
+    *out = strtoll(vs, NULL, 10);
+    return true;
+}
+
+static void h_vm_resize(const struct http_request *rq, struct reply *r)
+{
+    static const char head[] = "The VM could not be resized";
+    if (!method_is(rq, "PUT") || !rq->body)
+        return reply_bad_request(r);
+    struct jerr e;
+    const char *end = rq->body + rq->body_len;
+    if (!json_validate(rq->body, rq->body_len, &e))
+        return reply_serde(r, e.msg);
+    const char *obj = json_skip_ws(rq->body, end);
+    if (json_type(obj) != J_OBJ)
+        return reply_invalid_type(r, obj, end, "struct VmResizeData");
+    long long vcpus = -1, ram = -1, balloon = -1;
+    if (!resize_field(obj, end, "desired_vcpus", "u32", &vcpus, r) || !resize_field(obj, end, "desired_ram", "u64", &ram, r) ||
+        !resize_field(obj, end, "desired_balloon", "u64", &balloon, r))
+        return;
+    if (g.vm_state == VM_NONE)
+        return reply_chain(r, 404, "Error from API", head, "VM is not created", NULL);
+    if (!vm_booted()) {
+        /* No Vm yet: CH only edits the config it will boot. */
+        if (vcpus >= 0)
+            config_set_number("cpus", "boot_vcpus", vcpus);
+        if (ram >= 0)
+            config_set_number("memory", "size", ram);
+        if (balloon >= 0 && config_member("balloon", NULL, &(const char *){ 0 }, &(const char *){ 0 }))
+            config_set_number("balloon", "size", balloon);
+        r->status = 204;
+        return;
+    }
+    event_monitor_emit("vm", "resizing", NULL, NULL);
+    if (vcpus >= 0) {
+        long long boot = config_number("cpus", "boot_vcpus", 1), max = config_number("cpus", "max_vcpus", boot);
+        if (vcpus == 0)
+            return reply_chain(r, 500, "Error from API", head, "Error from CPU manager", "Requested zero vCPUs", NULL);
+        if (vcpus > max)
+            return reply_chain(r, 500, "Error from API", head, "Error from CPU manager", "Requested vCPUs exceed maximum",
+                               NULL);
+        if (vcpus != boot && g.vcpu_removal_pending) {
+            /* The modelled guest never ejects a removed vCPU, so a removal stays pending: CH's 429. */
+            r->status = 429;
+            sb_puts(&r->body, "[\"Too Many Requests\"]");
+            return;
+        }
+        if (vcpus < boot)
+            g.vcpu_removal_pending = true;
+        config_set_number("cpus", "boot_vcpus", vcpus);
+    }
+    if (ram >= 0) {
+        long long size = vm_memory_size(), hotplug = config_number("memory", "hotplug_size", 0);
+        if (ram != size && (ram < size || ram > size + hotplug))
+            return reply_chain(r, 500, "Error from API", head, "Memory manager error",
+                               "The requested hotplug memory addition is not a valid size", NULL);
+        config_set_number("memory", "size", ram);
+    }
+    if (balloon >= 0) {
+        const char *bs, *be;
+        if (!config_member("balloon", NULL, &bs, &be) || json_type(bs) != J_OBJ)
+            return reply_chain(r, 500, "Error from API", head, "Error from device manager",
+                               "Missing virtio-balloon, can't proceed as expected", NULL);
+        config_set_number("balloon", "size", balloon);
+    }
+    event_monitor_emit("vm", "resized", NULL, NULL);
+    r->status = 204;
 }
 
 /* ---- standin.inspect: facts about this process for launch tests ---- */
@@ -2056,6 +2435,7 @@ static const struct route {
     { "/api/v1/vm.pause", h_vm_pause },       { "/api/v1/vm.resume", h_vm_resume },
     { "/api/v1/vm.snapshot", h_vm_snapshot }, { "/api/v1/vm.restore", h_vm_restore },
     { "/api/v1/vm.info", h_vm_info },         { "/api/v1/vm.reboot", h_vm_reboot },
+    { "/api/v1/vm.counters", h_vm_counters }, { "/api/v1/vm.resize", h_vm_resize },
     { "/api/v1/standin.inspect", h_standin_inspect },
 };
 
@@ -2227,7 +2607,7 @@ static void accept_connections(void)
 
 static int next_timeout(void)
 {
-    int64_t deadlines[] = { g.bind_at, g.crash_at, g.exit_at }, now = now_ms(), best = -1;
+    int64_t deadlines[] = { g.bind_at, g.crash_at, g.exit_at, guest_deadline() }, now = now_ms(), best = -1;
     for (size_t i = 0; i < sizeof deadlines / sizeof deadlines[0]; i++)
         if (deadlines[i] >= 0 && (best < 0 || deadlines[i] < best))
             best = deadlines[i];
@@ -2247,6 +2627,20 @@ static void run_timers(void)
         crash_now();
     if (g.exit_at >= 0 && now >= g.exit_at)
         exit_clean(0);
+    switch (guest_run(now)) {
+    case GUEST_POWEROFF:
+        /* ACPI S5: CH's guest_exit_evt, then vmm_shutdown() and a clean exit (no --no-shutdown here). */
+        exit_clean(0);
+    case GUEST_REBOOT: {
+        /* The reset_evt: the same vm_reboot() as the API's; a failure ends CH's control loop. */
+        struct guest_error e = { 0 };
+        event_monitor_emit("vm", "rebooting", NULL, NULL);
+        if (!vm_reboot(&e))
+            die_chain(1, "VMM thread exited with error", "Error rebooting VM", e.line[0], e.line[1], NULL);
+        break;
+    }
+    case GUEST_IDLE: break;
+    }
 }
 
 static noreturn void event_loop(void)

@@ -32,6 +32,8 @@ interface Vmm {
   events: string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stderr(): string;
+  /** The VMM's stdout: the guest's serial console with serial mode Tty. */
+  stdout(): string;
 }
 
 const started: Vmm[] = [];
@@ -39,13 +41,15 @@ const started: Vmm[] = [];
 function start(args?: string[], dir = fs.mkdtempSync(path.join(os.tmpdir(), 'standin-events-'))): Vmm {
   const sock = path.join(dir, 'api.sock');
   const events = path.join(dir, 'events');
-  const child = spawn(BIN, args ?? ['--api-socket', `path=${sock}`, '--event-monitor', `path=${events}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(BIN, args ?? ['--api-socket', `path=${sock}`, '--event-monitor', `path=${events}`], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
+  let stdout = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('close', (code, signal) => resolve({ code, signal })),
   );
-  const vmm = { child, dir, sock, events, exited, stderr: () => stderr };
+  const vmm = { child, dir, sock, events, exited, stderr: () => stderr, stdout: () => stdout };
   started.push(vmm);
   return vmm;
 }
@@ -104,6 +108,24 @@ const VM_CONFIG = {
   serial: { mode: 'Null' },
   console: { mode: 'Off' },
 };
+
+/** The tiny guest on the serial console (stdout), with these cmdline options. */
+const ttyGuest = (options: string, extra: object = {}) => ({
+  ...VM_CONFIG,
+  payload: { kernel: GUEST, cmdline: `console=ttyS0 tick_ms=50 ${options}`.trim() },
+  serial: { mode: 'Tty' },
+  ...extra,
+});
+
+async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+const ticks = (text: string) => [...text.matchAll(/^tiny-guest: tick (\d+)$/gm)].map((m) => Number(m[1]));
 
 beforeAll(() => {
   for (const file of [BIN, GUEST]) if (!fs.existsSync(file)) throw new Error(`${file} is missing: run npm run build:native`);
@@ -267,5 +289,119 @@ describe('--event-monitor', () => {
     const vmm = start(['--api-socket', `path=${dir}/api.sock`, '--event-monitor', ''], dir);
     expect(await vmm.exited).toEqual({ code: 1, signal: null });
     expect(vmm.stderr()).toBe('Error: Cloud Hypervisor exited with the following error:\n  Error parsing --event-monitor: path or fd required\n');
+  });
+
+  it('a guest reboot (reboot_after) is "rebooting", "rebooted": a new boot line and the count from 1', async () => {
+    const vmm = await startReady();
+    await api(vmm, 'PUT', 'vm.create', ttyGuest('reboot_after=2'));
+    await api(vmm, 'PUT', 'vm.boot');
+    await until('two reboots', () => (vmm.stdout().match(/tiny-guest: reboot\n/g) ?? []).length >= 2);
+    const lines = vmm.stdout().split('\n');
+    const boot = 'tiny-guest: boot cmdline=console=ttyS0 tick_ms=50 reboot_after=2 tsc_khz=';
+    expect(lines[0]!.startsWith(boot)).toBe(true);
+    expect(lines.slice(1, 4)).toEqual(['tiny-guest: tick 1', 'tiny-guest: tick 2', 'tiny-guest: reboot']);
+    expect(lines[4]!.startsWith(boot)).toBe(true);
+    expect(lines.slice(5, 8)).toEqual(['tiny-guest: tick 1', 'tiny-guest: tick 2', 'tiny-guest: reboot']);
+    expect(names(eventsOf(vmm)).slice(0, 7)).toEqual([
+      'vmm/starting',
+      'vm/booting',
+      'vm/booted',
+      'vm/rebooting',
+      'vm/rebooted',
+      'vm/rebooting',
+      'vm/rebooted',
+    ]);
+  });
+
+  it('a guest power-off (poweroff_after) is vm shutdown, vm deleted, vmm shutdown, and the VMM exits 0', async () => {
+    const vmm = await startReady();
+    await api(vmm, 'PUT', 'vm.create', ttyGuest('poweroff_after=3'));
+    await api(vmm, 'PUT', 'vm.boot');
+    expect(await vmm.exited).toEqual({ code: 0, signal: null });
+    expect(vmm.stdout().split('\n').slice(1)).toEqual(['tiny-guest: tick 1', 'tiny-guest: tick 2', 'tiny-guest: tick 3', 'tiny-guest: poweroff', '']);
+    expect(names(eventsOf(vmm))).toEqual(['vmm/starting', 'vm/booting', 'vm/booted', 'vm/shutdown', 'vm/deleted', 'vmm/shutdown']);
+    expect(fs.existsSync(vmm.sock)).toBe(false);
+  });
+
+  it('a guest panic (panic_after, pvpanic) is "guest"/"panic" with properties {event: panic}; the VM stays Running', async () => {
+    const vmm = await startReady();
+    await api(vmm, 'PUT', 'vm.create', ttyGuest('panic_after=2', { pvpanic: true }));
+    await api(vmm, 'PUT', 'vm.boot');
+    await until('the panic line', () => vmm.stdout().includes('tiny-guest: panic'));
+    await sleep(150);
+    expect(vmm.stdout().split('\n').slice(1)).toEqual(['tiny-guest: tick 1', 'tiny-guest: tick 2', 'tiny-guest: panic pvpanic=0xe7fffff0', '']);
+    const events = eventsOf(vmm);
+    expect(names(events)).toEqual(['vmm/starting', 'vm/booting', 'vm/booted', 'guest/panic']);
+    expect(events[3]!.properties).toEqual({ event: 'panic' });
+    expect(JSON.parse((await api(vmm, 'GET', 'vm.info')).body).state).toBe('Running');
+
+    // Without a pvpanic device the guest says so and halts, and CH sees nothing.
+    const plain = await startReady();
+    await api(plain, 'PUT', 'vm.create', ttyGuest('panic_after=1'));
+    await api(plain, 'PUT', 'vm.boot');
+    await until('the panic line', () => plain.stdout().includes('tiny-guest: panic'));
+    expect(plain.stdout()).toContain('tiny-guest: tick 1\ntiny-guest: panic pvpanic=none\n');
+    expect(names(eventsOf(plain))).toEqual(['vmm/starting', 'vm/booting', 'vm/booted']);
+  });
+});
+
+describe('the modelled tiny guest', () => {
+  it('prints nothing while paused and carries on from the next number after resume', async () => {
+    const vmm = await startReady();
+    await api(vmm, 'PUT', 'vm.create', ttyGuest(''));
+    await api(vmm, 'PUT', 'vm.boot');
+    await until('tick 3', () => ticks(vmm.stdout()).length >= 3);
+    await api(vmm, 'PUT', 'vm.pause');
+    const paused = ticks(vmm.stdout()).at(-1)!;
+    await sleep(250);
+    expect(ticks(vmm.stdout()).at(-1)).toBe(paused);
+    await api(vmm, 'PUT', 'vm.resume');
+    await until('the next tick', () => ticks(vmm.stdout()).at(-1)! > paused);
+    expect(ticks(vmm.stdout())).toEqual(Array.from({ length: ticks(vmm.stdout()).length }, (_, i) => i + 1));
+  });
+
+  it('writes serial mode File to serial.file, truncated at vm.create and again at each boot', async () => {
+    const vmm = await startReady();
+    const file = path.join(vmm.dir, 'serial.log');
+    fs.writeFileSync(file, 'old\n');
+    await api(vmm, 'PUT', 'vm.create', { ...VM_CONFIG, serial: { mode: 'File', file } });
+    expect(fs.readFileSync(file, 'utf8')).toBe('');
+    await api(vmm, 'PUT', 'vm.boot');
+    await until('tick 3', () => ticks(fs.readFileSync(file, 'utf8')).length >= 3);
+    await api(vmm, 'PUT', 'vm.shutdown');
+    await api(vmm, 'PUT', 'vm.boot');
+    await until('tick 1 again', () => ticks(fs.readFileSync(file, 'utf8')).length >= 1);
+    expect(fs.readFileSync(file, 'utf8')).toMatch(/^tiny-guest: boot cmdline=console=ttyS0 tick_ms=50 tsc_khz=\d+\ntiny-guest: tick 1\n/);
+    expect(vmm.stdout()).toBe('');
+  });
+
+  it.each(['Copy', 'OnDemand'])('a snapshot restores (%s) in another VMM, paused, and carries on from the next number', async (mode) => {
+    const first = await startReady();
+    await api(first, 'PUT', 'vm.create', ttyGuest(''));
+    await api(first, 'PUT', 'vm.boot');
+    await until('tick 4', () => ticks(first.stdout()).length >= 4);
+    await api(first, 'PUT', 'vm.pause');
+    const snap = path.join(first.dir, 'snap');
+    fs.mkdirSync(snap);
+    expect((await api(first, 'PUT', 'vm.snapshot', { destination_url: `file://${snap}` })).status).toBe(204);
+    const at = ticks(first.stdout()).at(-1)!;
+    first.child.kill('SIGKILL');
+    expect(fs.readdirSync(snap).sort()).toEqual(['config.json', 'memory-ranges', 'state.json']);
+    expect(fs.statSync(path.join(snap, 'memory-ranges')).size).toBe(64 << 20);
+    expect(JSON.parse(fs.readFileSync(path.join(snap, 'config.json'), 'utf8'))).toEqual(ttyGuest(''));
+    expect(Object.keys(JSON.parse(fs.readFileSync(path.join(snap, 'state.json'), 'utf8')).snapshots).sort()).toEqual([
+      'cpu-manager',
+      'device-manager',
+      'memory-manager',
+    ]);
+
+    const second = await startReady();
+    expect((await api(second, 'PUT', 'vm.restore', { source_url: `file://${snap}`, memory_restore_mode: mode })).status).toBe(204);
+    await sleep(150);
+    expect(second.stdout()).toBe('');
+    await api(second, 'PUT', 'vm.resume');
+    await until('a tick', () => ticks(second.stdout()).length >= 2);
+    expect(second.stdout()).not.toContain('tiny-guest: boot');
+    expect(ticks(second.stdout()).slice(0, 2)).toEqual([at + 1, at + 2]);
   });
 });

@@ -17,6 +17,9 @@ import { afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { buildRequest, RawConnection, rawRequest, type RawResponse } from './raw-http.js';
 
 const BIN = fileURLToPath(new URL('../../build/native/standin-vmm', import.meta.url));
+const GUEST = fileURLToPath(new URL('../../build/native/tiny-guest.elf', import.meta.url));
+/** A VmConfig that boots the tiny guest with its serial console off. */
+const GUEST_VM = JSON.stringify({ payload: { kernel: GUEST }, serial: { mode: 'Null' } });
 const CHAIN_HEADER = 'Error: Cloud Hypervisor exited with the following chain of errors:';
 const PING = buildRequest('GET', '/api/v1/vmm.ping');
 
@@ -363,9 +366,9 @@ describe('VM lifecycle', () => {
       'VM is not running',
     ]);
 
-    expect((await api(vmm, 'PUT', 'vm.create', '{"payload":{"kernel":"/vmlinux"}}')).status).toBe(204);
+    expect((await api(vmm, 'PUT', 'vm.create', GUEST_VM)).status).toBe(204);
     expect(await info(vmm)).toEqual({
-      config: { payload: { kernel: '/vmlinux' } },
+      config: JSON.parse(GUEST_VM),
       state: 'Created',
       memory_actual_size: 536870912,
     });
@@ -397,17 +400,52 @@ describe('VM lifecycle', () => {
     expect((await api(vmm, 'GET', 'vm.info')).status).toBe(404);
   });
 
+  it("fails vm.boot like CH for no kernel, a missing one and one that is not an ELF", async () => {
+    const vmm = await startReady();
+    const bad = path.join(vmm.dir, 'not-a-kernel');
+    fs.writeFileSync(bad, 'not a kernel\n');
+    const cases: Array<[unknown, string[]]> = [
+      [{}, ['Failed to validate config', 'Payload configuration is not bootable', 'No bootitem provided: neither firmware nor kernel']],
+      [{ payload: { kernel: `${vmm.dir}/missing` } }, ['Cannot open kernel file', 'No such file or directory (os error 2)']],
+      [
+        { payload: { kernel: bad } },
+        [
+          'Cannot load the kernel into memory',
+          'Kernel Loader: failed to load bzImage kernel image: Kernel Loader: Invalid bzImage',
+          'Kernel Loader: Invalid bzImage',
+        ],
+      ],
+    ];
+    for (const [config, chain] of cases) {
+      expect((await api(vmm, 'PUT', 'vm.create', JSON.stringify(config))).status).toBe(204);
+      const r = await api(vmm, 'PUT', 'vm.boot');
+      expect({ status: r.status, chain: JSON.parse(r.body) }).toEqual({ status: 500, chain: ['Error from API', 'The VM could not boot', ...chain] });
+      expect((await info(vmm)).state).toBe('Created');
+      expect((await api(vmm, 'PUT', 'vm.delete')).status).toBe(204);
+    }
+  });
+
   it('snapshots only a paused VM, into an existing file:// directory', async () => {
     const vmm = await startReady();
     const dest = snapshotDir(vmm);
     const body = JSON.stringify({ destination_url: `file://${dest}` });
     expect((await api(vmm, 'PUT', 'vm.snapshot', body)).status).toBe(500);
-    await api(vmm, 'PUT', 'vm.create', '{}');
+    await api(vmm, 'PUT', 'vm.create', GUEST_VM);
     await api(vmm, 'PUT', 'vm.boot');
     const running = await api(vmm, 'PUT', 'vm.snapshot', body);
     expect(JSON.parse(running.body)).toContain('Trying to snapshot while VM is running');
     await api(vmm, 'PUT', 'vm.pause');
     expect((await api(vmm, 'PUT', 'vm.snapshot', body)).status).toBe(204);
+    expect(fs.readdirSync(dest).sort()).toEqual(['config.json', 'memory-ranges', 'state.json']);
+    // CH creates each file with create_new: a second snapshot into the same directory fails.
+    expect(JSON.parse((await api(vmm, 'PUT', 'vm.snapshot', body)).body)).toEqual([
+      'Error from API',
+      'The VM could not be snapshotted',
+      'Cannot send VM snapshot',
+      'Failed to send migratable component snapshot',
+      'Error creating VM config snapshot file',
+      'File exists (os error 17)',
+    ]);
     const missing = JSON.stringify({ destination_url: `file://${dest}/missing` });
     expect((await api(vmm, 'PUT', 'vm.snapshot', missing)).status).toBe(500);
     expect((await api(vmm, 'PUT', 'vm.snapshot', '{}')).status).toBe(400);
