@@ -13,6 +13,8 @@ import {
   type SyncMode,
 } from '../../src/store/state-store.js';
 import type { ProcessExitEvent, ProcessIdentity, StartSpec } from '../../src/core/domain.js';
+import { EventFloors } from '../../src/core/event-floors.js';
+import type { ProcessEvent } from '../../src/core/events.js';
 import { expectVmprocError, rejectionOf } from './support/errors.js';
 
 type Records = Parameters<typeof foldRecords>[0];
@@ -885,5 +887,51 @@ describe('JournalStateStore: exits the journal cannot record (the sequence floor
       full.mockRestore();
     }
     expect(existsSync(floorPath())).toBe(false);
+  });
+});
+
+describe('JournalStateStore: events', () => {
+  const event = (sequence: number, sandboxId: string, kind: ProcessEvent['kind'] = 'paused', extra: Partial<ProcessEvent> = {}): ProcessEvent => ({
+    sequence,
+    sandboxId,
+    kind,
+    time: new Date(T0 + sequence),
+    labels: { team: 'a' },
+    origin: 'vmm',
+    pid: 100,
+    ...extra,
+  });
+
+  it('keeps events across a reopen, EXITED with its exit, and the monitor offset on its process', async () => {
+    const { store } = await openStore();
+    await store.launching('a', launch('a')).written;
+    await store.spawned('a', spawnedFields(100).identity, 0);
+    await store.event(event(1, 'a', 'started', { origin: 'daemon' }));
+    await store.event(event(2, 'a', 'snapshotted', { detail: { kind: 'snapshot', snapshotUrl: 'file:///s' } }), 640);
+    const aExit = exit(1, 'a', 100);
+    await store.exited(aExit);
+    await store.event(event(3, 'a', 'exited', { origin: 'daemon', detail: { kind: 'exit', exit: aExit } }));
+    const { state } = await reopen(store);
+    expect(state.events).toEqual([
+      event(1, 'a', 'started', { origin: 'daemon' }),
+      event(2, 'a', 'snapshotted', { detail: { kind: 'snapshot', snapshotUrl: 'file:///s' } }),
+      event(3, 'a', 'exited', { origin: 'daemon', detail: { kind: 'exit', exit: aExit } }),
+    ]);
+    expect(state.lastEventSequence).toBe(3);
+    expect(state.processes.get('a')!.monitorOffset).toBe(640);
+  });
+
+  it('prunes to the event history at compaction, keeping the floors of what it dropped', async () => {
+    const { store } = await openStore({ sync: 'none', eventHistoryLimit: 3 });
+    for (let i = 1; i <= 10; i++) await store.event(event(i, i === 2 ? 'x' : 'y', i === 2 ? 'exited' : 'paused'));
+    await Promise.all(Array.from({ length: 1000 }, () => store.booted('boot-2')));
+    const { state } = await reopen(store, { sync: 'none', eventHistoryLimit: 3 });
+    expect(state.events.map((e) => e.sequence)).toEqual([8, 9, 10]);
+    expect(state.lastEventSequence).toBe(10);
+    const floors = EventFloors.fromJson(state.eventFloors);
+    expect(floors.floorFor({ sandboxIds: ['x'] })).toBe(2);
+    expect(floors.floorFor({ kinds: ['exited'] })).toBe(2);
+    expect(floors.floorFor({ sandboxIds: ['y'] })).toBe(7);
+    expect(floors.floorFor({})).toBe(7);
   });
 });
