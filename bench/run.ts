@@ -13,7 +13,7 @@ import { loadAverage, machineDescription, renderTable, updateSection } from './l
 const quick = process.argv.includes('--quick');
 /** `--note TEXT`: what else the machine was doing, written beside the figures. */
 const noteAt = process.argv.indexOf('--note');
-const note = noteAt >= 0 ? process.argv[noteAt + 1] ?? '' : process.env.VMPROCD_BENCH_NOTE ?? '';
+const note = (noteAt >= 0 ? process.argv[noteAt + 1] ?? '' : process.env.VMPROCD_BENCH_NOTE ?? '').trim().replace(/\.$/, '');
 const loadAtStart = loadAverage();
 const command = `npm run bench${quick ? ' -- --quick' : ''}`;
 const env = await createBenchEnv();

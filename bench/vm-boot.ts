@@ -15,7 +15,7 @@ const nextId = (prefix: string) => `${prefix}${++counter}`;
  * the VMM prints a guest console at all: if it does not, the console rows say so, and only the
  * time until the VM runs (StartProcess returned; vm.boot answered) is measured.
  */
-export async function bootToConsole(bench: VmBench, samples: number, memoryMib = 64): Promise<Row[]> {
+export async function bootToConsole(bench: VmBench, samples: number, launcher: string, memoryMib = 64): Promise<Row[]> {
   const client = bench.env.client();
   const toLine: number[] = [];
   const toRunning: number[] = [];
@@ -62,9 +62,9 @@ export async function bootToConsole(bench: VmBench, samples: number, memoryMib =
     }
   }
   const rows: Row[] = [];
-  if (noConsole === undefined) rows.push(...latencyRows('boot to the first console line', summarize(toLine), summarize(bareToLine), { ratio: 1.05 }));
-  else rows.push(notMeasuredRow('boot to the first console line', `this VMM prints no guest console: ${noConsole}`));
-  rows.push(...latencyRows('boot until the VM runs (StartProcess returned; vm.boot answered)', summarize(toRunning), summarize(bareToBooted), noConsole === undefined ? undefined : { ratio: 1.05 }));
-  rows.push(infoRow('boot', 'guest', `${memoryMib} MiB, 1 vCPU, cmdline "${bench.cmdline}"`));
+  if (noConsole === undefined) rows.push(...latencyRows(`boot to the first console line, ${launcher}`, summarize(toLine), summarize(bareToLine), { ratio: 1.05 }));
+  else rows.push(notMeasuredRow(`boot to the first console line, ${launcher}`, `this VMM prints no guest console: ${noConsole}`));
+  rows.push(...latencyRows(`boot until the VM runs (StartProcess returned; vm.boot answered), ${launcher}`, summarize(toRunning), summarize(bareToBooted), noConsole === undefined ? undefined : { ratio: 1.05 }));
+  rows.push(infoRow(`boot, ${launcher}`, 'guest', `${memoryMib} MiB, 1 vCPU, cmdline "${bench.cmdline}"`));
   return rows;
 }

@@ -4,9 +4,9 @@ import { AfterSnapshot } from '../gen/vmprocess/v1/vmprocess_pb.js';
 import { killBare } from './lib/bare-launch.js';
 import type { Row } from './lib/report.js';
 import { rawCall } from './lib/raw-ch.js';
-import { latencyRows, notMeasuredRow } from './lib/rows.js';
+import { infoRow, latencyRows, notMeasuredRow } from './lib/rows.js';
 import { monotonicMs, summarize } from './lib/stats.js';
-import { bootBare, bootRequest, type VmBench } from './lib/vm-setup.js';
+import { type BareVm, bootBare, bootRequest, type VmBench } from './lib/vm-setup.js';
 
 const RAW_PLUS_MS = 1;
 
@@ -28,20 +28,24 @@ export async function vmOperations(bench: VmBench, samples: number, snapshotSamp
   const client = bench.env.client();
   const id = 'ops';
   await client.startProcess(bootRequest(bench, id, memoryMib));
-  const bare = await bootBare(bench, 'ops-bare', memoryMib);
-  const socket = bare.vmm.socketPath;
+  let bare: BareVm | undefined;
   const rows: Row[] = [];
   try {
+    bare = await bootBare(bench, 'ops-bare', memoryMib);
+    const socket = bare.vmm.socketPath;
     const pause: number[] = [];
     const rawPause: number[] = [];
     const resume: number[] = [];
     const rawResume: number[] = [];
+    const get: number[] = [];
     for (let i = 0; i < samples + 5; i++) {
+      const g = await timed(() => client.getProcess({ sandboxId: id }));
       const p = await timed(() => client.pauseVm({ sandboxId: id }));
       const rp = await timed(() => rawCall(socket, 'PUT', 'vm.pause'));
       const r = await timed(() => client.resumeVm({ sandboxId: id }));
       const rr = await timed(() => rawCall(socket, 'PUT', 'vm.resume'));
       if (i < 5) continue;
+      get.push(g);
       pause.push(p);
       rawPause.push(rp);
       resume.push(r);
@@ -49,10 +53,12 @@ export async function vmOperations(bench: VmBench, samples: number, snapshotSamp
     }
     rows.push(...latencyRows('PauseVm', summarize(pause), summarize(rawPause), { plusMs: RAW_PLUS_MS }));
     rows.push(...latencyRows('ResumeVm', summarize(resume), summarize(rawResume), { plusMs: RAW_PLUS_MS }));
+    const floor = summarize(get);
+    rows.push(infoRow('GetProcess: the RPC alone (no VMM call, no journal), same daemon, interleaved', `p50 / p99 (n=${floor.n})`, `${floor.p50.toFixed(2)} ms / ${floor.p99.toFixed(2)} ms`));
     rows.push(...(await snapshots(bench, id, socket, snapshotSamples, memoryMib)));
   } finally {
     await client.stopProcess({ sandboxId: id, gracePeriod: {} }).catch(() => undefined);
-    await killBare(bare.vmm);
+    if (bare) await killBare(bare.vmm);
   }
   return rows;
 }

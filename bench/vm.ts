@@ -6,7 +6,7 @@
  * Prints the table and writes BENCHMARKS.md's section for this VMM (its label), keeping the others.
  */
 import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { nativeBin, packageRoot } from '../src/package-paths.js';
@@ -33,9 +33,11 @@ const { values } = parseArgs({
 const standIn = nativeBin('standin-vmm');
 const vmmBin = values.vmm ?? process.env.VMPROCD_BENCH_VMM ?? standIn;
 if (!existsSync(vmmBin)) throw new Error(`--vmm ${vmmBin} does not exist`);
-const version = (await execa(vmmBin, ['--version'])).stdout.trim();
+const version = (await execa(vmmBin, ['--version'])).stdout.trim().split('\n')[0]!;
+/** The VMM as the section names it: relative to the checkout when it is in it. */
+const shownVmm = vmmBin.startsWith(`${packageRoot}/`) ? relative(packageRoot, vmmBin) : vmmBin;
 const label = values.label ?? (vmmBin === standIn ? 'the stand-in VMM' : version);
-const note = values.note ?? process.env.VMPROCD_BENCH_NOTE ?? '';
+const note = (values.note ?? process.env.VMPROCD_BENCH_NOTE ?? '').trim().replace(/\.$/, '');
 const only = new Set((values.only ?? 'boot,ops,restore').split(','));
 const quick = values.quick;
 const quote = (arg: string) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`);
@@ -61,9 +63,15 @@ async function section(name: string, work: () => Promise<Row[]>): Promise<void> 
   }
 }
 try {
-  await env.startDaemon([], { fresh: true });
   const bench = await createVmBench(env, values.cmdline, Number(values['console-timeout-ms']));
-  if (only.has('boot')) await section('boot', () => bootToConsole(bench, quick ? 5 : 30));
+  if (only.has('boot')) {
+    // The baseline's own launch script first, so the ratio is the daemon's own cost; then the default.
+    await env.startDaemon(['--launcher', 'script']);
+    await section('boot, script launcher', () => bootToConsole(bench, quick ? 5 : 30, 'script launcher'));
+    await env.stopDaemon();
+  }
+  await env.startDaemon([], { fresh: true });
+  if (only.has('boot')) await section('boot, native launcher (default)', () => bootToConsole(bench, quick ? 5 : 30, 'native launcher (default)'));
   if (only.has('ops')) await section('pause, resume, snapshot', () => vmOperations(bench, quick ? 20 : 100, quick ? 3 : 15));
   if (only.has('restore')) {
     for (const mib of [256, 1024]) await section(`restore, ${mib} MiB guest`, () => restoreUntilReady(bench, mib, quick ? 2 : mib > 256 ? 5 : 10));
@@ -82,7 +90,7 @@ if (!values['no-write']) {
     `npm run bench:vm: ${label}`,
     `## The VM, on ${label} (\`npm run bench:vm\`)
 
-VMM: \`${vmmBin}\`, \`${version}\`. Command: \`${command}\` (as root), run on ${new Date().toISOString().slice(0, 10)}
+VMM: \`${shownVmm}\` (\`--version\`: \`${version}\`). Command: \`${command}\` (as root), run on ${new Date().toISOString().slice(0, 10)}
 on ${machineDescription()}, ${kvm}; load average ${loadAtStart} at the start, ${loadAverage()} at the end
 (1, 5, 15 min)${note ? `. ${note}` : ''}.
 
@@ -90,7 +98,9 @@ The guest is the tiny guest (\`build/native/tiny-guest.elf\`), 1 vCPU, a NIC on 
 namespace. Baselines, measured in the same run, samples alternating with the daemon's:
 - **boot**: the same launch script spawned from the benchmark, then \`PUT vm.create\` with the very body the daemon
   sends and \`PUT vm.boot\`, straight on the VMM's socket, until the guest's first line on the VMM's stdout. The
-  daemon's figure is StartProcess with the VmConfig, then StreamLogs (follow) until that line.
+  daemon's figure is StartProcess with the VmConfig, then StreamLogs (follow) until that line; with
+  \`--launcher script\` the daemon runs that very script (the ratio is its own cost), with its default native
+  launcher it sets the same sandbox up in the VMM's own process (leaner than the script: see \`npm run bench\`).
 - **pause, resume, snapshot**: the same REST calls (one HTTP/1.1 request on a fresh connection each; for a snapshot,
   \`mkdir\` of its directory too) on the socket of a second VM booted bare with the same config, alive at the same
   time. Each snapshot is deleted before the next.

@@ -13,13 +13,15 @@ import { rawCall } from './raw-ch.js';
 
 /**
  * What every VM benchmark shares: the bench env, the tiny guest as the kernel, a 1 MiB rootfs (the
- * guest reads no disk), two TAPs in the env's netns (the daemon's VM on one, the bare VM on the
+ * guest reads no disk; another for the bare VMs), two TAPs in the env's netns (the daemon's VM on one, the bare VM on the
  * other, so both can live at once) and a directory for snapshots under the image root.
  */
 export interface VmBench {
   readonly env: BenchEnv;
   readonly kernelPath: string;
   readonly rootfsPath: string;
+  /** The bare VMs' own rootfs: Cloud Hypervisor write-locks a disk image, so two live VMs cannot share one. */
+  readonly bareRootfsPath: string;
   readonly snapsDir: string;
   readonly cmdline: string;
   /** How long to wait for the guest's first console line before saying the VMM prints none. */
@@ -33,15 +35,18 @@ export async function createVmBench(env: BenchEnv, cmdline: string, consoleTimeo
   const kernelPath = join(env.root, 'tiny-guest.elf');
   await copyFile(nativeBin('tiny-guest.elf'), kernelPath);
   const rootfsPath = join(env.root, 'disk');
-  await writeFile(rootfsPath, '');
-  await truncate(rootfsPath, 1 << 20);
+  const bareRootfsPath = join(env.root, 'disk-bare');
+  for (const disk of [rootfsPath, bareRootfsPath]) {
+    await writeFile(disk, '');
+    await truncate(disk, 1 << 20);
+  }
   const snapsDir = join(env.root, 'snaps');
   await mkdir(snapsDir);
   for (const tap of [DAEMON_TAP, BARE_TAP]) {
     await execa('ip', ['netns', 'exec', env.netns, 'ip', 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
     await execa('ip', ['netns', 'exec', env.netns, 'ip', 'link', 'set', tap, 'up']);
   }
-  return { env, kernelPath, rootfsPath, snapsDir, cmdline, consoleTimeoutMs };
+  return { env, kernelPath, rootfsPath, bareRootfsPath, snapsDir, cmdline, consoleTimeoutMs };
 }
 
 /** The VmConfig of a start: one vCPU, the tiny guest's command line, one NIC. */
@@ -73,7 +78,7 @@ export function createBody(bench: VmBench, memoryMib: number, tap: string): Reco
 
 export function bareSetup(bench: VmBench) {
   const { env } = bench;
-  return { runDir: env.bareRunDir, sandboxDir: env.sandboxDir, kernelPath: bench.kernelPath, rootfsPath: bench.rootfsPath, netns: env.netns, vmmBin: env.vmmBin };
+  return { runDir: env.bareRunDir, sandboxDir: env.sandboxDir, kernelPath: bench.kernelPath, rootfsPath: bench.bareRootfsPath, netns: env.netns, vmmBin: env.vmmBin };
 }
 
 export interface BareVm {
