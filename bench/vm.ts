@@ -6,7 +6,7 @@
  * Prints the table and writes BENCHMARKS.md's section for this VMM (its label), keeping the others.
  */
 import { existsSync, readdirSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { nativeBin, packageRoot } from '../src/package-paths.js';
@@ -32,14 +32,16 @@ const { values } = parseArgs({
   },
 });
 const standIn = nativeBin('standin-vmm');
-const vmmBin = values.vmm ?? process.env.VMPROCD_BENCH_VMM ?? standIn;
+const vmmBin = resolve(values.vmm ?? process.env.VMPROCD_BENCH_VMM ?? standIn);
 if (!existsSync(vmmBin)) throw new Error(`--vmm ${vmmBin} does not exist`);
 const version = (await execa(vmmBin, ['--version'])).stdout.trim().split('\n')[0]!;
 /** The VMM as the section names it: relative to the checkout when it is in it. */
 const shownVmm = vmmBin.startsWith(`${packageRoot}/`) ? relative(packageRoot, vmmBin) : vmmBin;
 const label = values.label ?? (vmmBin === standIn ? 'the stand-in VMM' : version);
 const note = (values.note ?? process.env.VMPROCD_BENCH_NOTE ?? '').trim().replace(/\.$/, '');
-const only = new Set((values.only ?? 'boot,ops,restore').split(','));
+const BENCHMARKS = ['boot', 'ops', 'restore'];
+const only = new Set((values.only ?? BENCHMARKS.join(',')).split(','));
+for (const name of only) if (!BENCHMARKS.includes(name)) throw new Error(`--only ${name}: the benchmarks are ${BENCHMARKS.join(', ')}`);
 const quick = values.quick;
 const quote = (arg: string) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`);
 const args = process.argv.slice(2).filter((arg) => arg !== '--no-write');
