@@ -8,18 +8,10 @@ import { grpcServiceDefinition } from '../src/rpc/grpc-service-definition.js';
 import { encodedProcessExit } from '../src/rpc/wire-cache.js';
 import { killBare, pingUntilReady, spawnBare } from './lib/bare-launch.js';
 import { type BenchEnv, processUsage } from './lib/bench-env.js';
+import type { Row } from './lib/report.js';
 import { monotonicMs, summarize, type Summary } from './lib/stats.js';
 
-/** One line of the results table. */
-export interface Row {
-  readonly benchmark: string;
-  readonly measure: string;
-  readonly value: string;
-  readonly baseline: string;
-  readonly ratio: string;
-  readonly target: string;
-  readonly met: boolean | undefined;
-}
+export type { Row } from './lib/report.js';
 
 const ms = (value: number) => `${value.toFixed(2)} ms`;
 const x = (value: number) => `${value.toFixed(2)}x`;

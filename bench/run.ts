@@ -3,14 +3,18 @@
  * this machine is noisy. Prints a table and writes BENCHMARKS.md. Needs root (namespaces).
  *   node dist/bench/run.js [--quick]
  */
-import { readFile, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packageRoot } from '../src/package-paths.js';
 import { adoptedExitDelivery, burst, exitDelivery, type Row, scale, startToReady, stop, streamFloor } from './benchmarks.js';
 import { createBenchEnv } from './lib/bench-env.js';
+import { loadAverage, machineDescription, renderTable, updateSection } from './lib/report.js';
 
 const quick = process.argv.includes('--quick');
+/** `--note TEXT`: what else the machine was doing, written beside the figures. */
+const noteAt = process.argv.indexOf('--note');
+const note = (noteAt >= 0 ? process.argv[noteAt + 1] ?? '' : process.env.VMPROCD_BENCH_NOTE ?? '').trim().replace(/\.$/, '');
+const loadAtStart = loadAverage();
 const command = `npm run bench${quick ? ' -- --quick' : ''}`;
 const env = await createBenchEnv();
 const rows: Row[] = [];
@@ -44,20 +48,17 @@ try {
   await env.dispose();
 }
 
-const header = ['benchmark', 'measure', 'vmprocd', 'baseline', 'ratio', 'target', 'met'];
-const table = [
-  `| ${header.join(' | ')} |`,
-  `| ${header.map(() => '---').join(' | ')} |`,
-  ...rows.map((r) => `| ${[r.benchmark, r.measure, r.value, r.baseline, r.ratio, r.target, r.met === undefined ? '' : r.met ? 'yes' : 'NO'].join(' | ')} |`),
-].join('\n');
+const table = renderTable(rows);
 process.stdout.write(`${table}\n`);
 
-const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
-await writeFile(
+const machine = machineDescription();
+await updateSection(
   join(packageRoot, 'BENCHMARKS.md'),
-  `# Benchmarks
+  'npm run bench',
+  `## The daemon (\`npm run bench\`)
 
-Command: \`${command}\` (as root), run on ${new Date().toISOString().slice(0, 10)} on ${machine}.
+Command: \`${command}\` (as root), run on ${new Date().toISOString().slice(0, 10)} on ${machine}; load average
+${loadAtStart} at the start, ${loadAverage()} at the end (1, 5, 15 min)${note ? `. ${note}` : ''}.
 
 Baselines, measured in the same run, interleaved with the daemon's samples where possible:
 - **start to ready, burst**: the same launch script (\`unshare -m -- bash -c ...\`) spawned directly from the benchmark

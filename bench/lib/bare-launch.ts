@@ -24,7 +24,12 @@ export interface BareVmm {
   readonly exited: Promise<void>;
 }
 
-export function spawnBare(setup: BareLaunchSetup, id: string): BareVmm {
+export interface BareVmmOptions {
+  /** 'pipe': the VMM's stdout (a VM's serial console, in Tty mode) on `child.stdout`. */
+  readonly stdout?: 'ignore' | 'pipe';
+}
+
+export function spawnBare(setup: BareLaunchSetup, id: string, options: BareVmmOptions = {}): BareVmm {
   const socketPath = join(setup.runDir, `${id}.sock`);
   const links = [
     { name: 'vmlinux', root: dirname(setup.kernelPath), path: setup.kernelPath, allowBlock: false },
@@ -38,7 +43,7 @@ export function spawnBare(setup: BareLaunchSetup, id: string): BareVmm {
   const fds = links.map((link) => openSync(link.path, 'r'));
   const child = spawn(command.file, [...command.args], {
     detached: true,
-    stdio: ['ignore', 'ignore', 'ignore', ...fds],
+    stdio: ['ignore', options.stdout ?? 'ignore', 'ignore', ...fds],
     env: buildLaunchEnvironment(id, setup.sandboxDir),
   });
   for (const fd of fds) closeSync(fd);

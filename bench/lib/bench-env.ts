@@ -26,7 +26,12 @@ export interface BenchEnv {
   dispose(): Promise<void>;
 }
 
-export async function createBenchEnv(): Promise<BenchEnv> {
+export interface BenchEnvOptions {
+  /** The VMM the daemon and the baselines run; default the stand-in. */
+  readonly vmmBin?: string;
+}
+
+export async function createBenchEnv(options: BenchEnvOptions = {}): Promise<BenchEnv> {
   // Short paths: unix socket paths must fit in 107 bytes.
   const root = await mkdtemp('/tmp/vmpb-');
   const netns = `vmpb-${process.pid}`;
@@ -52,7 +57,7 @@ export async function createBenchEnv(): Promise<BenchEnv> {
     sandboxDir: join(root, 'sbx'),
     kernelPath,
     rootfsPath,
-    vmmBin: nativeBin('standin-vmm'),
+    vmmBin: options.vmmBin ?? nativeBin('standin-vmm'),
     address: `unix://${socket}`,
     daemonPid: () => daemon!.pid!,
     client() {
