@@ -1,5 +1,4 @@
-import { type FSWatcher, watch } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { closeSync, type FSWatcher, openSync, readSync, watch } from 'node:fs';
 import type { LaunchFiles } from '../core/domain.js';
 import type { VmmEvent, VmmEventFeed, VmmEventSource } from '../core/ports.js';
 import { type Logger, silentLogger } from '../logger.js';
@@ -34,7 +33,11 @@ class EventFileFeed implements VmmEventFeed {
   readonly #logger: Logger;
   /** Where the next read starts: every byte before it went into the stream. */
   #position: number;
-  #handle: FileHandle | undefined;
+  /**
+   * Read synchronously: the file is small, local and only ever appended to, so a read costs
+   * microseconds, less than the thread-pool round trip of an asynchronous one (event latency).
+   */
+  #fd: number | undefined;
   #watcher: FSWatcher | undefined;
   readonly #timer: NodeJS.Timeout;
   /** Reads run one at a time, in order; a read asked for while one is queued joins it. */
@@ -70,14 +73,17 @@ class EventFileFeed implements VmmEventFeed {
     this.#closed = true;
     clearInterval(this.#timer);
     this.#watcher?.close();
-    void this.#chain.then(() => this.#handle?.close()).catch(() => undefined);
+    void this.#chain.then(() => {
+      if (this.#fd !== undefined) closeSync(this.#fd);
+      this.#fd = undefined;
+    });
   }
 
   async #readToEnd(): Promise<void> {
-    if (this.#closed || !(await this.#open())) return;
+    if (this.#closed || !this.#open()) return;
     for (;;) {
       const chunk = Buffer.allocUnsafe(READ_CHUNK);
-      const { bytesRead } = await this.#handle!.read(chunk, 0, READ_CHUNK, this.#position);
+      const bytesRead = readSync(this.#fd!, chunk, 0, READ_CHUNK, this.#position);
       if (bytesRead === 0) return;
       this.#position += bytesRead;
       const { events, malformed } = this.#stream.push(chunk.subarray(0, bytesRead));
@@ -88,10 +94,10 @@ class EventFileFeed implements VmmEventFeed {
   }
 
   /** Opens the file once it exists (the VMM creates it as it starts); false until then. */
-  async #open(): Promise<boolean> {
-    if (this.#handle) return true;
+  #open(): boolean {
+    if (this.#fd !== undefined) return true;
     try {
-      this.#handle = await open(this.#path, 'r');
+      this.#fd = openSync(this.#path, 'r');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw error;

@@ -45,7 +45,7 @@ describe('vmprocctl without a daemon', () => {
     [['start', 'sb', '--kernel', '/k', '--rootfs', '/r', '--netns', 'n', '--label', 'oops'], 'must be KEY=VALUE'],
     [['stop', 'sb', '--grace', '10'], 'is not a duration; write it with a unit, e.g. 500ms, 5s'],
     [['list', '--state', 'sleeping'], 'use starting, running, stopping, exited'],
-    [['watch', '--after', '-1'], 'must be an exit sequence number'],
+    [['watch', '--after', '-1'], 'must be a sequence number'],
     [['logs', 'sb', '--tail', 'many'], 'must be a number of lines'],
     [['get', 'sb', '--timeout', 'soon'], '--timeout "soon" is not a duration'],
     [['get', 'sb', '--tls-cert', '/c', '--tls-key', '/k'], 'need --tls-ca'],

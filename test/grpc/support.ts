@@ -215,6 +215,8 @@ function checkEvents(events: readonly ProcessEvent[], exits: readonly ProcessExi
 
 /** After a failed start: no process mentions the socket path, and no socket file is left. */
 export async function expectNothingLeft(socketPath: string): Promise<void> {
+  // The reaper reports the exit and then ends: it may still be on its way out for a moment.
+  await eventually(async () => (await processesMentioning(socketPath)).length === 0, 2000).catch(() => undefined);
   expect({ processes: await processesMentioning(socketPath), socketExists: existsSync(socketPath) }).toEqual({
     processes: [],
     socketExists: false,

@@ -89,6 +89,9 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
   };
 
   async function expectNothingLeft(sandboxId: string, socketPath: string): Promise<void> {
+    // The VMM is dead once its exit is published; its reaper reports the exit and then ends, so it
+    // may still be on its way out: wait a moment, and name whatever stays.
+    await eventually(async () => (await processesMentioning(socketPath)).length === 0, 2000).catch(() => undefined);
     expect(await processesMentioning(socketPath)).toEqual([]);
     expect(existsSync(socketPath)).toBe(false);
     expect(existsSync(`${socketPath}.lock`)).toBe(false);
