@@ -44,7 +44,13 @@ const only = new Set((values.only ?? BENCHMARKS.join(',')).split(','));
 for (const name of only) if (!BENCHMARKS.includes(name)) throw new Error(`--only ${name}: the benchmarks are ${BENCHMARKS.join(', ')}`);
 const quick = values.quick;
 const quote = (arg: string) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`);
-const args = process.argv.slice(2).filter((arg) => arg !== '--no-write');
+/** The command as run, less the note (written out beside it) and --no-write. */
+const args: string[] = [];
+for (let i = 2; i < process.argv.length; i++) {
+  const arg = process.argv[i]!;
+  if (arg === '--note') i++;
+  else if (arg !== '--no-write' && !arg.startsWith('--note=')) args.push(arg);
+}
 const command = `npm run bench:vm${args.length > 0 ? ` -- ${args.map(quote).join(' ')}` : ''}`;
 const kvm = existsSync('/dev/kvm') ? `/dev/kvm with modules ${readdirSync('/sys/module').filter((m) => m.startsWith('kvm')).join(', ')}` : 'no /dev/kvm';
 const log = (text: string) => process.stderr.write(`${text}\n`);
