@@ -268,9 +268,13 @@ export class FakeRunLayout implements RunLayout {
     return { ...claimed, socket: `socket:${socketPath}` };
   }
 
+  /** While set, releaseSocket removes the socket at once but returns only when this settles (a slow unlink of the lock file). */
+  releaseGate: Promise<void> | undefined;
+
   async releaseSocket(socketPath: string, known: SocketFiles): Promise<void> {
     this.removedSockets.push(socketPath);
     this.releasedSocketFiles.push(known);
+    await this.releaseGate;
   }
 
   async removeLaunchFiles(files: LaunchFiles): Promise<void> {
