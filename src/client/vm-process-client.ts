@@ -47,7 +47,7 @@ import {
   WatchEventsRequestSchema,
   WatchExitsRequestSchema,
 } from '../../gen/vmprocess/v1/vmprocess_pb.js';
-import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS, SNAPSHOT_ALLOWANCE_MS } from '../api-defaults.js';
+import { DEFAULT_READY_TIMEOUT_MS, DEFAULT_STOP_GRACE_MS, KILL_BACKSTOP_MS, MAX_READY_TIMEOUT_MS, MAX_STOP_GRACE_MS, SNAPSHOT_ALLOWANCE_MS } from '../api-defaults.js';
 import { grpcServiceDefinition } from '../rpc/grpc-service-definition.js';
 import type { Init, RpcOptions, StreamOptions } from './call-options.js';
 
@@ -110,13 +110,15 @@ export class VmProcessClient {
 
   startProcess(request: Init<typeof StartProcessRequestSchema>, options?: RpcOptions): Promise<StartProcessResponse> {
     const message = create(StartProcessRequestSchema, request);
-    const readyMs = message.readyTimeout ? durationMs(message.readyTimeout) : DEFAULT_READY_TIMEOUT_MS;
+    // The daemon refuses more than its maximum at once: waiting longer for it would only make a
+    // deadline grpc-js cannot express (a call that then never settles).
+    const readyMs = message.readyTimeout ? Math.min(durationMs(message.readyTimeout), MAX_READY_TIMEOUT_MS) : DEFAULT_READY_TIMEOUT_MS;
     return this.#unary('startProcess', StartProcessRequestSchema, message, this.#deadline(options, readyMs), options);
   }
 
   stopProcess(request: Init<typeof StopProcessRequestSchema>, options?: RpcOptions): Promise<StopProcessResponse> {
     const message = create(StopProcessRequestSchema, request);
-    const graceMs = message.gracePeriod ? durationMs(message.gracePeriod) : DEFAULT_STOP_GRACE_MS;
+    const graceMs = message.gracePeriod ? Math.min(durationMs(message.gracePeriod), MAX_STOP_GRACE_MS) : DEFAULT_STOP_GRACE_MS;
     return this.#unary('stopProcess', StopProcessRequestSchema, message, this.#deadline(options, graceMs + KILL_BACKSTOP_MS), options);
   }
 
@@ -305,8 +307,14 @@ export class VmProcessClient {
   }
 }
 
+/**
+ * grpc-js sends a deadline as at most 8 digits of hours and throws, outside the call's callback,
+ * for one further away (about 11,000 years): the call would never settle. Such a deadline is none.
+ */
+const MAX_DEADLINE_MS = 1e8 * 3_600_000 - 3_600_000;
+
 function deadlineIn(timeoutMs: number | undefined): number | undefined {
-  if (timeoutMs === undefined || timeoutMs === Infinity) return undefined;
+  if (timeoutMs === undefined || timeoutMs >= MAX_DEADLINE_MS) return undefined;
   if (!(timeoutMs >= 0)) throw new RangeError(`timeoutMs must be a non-negative number, not ${timeoutMs}`);
   return Date.now() + timeoutMs;
 }

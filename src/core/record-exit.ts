@@ -28,6 +28,9 @@ export function supervise(context: SupervisorContext, record: SupervisedProcess,
 async function recordExit(context: SupervisorContext, record: SupervisedProcess, status: ExitStatus | undefined, lostBecause?: string): Promise<void> {
   // After shutdown the journal is closed: leave the reaper's record for the next daemon.
   if (context.detached) return;
+  // A start still waiting on the VMM learns of the exit now, not once it is published: the exit
+  // removes the socket first, and a VM call failing on that must not pass for the reason.
+  record.interruptStart({ kind: 'exited' });
   const { spec } = record;
   const handle = record.handle!;
   // Whatever the VMM reported before it ended is published before its exit.

@@ -171,6 +171,9 @@ async function prepareVm(context: SupervisorContext, record: SupervisedProcess):
 async function abandonStart(context: SupervisorContext, record: SupervisedProcess, error: unknown): Promise<VmprocError> {
   const { spec, startSignal } = record;
   const handle = record.handle!;
+  // A VM call that failed because the VMM died under it (a reset connection, a vanished /proc
+  // entry) before its exit was reported: the death is the reason, not the call.
+  if (!startSignal.aborted && (await handle.signal(0).catch(() => 'sent')) === 'gone') record.interruptStart({ kind: 'exited' });
   const aborted = startSignal.aborted ? (startSignal.reason as StartAbortReason) : undefined;
   const failure = describeStartFailure(spec.readyTimeoutMs, aborted, error);
   if (failure.exit && record.abandonStart(failure.exit)) {

@@ -212,20 +212,27 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
 
 /**
  * The roots a request's paths may lead into, and the daemon's own files no request may name:
- * its listening sockets, its state dir, and the run dir's logs and exit records.
+ * its listening sockets, its state dir, the run dir's logs, exit records and sequence floor, its
+ * binaries and TLS files.
  */
 export async function pathPolicyFor(config: DaemonConfig): Promise<PathPolicy> {
   const socketRoots = config.socketRoots?.length ? config.socketRoots : [config.runDir];
   // Roots that do not exist yet are made, root's alone; existing ones are checked as they are.
   for (const dir of [...config.imageRoots, ...socketRoots, ...(config.sandboxRoots ?? [])]) await mkdir(dir, { recursive: true, mode: 0o755 });
   const unixListeners = [...config.listen, ...(config.metricsListen ? [config.metricsListen] : [])].flatMap((address) => (address.kind === 'unix' ? [address.path] : []));
+  // The run dir's one file outside logs/ and exits/ (and its temp file): a VMM socket bound there
+  // would keep the next daemon from reading it, or be replaced by it. The binaries and TLS files,
+  // for an operator who keeps them under an image root: a guest must never get them as a disk.
+  const floor = sequenceFloorPath(config.runDir);
+  const tls = config.tls ? [config.tls.certPath, config.tls.keyPath, ...(config.tls.clientCaPath ? [config.tls.clientCaPath] : [])] : [];
+  const ownFiles = [...unixListeners, floor, `${floor}.tmp`, config.vmmBin, config.reaperBin, ...tls];
   return PathPolicy.create({
     images: config.imageRoots,
     sockets: socketRoots,
     sandboxDir: config.sandboxDir,
     sandboxes: config.sandboxRoots ?? [],
     allowBlockDevices: config.allowBlockDevices ?? false,
-    reservedFiles: unixListeners,
+    reservedFiles: ownFiles,
     reservedDirs: [config.stateDir, logsDir(config.runDir), exitsDir(config.runDir)],
   });
 }

@@ -95,6 +95,7 @@ export class FakeProcess implements ProcessHandle {
   behaviour: FakeBehaviour;
   #resolve!: (status: ExitStatus | undefined) => void;
   #ended = false;
+  #dead = false;
   readonly #clock: Clock;
 
   constructor(clock: Clock, behaviour: FakeBehaviour = {}, identity?: ProcessIdentity, logOffset = 0) {
@@ -135,8 +136,14 @@ export class FakeProcess implements ProcessHandle {
     );
   }
 
+  /** Dies without its exit being reported yet (the reaper has not read its status). */
+  die(): void {
+    this.#dead = true;
+  }
+
   async signal(signal: NodeJS.Signals | number): Promise<'sent' | 'gone'> {
-    if (this.#ended) return 'gone';
+    if (this.#ended || this.#dead) return 'gone';
+    if (signal === 0) return 'sent';
     this.signals.push(signal);
     const name = typeof signal === 'number' ? signalName(signal) : signal;
     if (name === 'SIGKILL' && !this.behaviour.unkillable) queueMicrotask(() => this.end({ signal: 'SIGKILL' }));
@@ -273,9 +280,13 @@ export class FakeRunLayout implements RunLayout {
     return { ...claimed, socket: `socket:${socketPath}` };
   }
 
+  /** While set, releaseSocket removes the socket at once but returns only when this settles (a slow unlink of the lock file). */
+  releaseGate: Promise<void> | undefined;
+
   async releaseSocket(socketPath: string, known: SocketFiles): Promise<void> {
     this.removedSockets.push(socketPath);
     this.releasedSocketFiles.push(known);
+    await this.releaseGate;
   }
 
   async removeLaunchFiles(files: LaunchFiles): Promise<void> {

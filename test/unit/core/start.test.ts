@@ -119,6 +119,50 @@ describe('core: a start that fails once its VMM exists', () => {
     expect(h.layout.removedSockets).toEqual(['/run/fake/sb-1.sock']);
   });
 
+  it('a VMM that dies during vm.create is FAILED_PRECONDITION with its exit, even when the call fails before the exit is recorded', async () => {
+    // The exit removes the socket while it is being recorded: the start's vm.create then fails
+    // (ENOENT: UNAVAILABLE) before the exit is published. The caller must hear of the exit.
+    const h = await coreHarness();
+    h.vmm.holding.add('create');
+    h.vmm.failures.set('create', new VmprocError('unavailable', "creating the VM: the VMM's API did not answer: the API socket does not exist (ENOENT)"));
+    let openGate!: () => void;
+    h.layout.releaseGate = new Promise((resolve) => {
+      openGate = resolve;
+    });
+    const start = track(h.supervisor.start(bootRequest('sb-1', { vm: { vcpus: 1, maxVcpus: 1, memoryMib: 64, maxMemoryMib: 0, cmdline: '', initramfsPath: '', rootfsReadonly: false, disks: [], net: [], pvpanic: false } })));
+    await settle();
+    expect(h.vmm.calls).toEqual(['create']);
+    h.host.processes[0]!.end({ signal: 'SIGSEGV' }, 'segfault');
+    await settle();
+    h.vmm.release('create');
+    await settle();
+    openGate();
+    await settle();
+    expectVmprocError(start.error, 'failed-precondition', 'VMM of sandbox sb-1 exited before it was ready (signal SIGSEGV)', 'segfault');
+    expect(h.exits).toEqual([expect.objectContaining({ sandboxId: 'sb-1', reason: 'start-failed', signal: 'SIGSEGV', signalSentByDaemon: false })]);
+    expect(h.host.processes[0]!.signals).toEqual([]);
+  });
+
+  it('a VM call that fails because the VMM died under it, before its exit is reported, is FAILED_PRECONDITION with the exit', async () => {
+    // SIGKILL (a SignalProcess, the OOM killer) during vm.create: the connection resets before
+    // the reaper has told the daemon about the exit.
+    const h = await coreHarness();
+    h.vmm.holding.add('create');
+    h.vmm.failures.set('create', new VmprocError('unavailable', "creating the VM: the VMM's API did not answer: the connection closed (ECONNRESET)"));
+    const start = track(h.supervisor.start(bootRequest('sb-1', { vm: { vcpus: 1, maxVcpus: 1, memoryMib: 64, maxMemoryMib: 0, cmdline: '', initramfsPath: '', rootfsReadonly: false, disks: [], net: [], pvpanic: false } })));
+    await settle();
+    const vmm = h.host.processes[0]!;
+    vmm.die();
+    h.vmm.release('create');
+    await settle();
+    expect(start.settled).toBe(false);
+    vmm.end({ signal: 'SIGKILL' });
+    await settle();
+    expectVmprocError(start.error, 'failed-precondition', 'VMM of sandbox sb-1 exited before it was ready (signal SIGKILL)');
+    expect(h.exits).toEqual([expect.objectContaining({ sandboxId: 'sb-1', reason: 'start-failed', signal: 'SIGKILL' })]);
+    expect(vmm.signals).toEqual([]);
+  });
+
   it('not ready within ready_timeout is DEADLINE_EXCEEDED: the VMM is SIGKILLed and START_TIMEOUT published', async () => {
     const h = await coreHarness();
     h.vmm.holdReady = true;
