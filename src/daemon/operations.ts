@@ -149,6 +149,8 @@ export class DaemonOperations {
       processStates: () => supervisor.list().processes.map((process) => process.state),
       exitWatchers: () => exchange.subscriberCount,
       exitSequence: () => exchange.latestSequence,
+      eventWatchers: () => supervisor.events.subscriberCount,
+      eventSequence: () => supervisor.events.latestSequence,
       logStreams: () => logs?.readCount ?? 0,
     });
     if (listen.kind === 'unix') await mkdir(posix.dirname(listen.path), { recursive: true, mode: 0o755 });

@@ -9,6 +9,9 @@ export interface MetricsSources {
   readonly processStates: () => Iterable<ProcessState>;
   readonly exitWatchers: () => number;
   readonly exitSequence: () => number;
+  /** Open WatchEvents streams and the latest event sequence; none before events were wired. */
+  readonly eventWatchers?: () => number;
+  readonly eventSequence?: () => number;
   readonly logStreams: () => number;
 }
 
@@ -64,6 +67,22 @@ export class DaemonMetrics implements SupervisorObserver, ExitObserver, StoreObs
       registers,
       collect() {
         this.set(sources()?.exitSequence() ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'vmprocd_event_watchers',
+      help: 'Open WatchEvents streams (and other event subscribers).',
+      registers,
+      collect() {
+        this.set(sources()?.eventWatchers?.() ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'vmprocd_event_sequence',
+      help: 'Sequence of the latest published lifecycle event.',
+      registers,
+      collect() {
+        this.set(sources()?.eventSequence?.() ?? 0);
       },
     });
     new Gauge({

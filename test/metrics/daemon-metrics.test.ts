@@ -46,8 +46,9 @@ describe('DaemonMetrics', () => {
   it('reads processes by state at scrape time, with every state present', async () => {
     const metrics = new DaemonMetrics();
     let states: Array<'starting' | 'running' | 'stopping' | 'exited'> = ['running', 'running', 'exited'];
-    metrics.bind({ processStates: () => states, exitWatchers: () => 0, exitSequence: () => 0, logStreams: () => 4 });
+    metrics.bind({ processStates: () => states, exitWatchers: () => 0, exitSequence: () => 0, logStreams: () => 4, eventWatchers: () => 3, eventSequence: () => 17 });
     let scrape = await scrapeOf(metrics);
+    expect([scrape.value('vmprocd_event_watchers'), scrape.value('vmprocd_event_sequence')]).toEqual([3, 17]);
     expect(['starting', 'running', 'stopping', 'exited'].map((state) => scrape.value('vmprocd_processes', { state }))).toEqual([0, 2, 0, 1]);
     expect(scrape.value('vmprocd_log_streams')).toBe(4);
     states = ['stopping'];

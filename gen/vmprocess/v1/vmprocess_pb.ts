@@ -2355,7 +2355,9 @@ export const VmProcessService: GenService<{
   },
   /**
    * Streams process exits. Every exit, of every cause, is published exactly once
-   * with a strictly increasing sequence. Without after_sequence the stream starts
+   * with a strictly increasing sequence. Exit sequences are their own numbering:
+   * WatchEvents numbers events apart, and its EXITED event carries this very
+   * ProcessExit, exit sequence included. Without after_sequence the stream starts
    * live; with it, retained exits after that sequence are replayed first, then live
    * ones, with no gap and no duplicate. The stream never ends on its own while
    * the daemon runs.

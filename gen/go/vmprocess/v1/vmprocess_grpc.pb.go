@@ -137,7 +137,9 @@ type VmProcessServiceClient interface {
 	// Errors: NOT_FOUND (unknown sandbox_id).
 	WaitProcess(ctx context.Context, in *WaitProcessRequest, opts ...grpc.CallOption) (*WaitProcessResponse, error)
 	// Streams process exits. Every exit, of every cause, is published exactly once
-	// with a strictly increasing sequence. Without after_sequence the stream starts
+	// with a strictly increasing sequence. Exit sequences are their own numbering:
+	// WatchEvents numbers events apart, and its EXITED event carries this very
+	// ProcessExit, exit sequence included. Without after_sequence the stream starts
 	// live; with it, retained exits after that sequence are replayed first, then live
 	// ones, with no gap and no duplicate. The stream never ends on its own while
 	// the daemon runs.
@@ -548,7 +550,9 @@ type VmProcessServiceServer interface {
 	// Errors: NOT_FOUND (unknown sandbox_id).
 	WaitProcess(context.Context, *WaitProcessRequest) (*WaitProcessResponse, error)
 	// Streams process exits. Every exit, of every cause, is published exactly once
-	// with a strictly increasing sequence. Without after_sequence the stream starts
+	// with a strictly increasing sequence. Exit sequences are their own numbering:
+	// WatchEvents numbers events apart, and its EXITED event carries this very
+	// ProcessExit, exit sequence included. Without after_sequence the stream starts
 	// live; with it, retained exits after that sequence are replayed first, then live
 	// ones, with no gap and no duplicate. The stream never ends on its own while
 	// the daemon runs.
