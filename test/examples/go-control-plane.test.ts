@@ -87,12 +87,20 @@ describeAsRoot('examples/go-control-plane against a real daemon', () => {
     // What it says it did, step by step, in order.
     const steps = [
       `booted ${id}: pid `,
+      `events of ${id} (boot): #`,
+      `console of ${id}: tiny-guest: tick `,
       `paused ${id}: GetVmInfo says VM_STATE_PAUSED`,
       `resumed ${id}`,
+      `events of ${id} (pause and resume): #`,
       `hibernated ${id} into file://${snapsDir()}/${id}-`,
+      `: [config.json state.json memory-ranges] there`,
       `of ${id} on the stream: EXIT_REASON_STOPPED, snapshot file://`,
+      `events of ${id} (hibernate): #`,
+      `events of ${restored} (restore): #`,
       `restored ${restored} from file://${snapsDir()}/${id}-`,
+      `with the snapshot's config; the guest carries on at tick `,
       `stopped ${restored}; exit #`,
+      `events of ${restored} (stop): #`,
       `done: ${id} booted, paused, resumed and hibernated`,
     ];
     expect(stepMissing(run.stdout, steps)).toBeUndefined();
@@ -139,7 +147,7 @@ describeAsRoot('examples/go-control-plane against a real daemon', () => {
     const unreachable = await execa(binary, ['-address', join(s.fixture.root, 'nobody.sock'), '-kernel', kernelPath, '-rootfs', kernelPath,
       '-netns', s.netns.name, '-restore-netns', other.name, '-snapshots', snapsDir()], { reject: false, timeout: RUN_MS });
     expect(unreachable.exitCode).toBe(1);
-    expect(unreachable.stderr).toContain(`cannot reach vmprocd at ${join(s.fixture.root, 'nobody.sock')}: ListProcesses: UNAVAILABLE: `);
+    expect(unreachable.stderr).toContain(`cannot reach vmprocd at ${join(s.fixture.root, 'nobody.sock')}: GetLatestSequence: UNAVAILABLE: `);
     const usage = await execa(binary, ['-kernel', kernelPath], { reject: false, timeout: RUN_MS });
     expect({ exitCode: usage.exitCode, stderr: usage.stderr.trim() }).toEqual({ exitCode: 2, stderr: 'go-control-plane: usage: -rootfs is required' });
   }, RUN_MS);
