@@ -55,6 +55,9 @@ func (cp *controlPlane) readConsole(ctx context.Context, id string, follow bool,
 			}
 			return c, nil
 		}
+		if err != nil && follow && callCtx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			return c, deviation("%s: the guest printed %d ticks in %v, not what was awaited: is -kernel the tiny guest?", call, len(c.ticks), callTimeout)
+		}
 		if err != nil {
 			return c, failed(call, err)
 		}

@@ -1,7 +1,8 @@
 /**
  * examples/go-control-plane, the Go control plane: go vet, its own Go tests, go build, then the
  * binary against a real daemon (stand-in VMM) driving a VM through its life (boot, pause, resume,
- * hibernate, restore in another sandbox and network namespace, stop), checked from the daemon's
+ * hibernate, restore in another sandbox and network namespace, stop), checking each step's events,
+ * the snapshot's files, the guest's console and the restored VM's config; checked from the daemon's
  * side too. And how it fails: a refused start, an unreachable daemon, a usage error, and a run
  * that fails half-way, which stops what it started.
  */
@@ -72,7 +73,7 @@ describeAsRoot('examples/go-control-plane against a real daemon', () => {
   const noneLive = async () =>
     (await s.client.listProcesses({ states: [ProcessState.STARTING, ProcessState.RUNNING, ProcessState.STOPPING] })).processes.map((p) => p.sandboxId);
 
-  it('go vet finds nothing, and its own Go tests pass (reconnecting watch, resync, flags)', async () => {
+  it('go vet finds nothing, and its own Go tests pass (reconnecting watches, resync, flags)', async () => {
     expect(vetOutput).toBe('');
     const out = await go(['test', '-count=1', './...']);
     expect(out).toMatch(/^ok\s+github\.com\/vmprocd\/vmprocd\/examples\/go-control-plane\s/m);
