@@ -43,7 +43,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.address, "address", "unix:///run/vmprocd/vmprocd.sock", "the daemon: unix:///path, a socket path, or host:port (plaintext)")
-	fs.StringVar(&c.kernel, "kernel", "", "the guest kernel, on the daemon's host (required)")
+	fs.StringVar(&c.kernel, "kernel", "", "the guest kernel, on the daemon's host (required): the tiny guest (build/native/tiny-guest.elf), whose console the run checks")
 	fs.StringVar(&c.rootfs, "rootfs", "", "the root file system image, on the daemon's host (required)")
 	fs.StringVar(&c.netns, "netns", "", "network namespace to boot the VM in (required); it must hold the TAP")
 	fs.StringVar(&c.restoreNetns, "restore-netns", "", "another network namespace, to restore the VM in (required); it must hold a TAP of the same name")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"path"
 	"slices"
 	"time"
 
@@ -32,12 +31,13 @@ const (
 var labels = map[string]string{"app": "go-control-plane"}
 
 // controlPlane drives one VM through its life, checking every answer against what the API
-// promises; the first deviation, or failed call, ends the run.
+// promises, and every step's events; the first deviation, or failed call, ends the run.
 type controlPlane struct {
 	client vmprocessv1.VmProcessServiceClient
 	cfg    config
 	log    *log.Logger
 	exits  *exitWatcher
+	events *eventWatcher
 	// Sandboxes this run started whose exit it has not seen: stopped if the run fails.
 	live map[string]bool
 }
@@ -47,16 +47,20 @@ func newControlPlane(client vmprocessv1.VmProcessServiceClient, cfg config, logg
 }
 
 // run is the whole life: boot, pause and resume, hibernate, restore elsewhere, stop. Every exit
-// is also awaited on WatchExits, followed from before the first start.
+// is also awaited on WatchExits, and every step's events on WatchEvents, both followed from
+// before the first start.
 func (cp *controlPlane) run(ctx context.Context) (err error) {
-	cursor, err := cp.exitCursor(ctx)
+	latest, err := cp.latestSequences(ctx)
 	if err != nil {
 		return err
 	}
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	defer stopWatching()
-	cp.exits = newExitWatcher(cp.client, []string{cp.cfg.sandbox, cp.cfg.restoredSandbox()}, cursor, cp.log)
+	sandboxes := []string{cp.cfg.sandbox, cp.cfg.restoredSandbox()}
+	cp.exits = newExitWatcher(cp.client, sandboxes, latest.GetLatestExitSequence(), cp.log)
+	cp.events = newEventWatcher(cp.client, sandboxes, latest.GetLatestEventSequence(), cp.log)
 	go cp.exits.run(watchCtx)
+	go cp.events.run(watchCtx)
 	defer func() {
 		if err != nil {
 			cp.stopLeftovers(ctx)
@@ -67,14 +71,14 @@ func (cp *controlPlane) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := cp.pauseAndResume(ctx, booted.GetSandboxId()); err != nil {
+	if err := cp.pauseAndResume(ctx, booted); err != nil {
 		return err
 	}
-	snapshotURL, hibernated, err := cp.hibernate(ctx, booted)
+	hibernated, err := cp.hibernate(ctx, booted)
 	if err != nil {
 		return err
 	}
-	restored, err := cp.restore(ctx, snapshotURL)
+	restored, err := cp.restore(ctx, hibernated)
 	if err != nil {
 		return err
 	}
@@ -82,28 +86,30 @@ func (cp *controlPlane) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if stopped.GetSequence() <= hibernated.GetSequence() {
-		return deviation("the stop's exit has sequence %d, not after the hibernation's %d", stopped.GetSequence(), hibernated.GetSequence())
+	if stopped.GetSequence() <= hibernated.exit.GetSequence() {
+		return deviation("the stop's exit has sequence %d, not after the hibernation's %d", stopped.GetSequence(), hibernated.exit.GetSequence())
 	}
 	cp.log.Printf("done: %s booted, paused, resumed and hibernated to %s; restored as %s in network namespace %s; stopped (exits #%d and #%d)",
-		booted.GetSandboxId(), snapshotURL, restored.GetSandboxId(), restored.GetNetworkNamespace(), hibernated.GetSequence(), stopped.GetSequence())
+		booted.GetSandboxId(), hibernated.url, restored.GetSandboxId(), restored.GetNetworkNamespace(), hibernated.exit.GetSequence(), stopped.GetSequence())
 	return nil
 }
 
-// exitCursor is where the exit watch starts: the latest exit sequence, so that it sees every exit
-// of this run and none before it. The first call, so it tells an unreachable daemon apart.
-func (cp *controlPlane) exitCursor(ctx context.Context) (uint64, error) {
+// latestSequences are where the watches start: the latest exit and event sequences, so that
+// they see everything of this run and nothing before it. The first call, so it tells an
+// unreachable daemon apart.
+func (cp *controlPlane) latestSequences(ctx context.Context) (*vmprocessv1.GetLatestSequenceResponse, error) {
 	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	list, err := cp.client.ListProcesses(callCtx, &vmprocessv1.ListProcessesRequest{Labels: labels, PageSize: 1})
+	latest, err := cp.client.GetLatestSequence(callCtx, &vmprocessv1.GetLatestSequenceRequest{})
 	if status.Code(err) == codes.Unavailable {
-		return 0, fmt.Errorf("cannot reach vmprocd at %s: %w", cp.cfg.address, failed("ListProcesses", err))
+		return nil, fmt.Errorf("cannot reach vmprocd at %s: %w", cp.cfg.address, failed("GetLatestSequence", err))
 	}
 	if err != nil {
-		return 0, failed("ListProcesses", err)
+		return nil, failed("GetLatestSequence", err)
 	}
-	cp.log.Printf("connected to %s; watching exits after sequence %d", cp.cfg.address, list.GetExitSequence())
-	return list.GetExitSequence(), nil
+	cp.log.Printf("connected to %s; watching exits after sequence %d and events after sequence %d",
+		cp.cfg.address, latest.GetLatestExitSequence(), latest.GetLatestEventSequence())
+	return latest, nil
 }
 
 // boot starts a VMM with a VM booted in it: the kernel and rootfs from the flags, one vCPU count,
@@ -138,19 +144,34 @@ func (cp *controlPlane) boot(ctx context.Context) (*vmprocessv1.ProcessInfo, err
 	}
 	cp.log.Printf("booted %s: pid %d, VMM %s, ready in %v, network namespace %s",
 		id, p.GetPid(), p.GetVmmVersion(), p.GetReadyAt().AsTime().Sub(p.GetStartedAt().AsTime()).Round(time.Millisecond), p.GetNetworkNamespace())
+	if _, err := cp.expectEvents(ctx, "boot", p, vmprocessv1.EventKind_EVENT_KIND_STARTED, vmprocessv1.EventKind_EVENT_KIND_VM_BOOTED, vmprocessv1.EventKind_EVENT_KIND_READY); err != nil {
+		return nil, err
+	}
 	info, err := cp.vmInfo(ctx, id, vmprocessv1.VmState_VM_STATE_RUNNING)
 	if err != nil {
 		return nil, err
 	}
-	if info.GetVcpus() != uint32(cp.cfg.vcpus) || info.GetMemoryBytes() != cp.cfg.memoryMiB<<20 {
-		return nil, deviation("GetVmInfo %s: %d vCPUs and %d bytes of memory, not the %d and %d MiB asked for",
-			id, info.GetVcpus(), info.GetMemoryBytes(), cp.cfg.vcpus, cp.cfg.memoryMiB)
+	if err := expectVmConfig("GetVmInfo "+id, info, cp.cfg); err != nil {
+		return nil, err
 	}
+	// The guest runs: its console shows it booting, then counting.
+	c, err := cp.readConsole(ctx, id, true, func(c console) bool { return len(c.ticks) > 0 })
+	if err != nil {
+		return nil, err
+	}
+	if !c.booted {
+		return nil, deviation("StreamLogs %s: the guest ticks with no boot line before", id)
+	}
+	if err := expectCounting("StreamLogs "+id, c.ticks, 1); err != nil {
+		return nil, err
+	}
+	cp.log.Printf("console of %s: tiny-guest: tick %d", id, c.ticks[len(c.ticks)-1])
 	return p, nil
 }
 
 // pauseAndResume pauses the VM, checks that Cloud Hypervisor says it is paused, and resumes it.
-func (cp *controlPlane) pauseAndResume(ctx context.Context, id string) error {
+func (cp *controlPlane) pauseAndResume(ctx context.Context, p *vmprocessv1.ProcessInfo) error {
+	id := p.GetSandboxId()
 	callCtx, cancel := context.WithTimeout(ctx, callTimeout)
 	paused, err := cp.client.PauseVm(callCtx, &vmprocessv1.PauseVmRequest{SandboxId: id})
 	cancel()
@@ -177,92 +198,8 @@ func (cp *controlPlane) pauseAndResume(ctx context.Context, id string) error {
 		return err
 	}
 	cp.log.Printf("resumed %s", id)
-	return nil
-}
-
-// hibernate snapshots the VM into a new directory under -snapshots and stops its VMM
-// (AFTER_SNAPSHOT_STOP), then waits for that exit on the stream, which names the snapshot.
-func (cp *controlPlane) hibernate(ctx context.Context, p *vmprocessv1.ProcessInfo) (string, *vmprocessv1.ProcessExit, error) {
-	id := p.GetSandboxId()
-	call := "SnapshotVm " + id
-	destination := "file://" + path.Join(cp.cfg.snapshots, fmt.Sprintf("%s-%s", id, time.Now().UTC().Format("20060102T150405.000000")))
-	callCtx, cancel := context.WithTimeout(ctx, snapshotTimeout)
-	defer cancel()
-	snapshot, err := cp.client.SnapshotVm(callCtx, &vmprocessv1.SnapshotVmRequest{
-		SandboxId:      id,
-		DestinationUrl: destination,
-		AfterSnapshot:  vmprocessv1.AfterSnapshot_AFTER_SNAPSHOT_STOP,
-	})
-	if err != nil {
-		return "", nil, failed(call, err)
-	}
-	url := snapshot.GetSnapshotUrl()
-	after := snapshot.GetProcess()
-	if after.GetState() != vmprocessv1.ProcessState_PROCESS_STATE_EXITED {
-		return "", nil, deviation("%s: process %s after a hibernating snapshot, want %s", call, after.GetState(), vmprocessv1.ProcessState_PROCESS_STATE_EXITED)
-	}
-	delete(cp.live, id)
-	if url == "" {
-		return "", nil, deviation("%s: no snapshot_url in the answer", call)
-	}
-	if err := expectStopped(call, after.GetExit(), url); err != nil {
-		return "", nil, err
-	}
-	cp.log.Printf("hibernated %s into %s", id, url)
-
-	exit, err := cp.exits.waitFor(ctx, "the exit of "+id, runOf(p))
-	if err != nil {
-		return "", nil, err
-	}
-	if err := expectStopped("WatchExits", exit, url); err != nil {
-		return "", nil, err
-	}
-	if exit.GetSequence() != after.GetExit().GetSequence() {
-		return "", nil, deviation("WatchExits: exit #%d of %s, but SnapshotVm answered with exit #%d", exit.GetSequence(), id, after.GetExit().GetSequence())
-	}
-	cp.log.Printf("exit #%d of %s on the stream: %s, snapshot %s: %s", exit.GetSequence(), id, exit.GetReason(), exit.GetSnapshotUrl(), exit.GetMessage())
-	return url, exit, nil
-}
-
-// restore starts another sandbox, in the other network namespace, from the snapshot, resumed.
-func (cp *controlPlane) restore(ctx context.Context, snapshotURL string) (*vmprocessv1.ProcessInfo, error) {
-	id := cp.cfg.restoredSandbox()
-	call := "StartProcess " + id + " (restore)"
-	callCtx, cancel := context.WithTimeout(ctx, readyTimeout+callTimeout)
-	defer cancel()
-	started, err := cp.client.StartProcess(callCtx, &vmprocessv1.StartProcessRequest{
-		SandboxId:        id,
-		Mode:             vmprocessv1.LaunchMode_LAUNCH_MODE_RESTORE,
-		RootfsPath:       cp.cfg.rootfs,
-		NetworkNamespace: cp.cfg.restoreNetns,
-		ReadyTimeout:     durationpb.New(readyTimeout),
-		Labels:           labels,
-		Restore: &vmprocessv1.RestoreConfig{
-			SourceUrl: snapshotURL,
-			// Copy loads all of guest memory before the restore returns; ON_DEMAND pages it in
-			// lazily, and a snapshot of the VM is refused until it has all been loaded.
-			MemoryRestoreMode: vmprocessv1.MemoryRestoreMode_MEMORY_RESTORE_MODE_COPY,
-			Resume:            true,
-		},
-	})
-	if err != nil {
-		return nil, failed(call, err)
-	}
-	p := started.GetProcess()
-	cp.live[id] = true
-	if err := expectProcess(call, p, vmprocessv1.ProcessState_PROCESS_STATE_RUNNING, vmprocessv1.VmState_VM_STATE_RUNNING); err != nil {
-		return nil, err
-	}
-	if p.GetMode() != vmprocessv1.LaunchMode_LAUNCH_MODE_RESTORE || p.GetNetworkNamespace() != cp.cfg.restoreNetns {
-		return nil, deviation("%s: mode %s in network namespace %q, want %s in %q",
-			call, p.GetMode(), p.GetNetworkNamespace(), vmprocessv1.LaunchMode_LAUNCH_MODE_RESTORE, cp.cfg.restoreNetns)
-	}
-	if _, err := cp.vmInfo(ctx, id, vmprocessv1.VmState_VM_STATE_RUNNING); err != nil {
-		return nil, err
-	}
-	cp.log.Printf("restored %s from %s: pid %d, network namespace %s, GetVmInfo says %s",
-		id, snapshotURL, p.GetPid(), p.GetNetworkNamespace(), vmprocessv1.VmState_VM_STATE_RUNNING)
-	return p, nil
+	_, err = cp.expectEvents(ctx, "pause and resume", p, vmprocessv1.EventKind_EVENT_KIND_PAUSED, vmprocessv1.EventKind_EVENT_KIND_RESUMED)
+	return err
 }
 
 // stop stops the VMM (SIGTERM, SIGKILL after the grace period) and waits for its exit on the stream.
@@ -294,6 +231,13 @@ func (cp *controlPlane) stop(ctx context.Context, p *vmprocessv1.ProcessInfo) (*
 		return nil, deviation("WatchExits: exit #%d of %s, but StopProcess answered with exit #%d", exit.GetSequence(), id, after.GetExit().GetSequence())
 	}
 	cp.log.Printf("stopped %s; exit #%d on the stream: %s: %s", id, exit.GetSequence(), exit.GetReason(), exit.GetMessage())
+	events, err := cp.expectEvents(ctx, "stop", p, vmprocessv1.EventKind_EVENT_KIND_EXITED)
+	if err != nil {
+		return nil, err
+	}
+	if err := expectExitEvent("stop", events[0], exit); err != nil {
+		return nil, err
+	}
 	return exit, nil
 }
 
@@ -336,22 +280,4 @@ func runOf(p *vmprocessv1.ProcessInfo) func(*vmprocessv1.ProcessExit) bool {
 	return func(e *vmprocessv1.ProcessExit) bool {
 		return e.GetSandboxId() == p.GetSandboxId() && e.GetPid() == p.GetPid()
 	}
-}
-
-func expectProcess(call string, p *vmprocessv1.ProcessInfo, state vmprocessv1.ProcessState, vm vmprocessv1.VmState) error {
-	if p.GetState() != state || p.GetVmState() != vm {
-		return deviation("%s: process %s with VM %s, want %s with %s", call, p.GetState(), p.GetVmState(), state, vm)
-	}
-	return nil
-}
-
-// expectStopped checks an exit that StopProcess (or a hibernating snapshot, to snapshotURL) caused.
-func expectStopped(call string, exit *vmprocessv1.ProcessExit, snapshotURL string) error {
-	if exit.GetReason() != vmprocessv1.ExitReason_EXIT_REASON_STOPPED {
-		return deviation("%s: exit reason %s (%s), want %s", call, exit.GetReason(), exit.GetMessage(), vmprocessv1.ExitReason_EXIT_REASON_STOPPED)
-	}
-	if exit.GetSnapshotUrl() != snapshotURL {
-		return deviation("%s: exit names snapshot %q, want %q", call, exit.GetSnapshotUrl(), snapshotURL)
-	}
-	return nil
 }

@@ -1,9 +1,10 @@
 // Command go-control-plane is a small control plane for vmprocd, in Go: it boots a VM in a
 // Cloud Hypervisor VMM, pauses and resumes it, hibernates it into a snapshot, restores the
 // snapshot in another sandbox and network namespace, and stops it, following every exit on
-// WatchExits. It checks each answer against the API and exits non-zero at the first deviation.
+// WatchExits and every event on WatchEvents. It checks each answer, each step's events and the
+// guest's console against the API and exits non-zero at the first deviation.
 //
-//	go-control-plane -address unix:///run/vmprocd/vmprocd.sock -kernel /srv/vmlinux \
+//	go-control-plane -address unix:///run/vmprocd/vmprocd.sock -kernel /srv/tiny-guest.elf \
 //	  -rootfs /srv/rootfs.ext4 -netns sb-a -restore-netns sb-b -snapshots /srv/snapshots
 //
 // Exit codes: 0 done; 1 a call failed or an answer deviated (stderr says which); 2 usage.

@@ -79,9 +79,8 @@ func exitOf(sandbox string, sequence uint64) *vmprocessv1.ProcessExit {
 	return &vmprocessv1.ProcessExit{SandboxId: sandbox, Sequence: sequence, Pid: 100 + int32(sequence)}
 }
 
-// watch starts a watcher for sandbox "a" after `cursor` against the fake, over an in-memory
-// connection; everything ends with the test.
-func watch(t *testing.T, fake *fakeDaemon, cursor uint64) *exitWatcher {
+// serve serves fake over an in-memory connection and returns a client of it; both end with the test.
+func serve(t *testing.T, fake vmprocessv1.VmProcessServiceServer) vmprocessv1.VmProcessServiceClient {
 	t.Helper()
 	listener := bufconn.Listen(1 << 20)
 	server := grpc.NewServer()
@@ -93,17 +92,30 @@ func watch(t *testing.T, fake *fakeDaemon, cursor uint64) *exitWatcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	w := newExitWatcher(vmprocessv1.NewVmProcessServiceClient(conn), []string{"a"}, cursor, log.New(io.Discard, "", 0))
-	w.minDelay, w.maxDelay = time.Millisecond, 10*time.Millisecond
-	done := make(chan struct{})
-	go func() { w.run(ctx); close(done) }()
 	t.Cleanup(func() {
-		cancel()
-		<-done
 		_ = conn.Close()
 		server.Stop()
 	})
+	return vmprocessv1.NewVmProcessServiceClient(conn)
+}
+
+// runUntilCleanup runs a watcher's loop until the test ends (cleanups run last first: before serve's).
+func runUntilCleanup(t *testing.T, run func(context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// watch starts a watcher for sandbox "a" after `cursor` against the fake.
+func watch(t *testing.T, fake *fakeDaemon, cursor uint64) *exitWatcher {
+	t.Helper()
+	w := newExitWatcher(serve(t, fake), []string{"a"}, cursor, log.New(io.Discard, "", 0))
+	w.minDelay, w.maxDelay = time.Millisecond, 10*time.Millisecond
+	runUntilCleanup(t, w.run)
 	return w
 }
 

@@ -1,7 +1,8 @@
 /**
  * examples/go-control-plane, the Go control plane: go vet, its own Go tests, go build, then the
  * binary against a real daemon (stand-in VMM) driving a VM through its life (boot, pause, resume,
- * hibernate, restore in another sandbox and network namespace, stop), checked from the daemon's
+ * hibernate, restore in another sandbox and network namespace, stop), checking each step's events,
+ * the snapshot's files, the guest's console and the restored VM's config; checked from the daemon's
  * side too. And how it fails: a refused start, an unreachable daemon, a usage error, and a run
  * that fails half-way, which stops what it started.
  */
@@ -72,7 +73,7 @@ describeAsRoot('examples/go-control-plane against a real daemon', () => {
   const noneLive = async () =>
     (await s.client.listProcesses({ states: [ProcessState.STARTING, ProcessState.RUNNING, ProcessState.STOPPING] })).processes.map((p) => p.sandboxId);
 
-  it('go vet finds nothing, and its own Go tests pass (reconnecting watch, resync, flags)', async () => {
+  it('go vet finds nothing, and its own Go tests pass (reconnecting watches, resync, flags)', async () => {
     expect(vetOutput).toBe('');
     const out = await go(['test', '-count=1', './...']);
     expect(out).toMatch(/^ok\s+github\.com\/vmprocd\/vmprocd\/examples\/go-control-plane\s/m);
@@ -87,12 +88,20 @@ describeAsRoot('examples/go-control-plane against a real daemon', () => {
     // What it says it did, step by step, in order.
     const steps = [
       `booted ${id}: pid `,
+      `events of ${id} (boot): #`,
+      `console of ${id}: tiny-guest: tick `,
       `paused ${id}: GetVmInfo says VM_STATE_PAUSED`,
       `resumed ${id}`,
+      `events of ${id} (pause and resume): #`,
       `hibernated ${id} into file://${snapsDir()}/${id}-`,
+      `: [config.json state.json memory-ranges] there`,
       `of ${id} on the stream: EXIT_REASON_STOPPED, snapshot file://`,
+      `events of ${id} (hibernate): #`,
+      `events of ${restored} (restore): #`,
       `restored ${restored} from file://${snapsDir()}/${id}-`,
+      `with the snapshot's config; the guest carries on at tick `,
       `stopped ${restored}; exit #`,
+      `events of ${restored} (stop): #`,
       `done: ${id} booted, paused, resumed and hibernated`,
     ];
     expect(stepMissing(run.stdout, steps)).toBeUndefined();
@@ -139,7 +148,7 @@ describeAsRoot('examples/go-control-plane against a real daemon', () => {
     const unreachable = await execa(binary, ['-address', join(s.fixture.root, 'nobody.sock'), '-kernel', kernelPath, '-rootfs', kernelPath,
       '-netns', s.netns.name, '-restore-netns', other.name, '-snapshots', snapsDir()], { reject: false, timeout: RUN_MS });
     expect(unreachable.exitCode).toBe(1);
-    expect(unreachable.stderr).toContain(`cannot reach vmprocd at ${join(s.fixture.root, 'nobody.sock')}: ListProcesses: UNAVAILABLE: `);
+    expect(unreachable.stderr).toContain(`cannot reach vmprocd at ${join(s.fixture.root, 'nobody.sock')}: GetLatestSequence: UNAVAILABLE: `);
     const usage = await execa(binary, ['-kernel', kernelPath], { reject: false, timeout: RUN_MS });
     expect({ exitCode: usage.exitCode, stderr: usage.stderr.trim() }).toEqual({ exitCode: 2, stderr: 'go-control-plane: usage: -rootfs is required' });
   }, RUN_MS);
