@@ -1,7 +1,8 @@
-import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PathPolicy, type PathRoots } from '../../src/host/path-policy.js';
+import { nativeBin } from '../../src/package-paths.js';
 
 const ROOTFS_BYTES = 1 << 20;
 
@@ -59,7 +60,8 @@ export async function createSandboxFixture(): Promise<SandboxFixture> {
   const sandboxDir = join(root, 'sbx');
   const kernelPath = join(root, 'vmlinux');
   await mkdir(runDir);
-  await writeFile(kernelPath, 'not a kernel: the stand-in VMM never boots one\n');
+  // The tiny guest (native/tiny-guest): a VM booted with it runs in the stand-in as in Cloud Hypervisor.
+  await copyFile(nativeBin('tiny-guest.elf'), kernelPath);
   return {
     root,
     runDir,

@@ -138,6 +138,9 @@ export function useRecoverySuite(): RecoverySuite {
             // already gone
           }
         }
+        // A SIGKILL is not a death yet: on a loaded host the stranger can still be found, whole, by
+        // the leak check's read of /proc. Wait for it to be gone (or a zombie) first.
+        await eventually(async () => (await Promise.all([...strangers].map(isAlive))).every((alive) => !alive), WAIT_MS).catch(() => undefined);
         leftovers = await collectLeftovers(suite.fixture.root);
       }
     } finally {
