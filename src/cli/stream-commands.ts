@@ -1,12 +1,23 @@
 import { toJson } from '@bufbuild/protobuf';
 import { type EventKind, ProcessEventSchema, ProcessExitSchema, StreamLogsResponseSchema } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { statusName, isRpcError } from '../client/rpc-error.js';
+import type { ReconnectEvent } from '../client/reconnecting-watch.js';
 import type { VmProcessClient } from '../client/vm-process-client.js';
 import { ExitCode } from './exit-codes.js';
 import { rpcDetails } from './failure.js';
 import { EVENT_HEADER, eventRow, EXIT_HEADER, exitRow } from './format.js';
 import type { Output } from './output.js';
 import { safeLines } from './terminal-text.js';
+
+/** One line when a stream breaks, then one every few attempts while the daemon stays away. */
+function reconnectWarning(out: Output, command: string, item: string): (event: ReconnectEvent) => void {
+  return ({ error, attempt, delayMs, cursor }) => {
+    if (attempt !== 1 && attempt % 5 !== 0) return;
+    const why = isRpcError(error) ? `${statusName(error.code)}: ${rpcDetails(error)}` : 'the stream ended';
+    const what = attempt === 1 ? `${command} interrupted` : `still reconnecting after ${attempt} attempts`;
+    out.warn(`vmprocctl: ${what} (${why}); retrying in ${(delayMs / 1000).toFixed(1)}s, resuming after ${item} ${cursor}\n`);
+  };
+}
 
 /**
  * `watch`: one line (or JSON object) per exit, until killed. Starts after `--after`, or after the
@@ -23,13 +34,7 @@ export async function watchCommand(
   const exits = client.watchExitsReconnecting({
     startAfter: flags.after ?? exitSequence,
     sandboxIds: flags.sandbox ?? [],
-    // One line when the stream breaks, then one every few attempts while the daemon stays away.
-    onReconnect: ({ error, attempt, delayMs, cursor }) => {
-      if (attempt !== 1 && attempt % 5 !== 0) return;
-      const why = isRpcError(error) ? `${statusName(error.code)}: ${rpcDetails(error)}` : 'the stream ended';
-      const what = attempt === 1 ? 'watch interrupted' : `still reconnecting after ${attempt} attempts`;
-      out.warn(`vmprocctl: ${what} (${why}); retrying in ${(delayMs / 1000).toFixed(1)}s, resuming after exit ${cursor}\n`);
-    },
+    onReconnect: reconnectWarning(out, 'watch', 'exit'),
   });
   if (!out.json) await out.write(EXIT_HEADER);
   for await (const exit of exits) {
@@ -55,12 +60,7 @@ export async function eventsCommand(
     sandboxIds: flags.sandbox ?? [],
     kinds: flags.kind ?? [],
     progress: flags.progress ?? false,
-    onReconnect: ({ error, attempt, delayMs, cursor }) => {
-      if (attempt !== 1 && attempt % 5 !== 0) return;
-      const why = isRpcError(error) ? `${statusName(error.code)}: ${rpcDetails(error)}` : 'the stream ended';
-      const what = attempt === 1 ? 'events interrupted' : `still reconnecting after ${attempt} attempts`;
-      out.warn(`vmprocctl: ${what} (${why}); retrying in ${(delayMs / 1000).toFixed(1)}s, resuming after event ${cursor}\n`);
-    },
+    onReconnect: reconnectWarning(out, 'events', 'event'),
   });
   if (!out.json) await out.write(EVENT_HEADER);
   for await (const event of events) {

@@ -25,46 +25,46 @@ export function statusName(code: number): string {
   return status[code] ?? String(code);
 }
 
-/**
- * WatchExits answered OUT_OF_RANGE: the daemon no longer retains exits right after `cursor` (or never
- * had that many, e.g. its state was wiped). Exits may have been missed, so a watcher cannot simply
- * resume: take a fresh snapshot with ListProcesses and watch again after its `exitSequence`.
- */
-export class ExitHistoryGapError extends Error implements RpcError {
-  override readonly name = 'ExitHistoryGapError';
+/** A watch answered OUT_OF_RANGE at `cursor`: what it would have received next is no longer retained. */
+abstract class HistoryGapError extends Error implements RpcError {
   readonly code = status.OUT_OF_RANGE;
   readonly details: string;
   readonly metadata: Metadata;
 
   constructor(
-    /** The last sequence this watcher delivered (the `after_sequence` the daemon refused). */
+    what: string,
+    /** The last sequence the watcher received (the `after_sequence` the daemon refused). */
     readonly cursor: bigint,
     cause: RpcError,
   ) {
-    super(`exit history gap after sequence ${cursor}: ${cause.details}; resync with ListProcesses`, { cause });
+    super(`${what} history gap after sequence ${cursor}: ${cause.details}; resync with ListProcesses`, { cause });
     this.details = cause.details;
     this.metadata = cause.metadata;
   }
 }
 
 /**
- * WatchEvents answered OUT_OF_RANGE: an event this watcher would have received after `cursor` is
- * no longer retained. Take a fresh snapshot with ListProcesses and watch again after its
- * `eventSequence`.
+ * WatchExits answered OUT_OF_RANGE: the daemon no longer retains exits right after `cursor` (or never
+ * had that many, e.g. its state was wiped). Exits may have been missed, so a watcher cannot simply
+ * resume: take a fresh snapshot with ListProcesses and watch again after its `exitSequence`.
  */
-export class EventHistoryGapError extends Error implements RpcError {
-  override readonly name = 'EventHistoryGapError';
-  readonly code = status.OUT_OF_RANGE;
-  readonly details: string;
-  readonly metadata: Metadata;
+export class ExitHistoryGapError extends HistoryGapError {
+  override readonly name = 'ExitHistoryGapError';
 
-  constructor(
-    /** The last sequence this watcher received, event or progress marker (the `after_sequence` the daemon refused). */
-    readonly cursor: bigint,
-    cause: RpcError,
-  ) {
-    super(`event history gap after sequence ${cursor}: ${cause.details}; resync with ListProcesses`, { cause });
-    this.details = cause.details;
-    this.metadata = cause.metadata;
+  constructor(cursor: bigint, cause: RpcError) {
+    super('exit', cursor, cause);
+  }
+}
+
+/**
+ * WatchEvents answered OUT_OF_RANGE: an event this watcher would have received after `cursor` (the
+ * last sequence it received, event or progress marker) is no longer retained. Take a fresh
+ * snapshot with ListProcesses and watch again after its `eventSequence`.
+ */
+export class EventHistoryGapError extends HistoryGapError {
+  override readonly name = 'EventHistoryGapError';
+
+  constructor(cursor: bigint, cause: RpcError) {
+    super('event', cursor, cause);
   }
 }

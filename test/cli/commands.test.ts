@@ -23,6 +23,7 @@ import { type DaemonHarness, startDaemonHarness } from '../helpers/daemon-harnes
 import { createTestNetns, type TestNetns } from '../helpers/netns.js';
 import { killProcessesMentioning } from '../helpers/process-scan.js';
 import { describeAsRoot } from '../helpers/root.js';
+import { eventually, WAIT_MS } from '../helpers/wait.js';
 import { createSandboxFixture, type SandboxFixture, type StandinKnobs } from '../helpers/sandbox-fixture.js';
 import { ctl, RunningCtl } from './support.js';
 
@@ -280,6 +281,26 @@ describeAsRoot('vmprocctl against a real daemon', () => {
     const [first, second] = watch.lines.map((l) => BigInt(JSON.parse(l).sequence));
     expect(second).toBe(first! + 1n);
     await watch.kill();
+  });
+
+  it('events prints every lifecycle event of a sandbox, as a table or JSON, and --kind filters them', async () => {
+    const table = follow('events', '--sandbox', 'cli-ev');
+    const json = follow('events', '--sandbox', 'cli-ev', '--kind', 'exited', '--json');
+    await eventually(() => harness.daemon.supervisor.events.subscriberCount >= 2, WAIT_MS);
+    await run(...(await bootArgs('cli-ev')));
+    await run('stop', 'cli-ev');
+    await table.waitForLines(4);
+    expect(table.lines[0]).toMatch(/^SEQ\s+TIME\s+SANDBOX\s+PID\s+EVENT\s+BY\s+DETAIL$/);
+    expect(table.lines.slice(1).map((line) => line.split(/\s+/).slice(4, 6).join(' '))).toEqual(['started daemon', 'ready daemon', 'exited daemon']);
+    expect(table.lines[3]).toMatch(/code 0 \(stopped\) exit \d+$/);
+    await json.waitForLines(1);
+    const exited = JSON.parse(json.lines[0]!);
+    expect({ kind: exited.kind, origin: exited.origin, reason: exited.exit.reason }).toEqual({ kind: 'EVENT_KIND_EXITED', origin: 'EVENT_ORIGIN_DAEMON', reason: 'EXIT_REASON_STOPPED' });
+    await table.kill();
+    await json.kill();
+    const bad = await run('events', '--kind', 'nonsense');
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toContain('is not an event kind; use one of started, ready, vm_booted');
   });
 
   it('TLS flags: mutual TLS to a TLS server; a wrong CA fails as UNAVAILABLE', async () => {
