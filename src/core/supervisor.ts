@@ -165,6 +165,8 @@ export class Supervisor {
     for (const record of starting) record.interruptStart({ kind: 'shutdown' });
     await Promise.allSettled(starting.map((r) => withinTimeout(context.clock, r.exited, KILL_BACKSTOP_MS)));
     context.detached = true;
+    // The next daemon reads on from the offset of the last event this one recorded.
+    for (const record of context.table.records()) record.eventFeed?.close();
     await context.host.close();
   }
 }

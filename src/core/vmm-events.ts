@@ -32,6 +32,8 @@ export function followVmmEvents(context: SupervisorContext, record: SupervisedPr
 /** Publishes a batch of the monitor's events in order, each recorded with the offset just past it. */
 async function publishVmmEvents(context: SupervisorContext, record: SupervisedProcess, events: readonly VmmEvent[]): Promise<void> {
   for (const event of events) {
+    // After shutdown the journal is closed: the next daemon publishes these.
+    if (context.detached) return;
     const kind = KIND_OF[`${event.source}/${event.event}`];
     if (kind === undefined || record.exit) continue;
     // The VM going down because the daemon stops the VMM (or sent it a signal) is the stop, reported by the exit.
