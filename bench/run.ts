@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../src/package-paths.js';
 import { adoptedExitDelivery, burst, exitDelivery, type Row, scale, startToReady, stop, streamFloor } from './benchmarks.js';
 import { createBenchEnv } from './lib/bench-env.js';
+import { soakSection } from './lib/soak-section.js';
 
 const quick = process.argv.includes('--quick');
 const command = `npm run bench${quick ? ' -- --quick' : ''}`;
@@ -52,6 +53,8 @@ const table = [
 ].join('\n');
 process.stdout.write(`${table}\n`);
 
+// The soak's section (npm run soak -- --record) is not this run's: kept as it is.
+const soak = await soakSection(join(packageRoot, 'BENCHMARKS.md'));
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
 await writeFile(
   join(packageRoot, 'BENCHMARKS.md'),
@@ -74,5 +77,5 @@ watchers run in separate processes. Scale is measured on a daemon with a fresh s
 
 ${table}
 
-${await readFile(join(packageRoot, 'bench', 'analysis.md'), 'utf8')}`,
+${await readFile(join(packageRoot, 'bench', 'analysis.md'), 'utf8')}${soak ? `\n${soak}\n` : ''}`,
 );
