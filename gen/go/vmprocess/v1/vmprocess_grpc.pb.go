@@ -86,13 +86,18 @@ type VmProcessServiceClient interface {
 	// killed, its exit published with reason START_FAILED); after the response it
 	// has no effect on the VMM.
 	//
-	// Errors: INVALID_ARGUMENT (malformed request), FAILED_PRECONDITION (missing
-	// kernel, rootfs or network namespace; socket path owned by another live
-	// sandbox; VMM exited before ready, with its exit status and stderr tail in the
-	// message; restore failed, with the VMM's error), ALREADY_EXISTS (sandbox_id is
-	// starting, running or stopping), DEADLINE_EXCEEDED (not ready within
-	// ready_timeout), CANCELLED (client cancelled), ABORTED (stopped by StopProcess
-	// while starting).
+	// Errors: INVALID_ARGUMENT (malformed request), PERMISSION_DENIED (a host path
+	// that resolves outside its roots, or to one of the daemon's own files: the
+	// message names the field, the resolved path and the allowed roots),
+	// FAILED_PRECONDITION (missing kernel, rootfs or network namespace; socket path
+	// owned by another live sandbox; VMM exited before ready, with its exit status
+	// and stderr tail in the message; restore failed, with the VMM's error),
+	// ALREADY_EXISTS (sandbox_id is starting, running or stopping),
+	// DEADLINE_EXCEEDED (not ready within ready_timeout), CANCELLED (client
+	// cancelled), ABORTED (stopped by StopProcess while starting),
+	// RESOURCE_EXHAUSTED (the daemon's state disk is full; nothing was launched),
+	// UNAVAILABLE (the VMM's API stopped answering during the start; the VMM was
+	// killed).
 	StartProcess(ctx context.Context, in *StartProcessRequest, opts ...grpc.CallOption) (*StartProcessResponse, error)
 	// Sends SIGTERM to the VMM's process group, then SIGKILL after the grace period,
 	// and returns once the exit has been observed. Stopping an exited process returns
@@ -148,7 +153,10 @@ type VmProcessServiceClient interface {
 	// (resync with ListProcesses) or newer than the latest sequence;
 	// RESOURCE_EXHAUSTED when this watcher fell behind by more than the daemon's
 	// per-watcher buffer (`--watch-buffer`; reconnect with the last sequence
-	// received); UNAVAILABLE when the daemon shuts down (reconnect likewise).
+	// received), or when the daemon already serves its maximum of WatchExits
+	// streams, over all clients or over this connection (`--max-watchers`,
+	// `--max-watchers-per-connection`); UNAVAILABLE when the daemon shuts down
+	// (reconnect likewise).
 	//
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// ProcessExit is the event itself: a wrapper message would add nothing.
@@ -180,6 +188,8 @@ type VmProcessServiceClient interface {
 	// is empty, or was never created, gives a stream with no message.
 	//
 	// Errors: NOT_FOUND (unknown sandbox_id, or one no longer retained);
+	// RESOURCE_EXHAUSTED when the daemon already serves its maximum of StreamLogs
+	// streams (`--max-log-streams`, `--max-log-streams-per-connection`);
 	// UNAVAILABLE when the daemon shuts down; INTERNAL when the log cannot be read
 	// (the message names the file and the reason).
 	StreamLogs(ctx context.Context, in *StreamLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamLogsResponse], error)
@@ -499,13 +509,18 @@ type VmProcessServiceServer interface {
 	// killed, its exit published with reason START_FAILED); after the response it
 	// has no effect on the VMM.
 	//
-	// Errors: INVALID_ARGUMENT (malformed request), FAILED_PRECONDITION (missing
-	// kernel, rootfs or network namespace; socket path owned by another live
-	// sandbox; VMM exited before ready, with its exit status and stderr tail in the
-	// message; restore failed, with the VMM's error), ALREADY_EXISTS (sandbox_id is
-	// starting, running or stopping), DEADLINE_EXCEEDED (not ready within
-	// ready_timeout), CANCELLED (client cancelled), ABORTED (stopped by StopProcess
-	// while starting).
+	// Errors: INVALID_ARGUMENT (malformed request), PERMISSION_DENIED (a host path
+	// that resolves outside its roots, or to one of the daemon's own files: the
+	// message names the field, the resolved path and the allowed roots),
+	// FAILED_PRECONDITION (missing kernel, rootfs or network namespace; socket path
+	// owned by another live sandbox; VMM exited before ready, with its exit status
+	// and stderr tail in the message; restore failed, with the VMM's error),
+	// ALREADY_EXISTS (sandbox_id is starting, running or stopping),
+	// DEADLINE_EXCEEDED (not ready within ready_timeout), CANCELLED (client
+	// cancelled), ABORTED (stopped by StopProcess while starting),
+	// RESOURCE_EXHAUSTED (the daemon's state disk is full; nothing was launched),
+	// UNAVAILABLE (the VMM's API stopped answering during the start; the VMM was
+	// killed).
 	StartProcess(context.Context, *StartProcessRequest) (*StartProcessResponse, error)
 	// Sends SIGTERM to the VMM's process group, then SIGKILL after the grace period,
 	// and returns once the exit has been observed. Stopping an exited process returns
@@ -561,7 +576,10 @@ type VmProcessServiceServer interface {
 	// (resync with ListProcesses) or newer than the latest sequence;
 	// RESOURCE_EXHAUSTED when this watcher fell behind by more than the daemon's
 	// per-watcher buffer (`--watch-buffer`; reconnect with the last sequence
-	// received); UNAVAILABLE when the daemon shuts down (reconnect likewise).
+	// received), or when the daemon already serves its maximum of WatchExits
+	// streams, over all clients or over this connection (`--max-watchers`,
+	// `--max-watchers-per-connection`); UNAVAILABLE when the daemon shuts down
+	// (reconnect likewise).
 	//
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// ProcessExit is the event itself: a wrapper message would add nothing.
@@ -593,6 +611,8 @@ type VmProcessServiceServer interface {
 	// is empty, or was never created, gives a stream with no message.
 	//
 	// Errors: NOT_FOUND (unknown sandbox_id, or one no longer retained);
+	// RESOURCE_EXHAUSTED when the daemon already serves its maximum of StreamLogs
+	// streams (`--max-log-streams`, `--max-log-streams-per-connection`);
 	// UNAVAILABLE when the daemon shuts down; INTERNAL when the log cannot be read
 	// (the message names the file and the reason).
 	StreamLogs(*StreamLogsRequest, grpc.ServerStreamingServer[StreamLogsResponse]) error
