@@ -197,6 +197,8 @@ const start = startParams
     const timer = p.cancelAfterMs !== null ? setTimeout(() => abort.abort(), p.cancelAfterMs) : undefined;
     const attemptedBefore = w.attempted.has(sandboxId);
     w.attempted.add(sandboxId);
+    const attempt = (w.startAttempts.get(sandboxId) ?? 0) + 1;
+    w.startAttempts.set(sandboxId, attempt);
     const done = w.call('startProcess', `${sandboxId}`, w.client.startProcess(request, { signal: abort.signal })).then((outcome) => {
       clearTimeout(timer);
       if (outcome.ok) {
@@ -204,8 +206,11 @@ const start = startParams
         if (info.state !== ProcessState.RUNNING && info.state !== ProcessState.EXITED) w.fail(`StartProcess ${sandboxId} returned OK in state ${ProcessState[info.state]}`);
         w.everStarted.add(sandboxId);
         w.host.started.push({ sandboxId, pid: info.pid, startedAtMs: timestampMs(info.startedAt!) });
-      } else if (outcome.code === status.ALREADY_EXISTS && w.pool.includes(sandboxId) && !attemptedBefore) {
-        w.fail(`StartProcess ${sandboxId}: ALREADY_EXISTS for an ID this run never started`);
+      } else if (outcome.code === status.ALREADY_EXISTS && w.pool.includes(sandboxId) && !attemptedBefore && w.startAttempts.get(sandboxId) === 1) {
+        // Only this start was ever sent for the ID: nothing else can hold it. (With another start
+        // of it in flight, either may win: the daemon reserves an ID after validating the request,
+        // so a later call with less to check can take it first.)
+        w.fail(`StartProcess ${sandboxId}: ALREADY_EXISTS for an ID this run never started (${outcome.details})`);
       }
     });
     if (p.inFlight) w.pending.push(done);

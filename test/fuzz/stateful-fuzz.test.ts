@@ -158,7 +158,10 @@ describeAsRoot('stateful fuzz of the daemon', () => {
       });
     } catch (error) {
       await current.catch(() => undefined);
-      throw new Error(`stateful fuzz failed; replay with VMPROCD_FUZZ_SEED=${SEED}\n${(error as Error).message}`);
+      // fast-check keeps what the failing run threw as the cause: say it, or the report names no invariant.
+      const cause = (error as Error).cause;
+      const why = cause instanceof Error ? `${cause.message}\n${cause.stack ?? ''}` : cause === undefined ? '' : String(cause);
+      throw new Error(`stateful fuzz failed; replay with VMPROCD_FUZZ_SEED=${SEED}\n${(error as Error).message}${why ? `\nwhat failed: ${why}` : ''}`);
     }
     // A run the time limit cut short still ends, and what it broke is in host.violations.
     await current.catch(() => undefined);
