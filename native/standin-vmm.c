@@ -55,7 +55,8 @@
 #include "standin/guest.h"
 
 #define PROG "standin-vmm"
-#define DEFAULT_VERSION "54.0.0"
+/* CH v53.0's CARGO_PKG_VERSION (vmm.ping's "version"); its build_version is the release tag, "v53.0". */
+#define DEFAULT_VERSION "53.0.0"
 /* micro_http serves at most this many connections; the next one gets a canned 503. */
 #define MAX_CONNECTIONS 10
 /* Rust's UnixListener::bind uses this backlog. */
@@ -711,7 +712,8 @@ static void json_describe(struct sbuf *sb, const char *vs, const char *ve)
 /* ------------------------------------------------------------------------------------------------ */
 
 struct knobs {
-    char version[64];        /* ping's version; build_version is "v" + version */
+    char version[64];        /* ping's version (CH's CARGO_PKG_VERSION) */
+    char build_version[64];  /* ping's build_version and --version; "": the release tag of version */
     long socket_delay_ms;    /* wait before binding the API socket */
     bool no_socket;          /* never bind; stay alive */
     int exit_before_socket;  /* -1: off; else exit with this code before binding */
@@ -738,6 +740,7 @@ struct knob_def {
 #define KNOB(name, kind, field) { name, kind, offsetof(struct knobs, field) }
 static const struct knob_def knob_defs[] = {
     KNOB("version", K_VERSION, version),
+    KNOB("build_version", K_VERSION, build_version),
     KNOB("socket_delay_ms", K_MS, socket_delay_ms),
     KNOB("no_socket", K_BOOL, no_socket),
     KNOB("exit_before_socket", K_EXIT_CODE, exit_before_socket),
@@ -951,6 +954,22 @@ static void knobs_load(struct knobs *k, const char *sandbox_dir)
     close(fd);
     knobs_parse(k, buf, n);
     free(buf);
+}
+
+/*
+ * CH's BUILD_VERSION (cloud-hypervisor/build.rs:10-18): `git describe --dirty` of the tree it was built
+ * from, else "v" + the crate version. A release is built on its tag, which has no patch component: crate
+ * version 53.0.0 is build v53.0. standin.build_version overrides it.
+ */
+static void knobs_finish(struct knobs *k)
+{
+    if (k->build_version[0])
+        return;
+    size_t n = strlen(k->version);
+    const char *dot1 = strchr(k->version, '.'), *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+    if (dot2 && !strchr(dot2 + 1, '.') && !strcmp(dot2, ".0"))
+        n = (size_t)(dot2 - k->version);
+    snprintf(k->build_version, sizeof k->build_version, "v%.*s", (int)n, k->version);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -1242,6 +1261,7 @@ static void parse_api_socket(const char *value)
 static void parse_args(int argc, char **argv)
 {
     const char *api = NULL;
+    bool version = false, verbose = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val;
@@ -1262,11 +1282,13 @@ static void parse_args(int argc, char **argv)
             exit(0);
         }
         if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
-            printf("cloud-hypervisor v%s\n", g.knobs.version);
-            exit(0);
-        }
-        if (a[0] == '-' && a[1] == 'v' && strspn(a + 1, "v") == strlen(a + 1))
+            version = true;
             continue;
+        }
+        if (a[0] == '-' && a[1] == 'v' && strspn(a + 1, "v") == strlen(a + 1)) {
+            verbose = true;
+            continue;
+        }
         if (!strcmp(a, "--api-socket")) {
             if (i + 1 >= argc)
                 arg_error("a value is required for '--api-socket <api-socket>' but none was supplied");
@@ -1281,6 +1303,13 @@ static void parse_args(int argc, char **argv)
         if (!*val)
             arg_error("a value is required for '--api-socket <api-socket>' but none was supplied");
         api = val;
+    }
+    /* main.rs:921-931, once clap has accepted the whole command line (no --api-socket needed). */
+    if (version) {
+        printf("cloud-hypervisor %s\nMigration Protocol Versions: 0\n", g.knobs.build_version);
+        if (verbose)
+            printf("Enabled features: [\"io_uring\", \"kvm\"]\n");
+        exit(0);
     }
     if (!api)
         arg_error("the following required arguments were not provided:\n  --api-socket <api-socket>");
@@ -1700,10 +1729,8 @@ static void h_vmm_ping(const struct http_request *rq, struct reply *r)
     if (g.knobs.ping_delay_ms > 0)
         sleep_ms(g.knobs.ping_delay_ms);
     struct sbuf *b = &r->body;
-    char build[80];
-    snprintf(build, sizeof build, "v%s", g.knobs.version);
     sb_puts(b, "{\"build_version\":");
-    sb_json_cstr(b, build);
+    sb_json_cstr(b, g.knobs.build_version);
     sb_puts(b, ",\"version\":");
     sb_json_cstr(b, g.knobs.version);
     sb_printf(b, ",\"pid\":%d,\"features\":[\"io_uring\",\"kvm\"]}", (int)getpid());
@@ -2721,6 +2748,7 @@ int main(int argc, char **argv)
     /* Knobs first: --version reports standin.version. */
     knobs_defaults(&g.knobs);
     knobs_load(&g.knobs, g.sandbox_dir);
+    knobs_finish(&g.knobs);
     parse_args(argc, argv);
     emit_stderr_lines();
     if (g.knobs.exit_before_socket >= 0)

@@ -9,6 +9,7 @@ const ROOTFS_BYTES = 1 << 20;
 /** Stand-in VMM knobs, written into the rootfs file the launch links into the sandbox dir. */
 export type StandinKnobs = Partial<{
   version: string;
+  build_version: string;
   socket_delay_ms: number;
   no_socket: 1;
   exit_before_socket: number;

@@ -192,18 +192,23 @@ describe('REST API', () => {
     const vmm = await startReady();
     const r = await api(vmm, 'GET', 'vmm.ping');
     expect(r.status).toBe(200);
+    // CH v53.0's release build: build_version is its git tag, version its crate version.
     expect(JSON.parse(r.body)).toEqual({
-      build_version: 'v54.0.0',
-      version: '54.0.0',
+      build_version: 'v53.0',
+      version: '53.0.0',
       pid: vmm.pid,
       features: ['io_uring', 'kvm'],
     });
   });
 
-  it('reports the version from the standin.version knob', async () => {
+  it('reports the version from the standin.version knob, build_version as its release tag or its own knob', async () => {
     const vmm = await startReady({ knobs: ['standin.version=52.1.0'] });
     const r = await api(vmm, 'GET', 'vmm.ping');
-    expect(JSON.parse(r.body)).toMatchObject({ build_version: 'v52.1.0', version: '52.1.0' });
+    expect(JSON.parse(r.body)).toMatchObject({ build_version: 'v52.1', version: '52.1.0' });
+    const odd = await startReady({ knobs: ['standin.version=54.0.1'] });
+    expect(JSON.parse((await api(odd, 'GET', 'vmm.ping')).body)).toMatchObject({ build_version: 'v54.0.1', version: '54.0.1' });
+    const dirty = await startReady({ knobs: ['standin.build_version=v53.0-7-gdeadbee-dirty'] });
+    expect(JSON.parse((await api(dirty, 'GET', 'vmm.ping')).body)).toMatchObject({ build_version: 'v53.0-7-gdeadbee-dirty', version: '53.0.0' });
   });
 
   it('writes micro_http bytes: no reason phrase, no Content-Length on 204, keep-alive', async () => {
@@ -217,7 +222,7 @@ describe('REST API', () => {
       // Same connection: keep-alive.
       await c.write(PING);
       const pong = await c.nextResponse();
-      const body = `{"build_version":"v54.0.0","version":"54.0.0","pid":${vmm.pid},"features":["io_uring","kvm"]}`;
+      const body = `{"build_version":"v53.0","version":"53.0.0","pid":${vmm.pid},"features":["io_uring","kvm"]}`;
       expect(pong.raw).toBe(
         'HTTP/1.1 200 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n' +
           `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
@@ -821,15 +826,23 @@ describe('command line', () => {
     expect(fs.existsSync(alias)).toBe(true); // not its path to remove
   });
 
-  it('prints cloud-hypervisor v<version> for -V and --version and exits 0', async () => {
+  it('prints the build version and migration protocols for -V and --version (features with -v) and exits 0', async () => {
+    // Byte for byte what CH v53.0 prints (cloud-hypervisor/src/main.rs:921-931).
     for (const flag of ['-V', '--version']) {
       const vmm = start({ args: [flag] });
       expect(await vmm.exited).toEqual({ code: 0, signal: null });
-      expect(vmm.stdout()).toBe('cloud-hypervisor v54.0.0\n');
+      expect(vmm.stdout()).toBe('cloud-hypervisor v53.0\nMigration Protocol Versions: 0\n');
     }
-    const custom = start({ args: ['-V'], knobs: ['standin.version=53.0.0'] });
+    const verbose = start({ args: ['-v', '--version'] });
+    expect(await verbose.exited).toEqual({ code: 0, signal: null });
+    expect(verbose.stdout()).toBe('cloud-hypervisor v53.0\nMigration Protocol Versions: 0\nEnabled features: ["io_uring", "kvm"]\n');
+    const custom = start({ args: ['-V'], knobs: ['standin.version=52.0.0'] });
     await custom.exited;
-    expect(custom.stdout()).toBe('cloud-hypervisor v53.0.0\n');
+    expect(custom.stdout()).toBe('cloud-hypervisor v52.0\nMigration Protocol Versions: 0\n');
+    // clap rejects the whole command line before --version is looked at.
+    const bad = start({ args: ['--version', '--bogus'] });
+    expect(await bad.exited).toEqual({ code: 2, signal: null });
+    expect(bad.stdout()).toBe('');
   });
 
   it('prints usage for -h and --help and exits 0', async () => {
