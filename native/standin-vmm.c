@@ -8,7 +8,8 @@
  * Content-Length on a 204, keep-alive, at most 10 connections, one request served at a time), its exit
  * codes and error chains, and what SIGTERM and SIGKILL leave behind. The VM is CH v53's state machine
  * (vmm/src/lib.rs, vm.rs) with its refusals and HTTP statuses, its --event-monitor events
- * (standin/event-monitor.c), and a modelled guest (standin/guest.c): the project's tiny guest is played
+ * (standin/event-monitor.c), the host side of its devices (standin/devices.c: disk images held open and
+ * OFD-locked as CH locks them), and a modelled guest (standin/guest.c): the project's tiny guest is played
  * line for line on the serial console, with its counter in the snapshot's memory-ranges; any other kernel
  * boots silent. No guest code ever runs. The contract is /work/shared/cloud-hypervisor-api.md; where this
  * program and a real CH differ, this program is wrong.
@@ -52,6 +53,7 @@
 #include <unistd.h>
 
 #include "standin/event-monitor.h"
+#include "standin/devices.h"
 #include "standin/guest.h"
 
 #define PROG "standin-vmm"
@@ -1072,6 +1074,7 @@ static void vmm_shutdown_events(void)
         if (vm_owned())
             event_monitor_emit("vm", "shutdown", NULL, NULL);
         guest_stop();
+        devices_close();
         guest_serial_close();
         g.vm_state = VM_NONE;
         event_monitor_emit("vm", "deleted", NULL, NULL);
@@ -1695,6 +1698,45 @@ static bool serial_prepare(struct reply *r, const char *head)
     return ok;
 }
 
+static bool json_array_next(const char **p, const char *end, const char **es, const char **ee);
+
+/* A 500 with `head` and then the chain in e, below "Error from API". */
+static void reply_error(struct reply *r, const char *head, const struct guest_error *e)
+{
+    const char *l[6] = { 0 };
+    for (int i = 0; i < e->n && i < 6; i++)
+        l[i] = e->line[i];
+    reply_chain(r, 500, "Error from API", head, l[0], l[1], l[2], l[3], l[4], l[5], NULL);
+}
+
+#define MAX_CONFIG_DISKS 16
+
+/* Vm::new's block devices: opens the config's disks (CH device_manager.rs make_virtio_block_device). */
+static bool vm_open_disks(struct guest_error *e)
+{
+    struct disk_spec disks[MAX_CONFIG_DISKS] = { 0 };
+    struct sbuf paths[MAX_CONFIG_DISKS] = { 0 };
+    size_t n = 0;
+    const char *vs, *ve, *es, *ee, *ms, *me;
+    if (config_member("disks", NULL, &vs, &ve) && json_type(vs) == J_ARR) {
+        for (const char *p = vs; n < MAX_CONFIG_DISKS && json_array_next(&p, ve, &es, &ee);) {
+            if (json_type(es) != J_OBJ || !json_member(es, ee, "path", &ms, &me) || json_type(ms) != J_STR)
+                continue; /* vhost-user disks have no path, and no image to lock */
+            json_string_value(ms, me, &paths[n]);
+            sb_add(&paths[n], "", 0);
+            disks[n].path = paths[n].p;
+            disks[n].readonly = json_member(es, ee, "readonly", &ms, &me) && json_type(ms) == J_BOOL && *ms == 't';
+            disks[n].full_lock = json_member(es, ee, "lock_granularity", &ms, &me) && json_type(ms) == J_STR &&
+                                 span_eq(ms, (size_t)(me - ms), "\"Full\"");
+            n++;
+        }
+    }
+    bool ok = devices_open_disks(disks, n, e);
+    for (size_t i = 0; i < n; i++)
+        sb_free(&paths[i]);
+    return ok;
+}
+
 /* Vm::new + boot for the stored config; false with the chain in e when the kernel does not load. */
 static bool guest_start(struct guest_error *e)
 {
@@ -1708,12 +1750,15 @@ static bool guest_start(struct guest_error *e)
     return ok;
 }
 
-/* CH's vm_reboot() once the "rebooting" event is out: shut the VM down, make the console again, boot. */
+/* CH's vm_reboot() once the "rebooting" event is out: drop the VM (its disk locks go with it, lib.rs
+ * vm_reboot), make the console again, then Vm::new and boot: open and lock the disks, load the kernel. */
 static bool vm_reboot(struct guest_error *e)
 {
     guest_stop();
+    devices_close();
     serial_prepare(NULL, NULL);
-    if (!guest_start(e)) {
+    if (!vm_open_disks(e) || !devices_lock_disks(e) || !guest_start(e)) {
+        devices_close();
         g.vm_state = VM_CREATED;
         return false;
     }
@@ -1803,10 +1848,22 @@ static void h_vm_boot(const struct http_request *rq, struct reply *r)
     if (!g.serial_ready && !serial_prepare(r, head))
         return;
     struct guest_error e = { 0 };
+    /* Vm::new opens the disks (a failure there makes no Vm); Vm::boot then locks them before it waits for
+     * the kernel (vm.rs:2761-2766), and a Vm that fails to boot stays (lib.rs:2285-2287). A config without
+     * a payload fails validation before any of that. */
+    bool bootable = config_member("payload", "kernel", &(const char *){ 0 }, &(const char *){ 0 });
+    if (bootable && !vm_open_disks(&e))
+        return reply_error(r, head, &e);
+    if (bootable && !devices_lock_disks(&e)) {
+        g.vm_state = VM_LOAD_FAILED;
+        return reply_error(r, head, &e);
+    }
     if (!guest_start(&e)) {
         /* A config that fails validation makes no Vm; a kernel that does not load leaves one behind. */
         if (strcmp(e.line[0], "Failed to validate config") != 0)
             g.vm_state = VM_LOAD_FAILED;
+        else
+            devices_close();
         return reply_chain(r, 500, "Error from API", head, e.line[0], e.line[1], e.n > 2 ? e.line[2] : NULL, NULL);
     }
     g.vm_state = VM_RUNNING;
@@ -1821,6 +1878,7 @@ static void h_vm_shutdown(const struct http_request *rq, struct reply *r)
     if (!vm_owned())
         return reply_chain(r, 500, "Error from API", "The VM could not shutdown", "VM is not running", NULL);
     guest_stop();
+    devices_close();
     guest_serial_close();
     g.serial_ready = false;
     g.vm_state = VM_CREATED;
@@ -1837,6 +1895,7 @@ static void h_vm_delete(const struct http_request *rq, struct reply *r)
         if (vm_owned())
             event_monitor_emit("vm", "shutdown", NULL, NULL);
         guest_stop();
+        devices_close();
         guest_serial_close();
         g.serial_ready = false;
         g.vm_state = VM_NONE;
@@ -2154,8 +2213,22 @@ static void h_vm_restore(const struct http_request *rq, struct reply *r)
         sb_free(&state);
         serial_prepare(NULL, NULL);
     }
+    /* Vm::new_from_snapshot opens the snapshot config's disks; Vm::restore() emits "restoring", then takes
+     * the disk locks (vm.rs:2960-2967). A failure drops the Vm. */
+    struct guest_error de = { 0 };
+    bool devices_ok = vm_open_disks(&de);
+    if (devices_ok)
+        event_monitor_emit("vm", "restoring", NULL, NULL);
+    if (!devices_ok || !devices_lock_disks(&de)) {
+        guest_stop();
+        devices_close();
+        guest_serial_close();
+        g.serial_ready = false;
+        set_config(NULL, 0);
+        reply_error(r, head, &de);
+        goto out;
+    }
     /* Vm::restore() brings the VM back Paused; resume: true is a vm_resume() after it. */
-    event_monitor_emit("vm", "restoring", NULL, NULL);
     g.vm_state = VM_PAUSED;
     event_monitor_emit("vm", "restored", NULL, NULL);
     if (resume && !vm_resume(r, head))
