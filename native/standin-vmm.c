@@ -1737,6 +1737,74 @@ static bool vm_open_disks(struct guest_error *e)
     return ok;
 }
 
+/* Removes the top-level member `key` from the stored config (a plain key, no escapes in it). */
+static void config_remove(const char *key)
+{
+    const char *cfg = g.vm_config.p, *end = cfg + g.vm_config.len, *vs, *ve;
+    if (!config_member(key, NULL, &vs, &ve))
+        return;
+    /* Back from the value over `:`, blanks and the quoted key to where the member starts. */
+    const char *ks = vs;
+    while (ks > cfg && ks[-1] != '"')
+        ks--;
+    ks -= strlen(key) + 2;
+    const char *from = ks, *to = json_skip_ws(ve, end);
+    if (*to == ',') {
+        to = json_skip_ws(to + 1, end); /* drop the member and the comma after it */
+    } else {
+        const char *p = from;
+        while (p > cfg && (p[-1] == ' ' || p[-1] == '\t' || p[-1] == '\n' || p[-1] == '\r'))
+            p--;
+        if (p > cfg && p[-1] == ',')
+            from = p - 1; /* the last member: drop the comma before it */
+    }
+    struct sbuf out = { 0 };
+    sb_add(&out, cfg, (size_t)(from - cfg));
+    sb_add(&out, to, (size_t)(end - to));
+    sb_free(&g.vm_config);
+    g.vm_config = out;
+}
+
+#define MAX_CONFIG_TAPS 16
+
+/* Vm::new's net devices. CH takes `net` out of the config while it makes them and puts it back only when
+ * all were made (device_manager.rs:3074-3085), so a TAP that fails to open leaves the VM's config without
+ * any net: vm.info no longer shows it and the next vm.boot makes a VM with no network. */
+static bool vm_open_taps(struct guest_error *e)
+{
+    const char *names[MAX_CONFIG_TAPS] = { 0 };
+    struct sbuf bufs[MAX_CONFIG_TAPS] = { 0 };
+    size_t n = 0;
+    const char *vs, *ve, *es, *ee, *ts, *te;
+    if (config_member("net", NULL, &vs, &ve) && json_type(vs) == J_ARR) {
+        for (const char *p = vs; n < MAX_CONFIG_TAPS && json_array_next(&p, ve, &es, &ee);) {
+            /* Without a name CH makes a new vmtapN; the stand-in does not model that, nor vhost-user. */
+            if (json_type(es) != J_OBJ || !json_member(es, ee, "tap", &ts, &te) || json_type(ts) != J_STR)
+                continue;
+            json_string_value(ts, te, &bufs[n]);
+            sb_add(&bufs[n], "", 0);
+            names[n] = bufs[n].p;
+            n++;
+        }
+    }
+    bool ok = devices_open_taps(names, n, e);
+    for (size_t i = 0; i < n; i++)
+        sb_free(&bufs[i]);
+    if (!ok)
+        config_remove("net");
+    return ok;
+}
+
+/* Vm::new's virtio devices in CH's order (device_manager.rs:2641-2644): disks, then TAPs (skipped for a
+ * restore given net_fds). False with the chain in e; nothing stays open then. */
+static bool vm_open_devices(struct guest_error *e, bool taps)
+{
+    if (vm_open_disks(e) && (!taps || vm_open_taps(e)))
+        return true;
+    devices_close();
+    return false;
+}
+
 /* Vm::new + boot for the stored config; false with the chain in e when the kernel does not load. */
 static bool guest_start(struct guest_error *e)
 {
@@ -1757,7 +1825,7 @@ static bool vm_reboot(struct guest_error *e)
     guest_stop();
     devices_close();
     serial_prepare(NULL, NULL);
-    if (!vm_open_disks(e) || !devices_lock_disks(e) || !guest_start(e)) {
+    if (!vm_open_devices(e, true) || !devices_lock_disks(e) || !guest_start(e)) {
         devices_close();
         g.vm_state = VM_CREATED;
         return false;
@@ -1852,7 +1920,7 @@ static void h_vm_boot(const struct http_request *rq, struct reply *r)
      * the kernel (vm.rs:2761-2766), and a Vm that fails to boot stays (lib.rs:2285-2287). A config without
      * a payload fails validation before any of that. */
     bool bootable = config_member("payload", "kernel", &(const char *){ 0 }, &(const char *){ 0 });
-    if (bootable && !vm_open_disks(&e))
+    if (bootable && !vm_open_devices(&e, true))
         return reply_error(r, head, &e);
     if (bootable && !devices_lock_disks(&e)) {
         g.vm_state = VM_LOAD_FAILED;
@@ -2178,6 +2246,7 @@ static void h_vm_restore(const struct http_request *rq, struct reply *r)
         if (!copy && !on_demand)
             goto out;
     }
+    bool net_fds = json_member(obj, end, "net_fds", &vs, &ve) && json_type(vs) == J_ARR;
     if (json_member(obj, end, "net_fds", &vs, &ve) && json_type(vs) != J_ARR && json_type(vs) != J_NULL) {
         reply_invalid_type(r, vs, ve, "a sequence");
         goto out;
@@ -2216,7 +2285,7 @@ static void h_vm_restore(const struct http_request *rq, struct reply *r)
     /* Vm::new_from_snapshot opens the snapshot config's disks; Vm::restore() emits "restoring", then takes
      * the disk locks (vm.rs:2960-2967). A failure drops the Vm. */
     struct guest_error de = { 0 };
-    bool devices_ok = vm_open_disks(&de);
+    bool devices_ok = vm_open_devices(&de, !net_fds);
     if (devices_ok)
         event_monitor_emit("vm", "restoring", NULL, NULL);
     if (!devices_ok || !devices_lock_disks(&de)) {

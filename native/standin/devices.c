@@ -3,15 +3,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 /* The stand-in models the first this-many disks of a config; more are not opened. */
 #define MAX_DISKS 16
+#define MAX_TAPS 16
 
 static struct {
     struct {
@@ -20,6 +24,8 @@ static struct {
         bool readonly, full_lock;
     } disk[MAX_DISKS];
     size_t ndisks;
+    int tap_fd[MAX_TAPS];
+    size_t ntaps;
 } D;
 
 static void set_error(struct guest_error *e, int n, ...)
@@ -92,11 +98,59 @@ bool devices_lock_disks(struct guest_error *err)
     return true;
 }
 
+/* The chain of virtio-devices' Net::new over net_util's open_tap() (one queue pair: CH's default). */
+static void tap_error(struct guest_error *err, const char *what, const char *why)
+{
+    set_error(err, 6, "Error from device manager", "Cannot create virtio-net device", "Failed to open taps",
+              "Open tap device failed", what, why);
+}
+
+bool devices_open_taps(const char *const *names, size_t n, struct guest_error *err)
+{
+    for (size_t i = 0; i < n && i < MAX_TAPS; i++) {
+        char os[128], what[IFNAMSIZ + 64];
+        /* net_util/src/tap.rs Tap::open_named(). */
+        if (strlen(names[i]) > IFNAMSIZ - 1) {
+            snprintf(what, sizeof what, "Interface name too long (max length is %d): %s", IFNAMSIZ - 1, names[i]);
+            set_error(err, 5, "Error from device manager", "Cannot create virtio-net device", "Failed to open taps",
+                      "Open tap device failed", what);
+            return false;
+        }
+        int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+            tap_error(err, "Couldn't open /dev/net/tun", os_error(errno, os, sizeof os));
+            return false;
+        }
+        unsigned int features = 0;
+        if (ioctl(fd, TUNGETFEATURES, &features) < 0) {
+            int e = errno;
+            close(fd);
+            tap_error(err, "Unable to retrieve features", os_error(e, os, sizeof os));
+            return false;
+        }
+        /* TUNSETIFF attaches this fd to the TAP (creating it when there is none, as for CH): a TAP that
+         * another VMM's fd holds answers EBUSY. */
+        struct ifreq ifr = { 0 };
+        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+        memcpy(ifr.ifr_name, names[i], strlen(names[i]));
+        if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+            int e = errno;
+            close(fd);
+            tap_error(err, "Unable to configure tap interface", os_error(e, os, sizeof os));
+            return false;
+        }
+        D.tap_fd[D.ntaps++] = fd;
+    }
+    return true;
+}
+
 void devices_close(void)
 {
     for (size_t i = 0; i < D.ndisks; i++) {
         close(D.disk[i].fd);
         free(D.disk[i].path);
     }
+    for (size_t i = 0; i < D.ntaps; i++)
+        close(D.tap_fd[i]);
     memset(&D, 0, sizeof D);
 }

@@ -1,7 +1,7 @@
 /**
  * The stand-in VMM's host-side devices against Cloud Hypervisor v53's: the advisory OFD locks on disk
- * images (virtio-devices/src/block.rs try_lock_image, taken by Vm::boot and Vm::restore) and the disks
- * opened by Vm::new. Every chain and status below was read off a real CH v53.0 driving the tiny guest with
+ * images (virtio-devices/src/block.rs try_lock_image, taken by Vm::boot and Vm::restore), the disks
+ * opened by Vm::new, and the TAPs it attaches to (net_util's Tap::open_named: TUNSETIFF). Every chain and status below was read off a real CH v53.0 driving the tiny guest with
  * the same requests.
  *
  * Build first: npm run build:native
@@ -10,7 +10,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from '@jest/globals';
+import { execa } from 'execa';
 import { nativeBin } from '../../src/package-paths.js';
+import { describeAsRoot } from '../helpers/root.js';
 import { startStandin, type StandinProcess } from '../helpers/standin-process.js';
 
 const started: StandinProcess[] = [];
@@ -41,12 +43,12 @@ function image(dir: string, name = 'disk.img'): string {
   return p;
 }
 
-function guestVm(disks: object[]): object {
-  return { payload: { kernel: nativeBin('tiny-guest.elf'), cmdline: 'console=ttyS0' }, disks, serial: { mode: 'Null' } };
+function guestVm(disks: object[], net?: object[]): object {
+  return { payload: { kernel: nativeBin('tiny-guest.elf'), cmdline: 'console=ttyS0' }, disks, ...(net ? { net } : {}), serial: { mode: 'Null' } };
 }
 
-async function createAndBoot(v: StandinProcess, disks: object[]): Promise<{ status: number; body: string }> {
-  expect((await v.api('PUT', 'vm.create', guestVm(disks))).status).toBe(204);
+async function createAndBoot(v: StandinProcess, disks: object[], net?: object[]): Promise<{ status: number; body: string }> {
+  expect((await v.api('PUT', 'vm.create', guestVm(disks, net))).status).toBe(204);
   const r = await v.api('PUT', 'vm.boot');
   return { status: r.status, body: r.body };
 }
@@ -164,5 +166,60 @@ describe('disk image locks', () => {
     await a.kill();
     expect((await b.api('PUT', 'vm.restore', { source_url: `file://${snap}` })).status).toBe(204);
     expect(locksOn(disk)).toEqual([['WRITE', '0', '1048575']]);
+  });
+});
+
+describeAsRoot('TAPs', () => {
+  const taps: string[] = [];
+  /** A TAP name of our own in the host's network namespace (removed after the test). */
+  const tapName = () => {
+    const name = `sftap${process.pid % 10000}${taps.length}`;
+    taps.push(name);
+    return name;
+  };
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((v) => v.kill()));
+    for (const tap of taps.splice(0)) await execa('ip', ['link', 'del', tap], { reject: false });
+  });
+
+  const busyChain = JSON.stringify([
+    'Error from API',
+    'The VM could not boot',
+    'Error from device manager',
+    'Cannot create virtio-net device',
+    'Failed to open taps',
+    'Open tap device failed',
+    'Unable to configure tap interface',
+    'Device or resource busy (os error 16)',
+  ]);
+
+  it('a TAP another VMM holds is busy: vm.boot fails with CH\'s EBUSY chain, and CH\'s config loses its net', async () => {
+    const tap = tapName();
+    await execa('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    const dir = scratch();
+    const [a, b] = [await vmm(dir), await vmm(dir)];
+    const net = [{ tap, mac: '52:54:00:12:34:56' }];
+    expect(await createAndBoot(a, [], net)).toEqual({ status: 204, body: '' });
+    expect(await createAndBoot(b, [], net)).toEqual({ status: 500, body: busyChain });
+    // Vm::new failed, so there is no Vm; and CH took `net` out of the config to build the devices
+    // and never put it back: the retry boots a VM without a network.
+    const info = JSON.parse((await b.api('GET', 'vm.info')).body);
+    expect(info.state).toBe('Created');
+    expect(info.config.net).toBeUndefined();
+    expect((await b.api('PUT', 'vm.boot')).status).toBe(204);
+
+    // Once the holder's VM is shut down the TAP is free again.
+    expect((await a.api('PUT', 'vm.shutdown')).status).toBe(204);
+    const c = await vmm(dir);
+    expect((await createAndBoot(c, [], net)).status).toBe(204);
+  });
+
+  it('attaches to a TAP that does not exist by creating it, for as long as the VM lives', async () => {
+    const tap = tapName();
+    const a = await vmm(scratch());
+    expect((await createAndBoot(a, [], [{ tap }])).status).toBe(204);
+    expect(fs.existsSync(`/sys/class/net/${tap}`)).toBe(true);
+    expect((await a.api('PUT', 'vm.delete')).status).toBe(204);
+    expect(fs.existsSync(`/sys/class/net/${tap}`)).toBe(false);
   });
 });
