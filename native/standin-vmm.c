@@ -1778,8 +1778,11 @@ static bool vm_open_taps(struct guest_error *e)
     const char *vs, *ve, *es, *ee, *ts, *te;
     if (config_member("net", NULL, &vs, &ve) && json_type(vs) == J_ARR) {
         for (const char *p = vs; n < MAX_CONFIG_TAPS && json_array_next(&p, ve, &es, &ee);) {
-            /* Without a name CH makes a new vmtapN; the stand-in does not model that, nor vhost-user. */
-            if (json_type(es) != J_OBJ || !json_member(es, ee, "tap", &ts, &te) || json_type(ts) != J_STR)
+            /* A net with fds uses those, not a name (make_virtio_net_device); without a name CH makes a new
+             * vmtapN, which the stand-in does not model, nor vhost-user. */
+            const char *fs, *fe;
+            if (json_type(es) != J_OBJ || !json_member(es, ee, "tap", &ts, &te) || json_type(ts) != J_STR ||
+                (json_member(es, ee, "fds", &fs, &fe) && json_type(fs) != J_NULL))
                 continue;
             json_string_value(ts, te, &bufs[n]);
             sb_add(&bufs[n], "", 0);
@@ -1795,11 +1798,11 @@ static bool vm_open_taps(struct guest_error *e)
     return ok;
 }
 
-/* Vm::new's virtio devices in CH's order (device_manager.rs:2641-2644): disks, then TAPs (skipped for a
- * restore given net_fds). False with the chain in e; nothing stays open then. */
-static bool vm_open_devices(struct guest_error *e, bool taps)
+/* Vm::new's virtio devices in CH's order (device_manager.rs:2641-2644): disks, then TAPs. False with the
+ * chain in e; nothing stays open then. */
+static bool vm_open_devices(struct guest_error *e)
 {
-    if (vm_open_disks(e) && (!taps || vm_open_taps(e)))
+    if (vm_open_disks(e) && vm_open_taps(e))
         return true;
     devices_close();
     return false;
@@ -1825,7 +1828,7 @@ static bool vm_reboot(struct guest_error *e)
     guest_stop();
     devices_close();
     serial_prepare(NULL, NULL);
-    if (!vm_open_devices(e, true) || !devices_lock_disks(e) || !guest_start(e)) {
+    if (!vm_open_devices(e) || !devices_lock_disks(e) || !guest_start(e)) {
         devices_close();
         g.vm_state = VM_CREATED;
         return false;
@@ -1920,7 +1923,7 @@ static void h_vm_boot(const struct http_request *rq, struct reply *r)
      * the kernel (vm.rs:2761-2766), and a Vm that fails to boot stays (lib.rs:2285-2287). A config without
      * a payload fails validation before any of that. */
     bool bootable = config_member("payload", "kernel", &(const char *){ 0 }, &(const char *){ 0 });
-    if (bootable && !vm_open_devices(&e, true))
+    if (bootable && !vm_open_devices(&e))
         return reply_error(r, head, &e);
     if (bootable && !devices_lock_disks(&e)) {
         g.vm_state = VM_LOAD_FAILED;
@@ -2246,7 +2249,6 @@ static void h_vm_restore(const struct http_request *rq, struct reply *r)
         if (!copy && !on_demand)
             goto out;
     }
-    bool net_fds = json_member(obj, end, "net_fds", &vs, &ve) && json_type(vs) == J_ARR;
     if (json_member(obj, end, "net_fds", &vs, &ve) && json_type(vs) != J_ARR && json_type(vs) != J_NULL) {
         reply_invalid_type(r, vs, ve, "a sequence");
         goto out;
@@ -2285,7 +2287,7 @@ static void h_vm_restore(const struct http_request *rq, struct reply *r)
     /* Vm::new_from_snapshot opens the snapshot config's disks; Vm::restore() emits "restoring", then takes
      * the disk locks (vm.rs:2960-2967). A failure drops the Vm. */
     struct guest_error de = { 0 };
-    bool devices_ok = vm_open_devices(&de, !net_fds);
+    bool devices_ok = vm_open_devices(&de);
     if (devices_ok)
         event_monitor_emit("vm", "restoring", NULL, NULL);
     if (!devices_ok || !devices_lock_disks(&de)) {
