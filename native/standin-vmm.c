@@ -2142,48 +2142,159 @@ static void h_vm_snapshot(const struct http_request *rq, struct reply *r)
     sb_free(&url);
 }
 
-/* Reads a regular file of at most MAX_BODY_BYTES into out (NUL-terminated); false if it cannot. */
-static bool read_small_file(const char *path, struct sbuf *out)
+/* Rust's Debug of a PathBuf: the path in quotes, with quotes and backslashes escaped. */
+static void sb_debug_path(struct sbuf *sb, const char *path)
 {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return false;
-    struct stat st;
-    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= MAX_BODY_BYTES;
-    if (ok) {
-        sb_reserve(out, (size_t)st.st_size);
-        ssize_t n;
-        while (out->len < (size_t)st.st_size && (n = read(fd, out->p + out->len, (size_t)st.st_size - out->len)) > 0)
-            out->len += (size_t)n;
-        out->p[out->len] = '\0';
+    sb_puts(sb, "\"");
+    for (const char *p = path; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_add(sb, "\\", 1);
+        sb_add(sb, p, 1);
     }
-    close(fd);
-    return ok;
+    sb_puts(sb, "\"");
 }
 
-/* A restored VM's config: the snapshot's config.json when it is a readable JSON object. */
-static void load_snapshot_config(const char *dir)
+/* serde_json's position of the end of the document's top-level value ("line L column C"). */
+static void json_end_position(const char *s, size_t n, int *line, int *col)
 {
-    char path[PATH_MAX + 16];
-    set_config(NULL, 0);
-    if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
-        return;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return;
+    struct jparser j = { s, s, s + n, 0, NULL };
+    jp_value(&j);
+    *line = 1;
+    *col = 0;
+    for (const char *q = s; q < j.p; q++) {
+        if (*q == '\n') {
+            (*line)++;
+            *col = 0;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+/*
+ * migration/mod.rs recv_vm_config()/recv_vm_state(): reads dir/name as one JSON object for `type`
+ * (`required`: a member serde insists on, or NULL), or fills r with CH's chain for what is wrong
+ * (`what` is "config" or "state").
+ */
+static bool restore_read_json(struct reply *r, const char *head, const char *dir, const char *name, const char *what,
+                              const char *type, const char *required, struct sbuf *out)
+{
+    static const char cannot[] = "Cannot restore VM", recv[] = "Failed to receive migratable component snapshot";
+    char path[PATH_MAX + 32], e[128];
+    struct sbuf line = { 0 };
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        sb_printf(&line, "Error opening VM %s snapshot file ", what);
+        sb_debug_path(&line, path);
+        reply_chain(r, 500, "Error from API", head, cannot, recv, line.p, os_error(errno, e, sizeof e), NULL);
+        sb_free(&line);
+        return false;
+    }
+    ssize_t n;
+    char buf[65536];
+    out->len = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0 && out->len <= MAX_BODY_BYTES * 4)
+        sb_add(out, buf, (size_t)n);
+    int read_err = n < 0 ? errno : 0;
+    close(fd);
+    sb_add(out, "", 0);
+    if (read_err) {
+        sb_printf(&line, "Error reading VM %s snapshot file ", what);
+        sb_debug_path(&line, path);
+        reply_chain(r, 500, "Error from API", head, cannot, recv, line.p, os_error(read_err, e, sizeof e), NULL);
+        sb_free(&line);
+        return false;
+    }
+    struct jerr je;
+    char deser[64];
+    snprintf(deser, sizeof deser, "Error deserialising VM %s snapshot", what);
+    const char *end = out->p + out->len, *v = json_skip_ws(out->p, end), *vs, *ve;
+    if (!json_validate(out->p, out->len, &je)) {
+        reply_chain(r, 500, "Error from API", head, cannot, recv, deser, je.msg, NULL);
+        return false;
+    }
+    if (json_type(v) != J_OBJ) {
+        sb_puts(&line, "invalid type: ");
+        json_describe(&line, v, end);
+        sb_printf(&line, ", expected %s", type);
+    } else if (required && !json_member(v, end, required, &vs, &ve)) {
+        int l, c;
+        json_end_position(out->p, out->len, &l, &c);
+        sb_printf(&line, "missing field `%s` at line %d column %d", required, l, c);
+    }
+    if (line.len) {
+        reply_chain(r, 500, "Error from API", head, cannot, recv, deser, line.p, NULL);
+        sb_free(&line);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * What vm.restore reads of the snapshot, in CH v53's order, failing where CH fails with its chain: the
+ * URL (migration/mod.rs url_to_path), config.json (recv_vm_config, lib.rs:2354-2356), the restore
+ * config against it (config.rs RestoreConfig::validate), state.json (recv_vm_state, lib.rs:1912), then
+ * in Vm::new the config's validation and memory-ranges (memory_manager.rs SnapshotOpen). On success the
+ * VM has the snapshot's config, its console and its guest (Paused); on failure nothing is left.
+ */
+static bool restore_snapshot_files(struct reply *r, const char *head, const char *url, bool on_demand, bool prefault)
+{
+    static const char cannot[] = "Cannot restore VM", send[] = "Failed to send migratable component snapshot";
+    struct sbuf line = { 0 }, config = { 0 }, state = { 0 };
+    char e[128], path[PATH_MAX + 32];
+    bool ok = false;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && st.st_size <= MAX_BODY_BYTES) {
-        struct sbuf b = { 0 };
-        sb_reserve(&b, (size_t)st.st_size);
-        ssize_t n;
-        while ((n = read(fd, b.p + b.len, (size_t)st.st_size - b.len)) > 0 && b.len < (size_t)st.st_size)
-            b.len += (size_t)n;
-        struct jerr e;
-        if (b.len && json_validate(b.p, b.len, &e) && json_type(json_skip_ws(b.p, b.p + b.len)) == J_OBJ)
-            set_config(b.p, b.len);
-        sb_free(&b);
+    const char *dir = url + 7;
+    if (strncmp(url, "file://", 7) != 0) {
+        sb_printf(&line, "Could not extract path from URL: %s", url);
+        reply_chain(r, 500, "Error from API", head, cannot, send, line.p, NULL);
+        goto out;
+    }
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        sb_puts(&line, "Destination is not a directory: ");
+        sb_debug_path(&line, dir);
+        reply_chain(r, 500, "Error from API", head, cannot, send, line.p, NULL);
+        goto out;
+    }
+    if (!restore_read_json(r, head, dir, "config.json", "config", "struct VmConfig", NULL, &config))
+        goto out;
+    if (on_demand && prefault) {
+        reply_chain(r, 500, "Error from API", head, "Failed to validate config",
+                    "'prefault' cannot be combined with 'memory_restore_mode=ondemand'", NULL);
+        goto out;
+    }
+    if (!restore_read_json(r, head, dir, "state.json", "state", "struct Snapshot", "snapshots", &state))
+        goto out;
+    set_config(config.p, config.len);
+    serial_prepare(NULL, NULL);
+    if (!config_member("payload", "kernel", &(const char *){ 0 }, &(const char *){ 0 })) {
+        reply_chain(r, 500, "Error from API", head, "Failed to validate config", "Payload configuration is not bootable",
+                    "No bootitem provided: neither firmware nor kernel", NULL);
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/memory-ranges", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        reply_chain(r, 500, "Error from API", head, "Memory manager error", "Error opening snapshot file",
+                    os_error(errno, e, sizeof e), NULL);
+        goto fail;
     }
     close(fd);
+    /* The guest comes back from state.json and memory-ranges; a snapshot of a guest the stand-in does not
+     * model (or one CH made) restores a VM that runs nothing. */
+    guest_restore(dir, state.p, on_demand, config_true("pvpanic"));
+    ok = true;
+    goto out;
+fail:
+    guest_serial_close();
+    g.serial_ready = false;
+    set_config(NULL, 0);
+out:
+    sb_free(&line);
+    sb_free(&config);
+    sb_free(&state);
+    return ok;
 }
 
 /* Reads an optional boolean member; false (with a 400 in r) on a wrong type. */
@@ -2259,31 +2370,14 @@ static void h_vm_restore(const struct http_request *rq, struct reply *r)
         reply_chain(r, 500, "Error from API", head, "VM is already created", NULL);
         goto out;
     }
-    if (on_demand && prefault) {
-        reply_chain(r, 500, "Error from API", head, "Invalid restore configuration",
-                    "prefault cannot be used with memory_restore_mode OnDemand", NULL);
-        goto out;
-    }
     if (g.knobs.restore_delay_ms > 0)
         sleep_ms(g.knobs.restore_delay_ms);
     if (g.knobs.restore_error) {
         reply_chain(r, 500, "Error from API", head, g.knobs.restore_error, NULL);
         goto out;
     }
-    if (!check_file_url_dir(r, head, url.p))
+    if (!restore_snapshot_files(r, head, url.p, on_demand, prefault))
         goto out;
-    load_snapshot_config(url.p + 7);
-    {
-        /* The guest comes back from state.json and memory-ranges; a snapshot without the stand-in's guest
-         * state (an empty directory in many tests) restores a VM that runs nothing. */
-        char path[PATH_MAX + 16];
-        struct sbuf state = { 0 };
-        snprintf(path, sizeof path, "%s/state.json", url.p + 7);
-        read_small_file(path, &state);
-        guest_restore(url.p + 7, state.p, on_demand, config_true("pvpanic"));
-        sb_free(&state);
-        serial_prepare(NULL, NULL);
-    }
     /* Vm::new_from_snapshot opens the snapshot config's disks; Vm::restore() emits "restoring", then takes
      * the disk locks (vm.rs:2960-2967). A failure drops the Vm. */
     struct guest_error de = { 0 };
