@@ -8,7 +8,8 @@
  * Content-Length on a 204, keep-alive, at most 10 connections, one request served at a time), its exit
  * codes and error chains, and what SIGTERM and SIGKILL leave behind. The VM is CH v53's state machine
  * (vmm/src/lib.rs, vm.rs) with its refusals and HTTP statuses, its --event-monitor events
- * (standin/event-monitor.c), and a modelled guest (standin/guest.c): the project's tiny guest is played
+ * (standin/event-monitor.c), the host side of its devices (standin/devices.c: disk images held open and
+ * OFD-locked as CH locks them), and a modelled guest (standin/guest.c): the project's tiny guest is played
  * line for line on the serial console, with its counter in the snapshot's memory-ranges; any other kernel
  * boots silent. No guest code ever runs. The contract is /work/shared/cloud-hypervisor-api.md; where this
  * program and a real CH differ, this program is wrong.
@@ -52,10 +53,12 @@
 #include <unistd.h>
 
 #include "standin/event-monitor.h"
+#include "standin/devices.h"
 #include "standin/guest.h"
 
 #define PROG "standin-vmm"
-#define DEFAULT_VERSION "54.0.0"
+/* CH v53.0's CARGO_PKG_VERSION (vmm.ping's "version"); its build_version is the release tag, "v53.0". */
+#define DEFAULT_VERSION "53.0.0"
 /* micro_http serves at most this many connections; the next one gets a canned 503. */
 #define MAX_CONNECTIONS 10
 /* Rust's UnixListener::bind uses this backlog. */
@@ -711,7 +714,8 @@ static void json_describe(struct sbuf *sb, const char *vs, const char *ve)
 /* ------------------------------------------------------------------------------------------------ */
 
 struct knobs {
-    char version[64];        /* ping's version; build_version is "v" + version */
+    char version[64];        /* ping's version (CH's CARGO_PKG_VERSION) */
+    char build_version[64];  /* ping's build_version and --version; "": the release tag of version */
     long socket_delay_ms;    /* wait before binding the API socket */
     bool no_socket;          /* never bind; stay alive */
     int exit_before_socket;  /* -1: off; else exit with this code before binding */
@@ -738,6 +742,7 @@ struct knob_def {
 #define KNOB(name, kind, field) { name, kind, offsetof(struct knobs, field) }
 static const struct knob_def knob_defs[] = {
     KNOB("version", K_VERSION, version),
+    KNOB("build_version", K_VERSION, build_version),
     KNOB("socket_delay_ms", K_MS, socket_delay_ms),
     KNOB("no_socket", K_BOOL, no_socket),
     KNOB("exit_before_socket", K_EXIT_CODE, exit_before_socket),
@@ -953,6 +958,22 @@ static void knobs_load(struct knobs *k, const char *sandbox_dir)
     free(buf);
 }
 
+/*
+ * CH's BUILD_VERSION (cloud-hypervisor/build.rs:10-18): `git describe --dirty` of the tree it was built
+ * from, else "v" + the crate version. A release is built on its tag, which has no patch component: crate
+ * version 53.0.0 is build v53.0. standin.build_version overrides it.
+ */
+static void knobs_finish(struct knobs *k)
+{
+    if (k->build_version[0])
+        return;
+    size_t n = strlen(k->version);
+    const char *dot1 = strchr(k->version, '.'), *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+    if (dot2 && !strchr(dot2 + 1, '.') && !strcmp(dot2, ".0"))
+        n = (size_t)(dot2 - k->version);
+    snprintf(k->build_version, sizeof k->build_version, "v%.*s", (int)n, k->version);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Process state                                                                                     */
 /* ------------------------------------------------------------------------------------------------ */
@@ -1053,6 +1074,7 @@ static void vmm_shutdown_events(void)
         if (vm_owned())
             event_monitor_emit("vm", "shutdown", NULL, NULL);
         guest_stop();
+        devices_close();
         guest_serial_close();
         g.vm_state = VM_NONE;
         event_monitor_emit("vm", "deleted", NULL, NULL);
@@ -1242,6 +1264,7 @@ static void parse_api_socket(const char *value)
 static void parse_args(int argc, char **argv)
 {
     const char *api = NULL;
+    bool version = false, verbose = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val;
@@ -1262,11 +1285,13 @@ static void parse_args(int argc, char **argv)
             exit(0);
         }
         if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
-            printf("cloud-hypervisor v%s\n", g.knobs.version);
-            exit(0);
-        }
-        if (a[0] == '-' && a[1] == 'v' && strspn(a + 1, "v") == strlen(a + 1))
+            version = true;
             continue;
+        }
+        if (a[0] == '-' && a[1] == 'v' && strspn(a + 1, "v") == strlen(a + 1)) {
+            verbose = true;
+            continue;
+        }
         if (!strcmp(a, "--api-socket")) {
             if (i + 1 >= argc)
                 arg_error("a value is required for '--api-socket <api-socket>' but none was supplied");
@@ -1281,6 +1306,13 @@ static void parse_args(int argc, char **argv)
         if (!*val)
             arg_error("a value is required for '--api-socket <api-socket>' but none was supplied");
         api = val;
+    }
+    /* main.rs:921-931, once clap has accepted the whole command line (no --api-socket needed). */
+    if (version) {
+        printf("cloud-hypervisor %s\nMigration Protocol Versions: 0\n", g.knobs.build_version);
+        if (verbose)
+            printf("Enabled features: [\"io_uring\", \"kvm\"]\n");
+        exit(0);
     }
     if (!api)
         arg_error("the following required arguments were not provided:\n  --api-socket <api-socket>");
@@ -1666,6 +1698,116 @@ static bool serial_prepare(struct reply *r, const char *head)
     return ok;
 }
 
+static bool json_array_next(const char **p, const char *end, const char **es, const char **ee);
+
+/* A 500 with `head` and then the chain in e, below "Error from API". */
+static void reply_error(struct reply *r, const char *head, const struct guest_error *e)
+{
+    const char *l[6] = { 0 };
+    for (int i = 0; i < e->n && i < 6; i++)
+        l[i] = e->line[i];
+    reply_chain(r, 500, "Error from API", head, l[0], l[1], l[2], l[3], l[4], l[5], NULL);
+}
+
+#define MAX_CONFIG_DISKS 16
+
+/* Vm::new's block devices: opens the config's disks (CH device_manager.rs make_virtio_block_device). */
+static bool vm_open_disks(struct guest_error *e)
+{
+    struct disk_spec disks[MAX_CONFIG_DISKS] = { 0 };
+    struct sbuf paths[MAX_CONFIG_DISKS] = { 0 };
+    size_t n = 0;
+    const char *vs, *ve, *es, *ee, *ms, *me;
+    if (config_member("disks", NULL, &vs, &ve) && json_type(vs) == J_ARR) {
+        for (const char *p = vs; n < MAX_CONFIG_DISKS && json_array_next(&p, ve, &es, &ee);) {
+            if (json_type(es) != J_OBJ || !json_member(es, ee, "path", &ms, &me) || json_type(ms) != J_STR)
+                continue; /* vhost-user disks have no path, and no image to lock */
+            json_string_value(ms, me, &paths[n]);
+            sb_add(&paths[n], "", 0);
+            disks[n].path = paths[n].p;
+            disks[n].readonly = json_member(es, ee, "readonly", &ms, &me) && json_type(ms) == J_BOOL && *ms == 't';
+            disks[n].full_lock = json_member(es, ee, "lock_granularity", &ms, &me) && json_type(ms) == J_STR &&
+                                 span_eq(ms, (size_t)(me - ms), "\"Full\"");
+            n++;
+        }
+    }
+    bool ok = devices_open_disks(disks, n, e);
+    for (size_t i = 0; i < n; i++)
+        sb_free(&paths[i]);
+    return ok;
+}
+
+/* Removes the top-level member `key` from the stored config (a plain key, no escapes in it). */
+static void config_remove(const char *key)
+{
+    const char *cfg = g.vm_config.p, *end = cfg + g.vm_config.len, *vs, *ve;
+    if (!config_member(key, NULL, &vs, &ve))
+        return;
+    /* Back from the value over `:`, blanks and the quoted key to where the member starts. */
+    const char *ks = vs;
+    while (ks > cfg && ks[-1] != '"')
+        ks--;
+    ks -= strlen(key) + 2;
+    const char *from = ks, *to = json_skip_ws(ve, end);
+    if (*to == ',') {
+        to = json_skip_ws(to + 1, end); /* drop the member and the comma after it */
+    } else {
+        const char *p = from;
+        while (p > cfg && (p[-1] == ' ' || p[-1] == '\t' || p[-1] == '\n' || p[-1] == '\r'))
+            p--;
+        if (p > cfg && p[-1] == ',')
+            from = p - 1; /* the last member: drop the comma before it */
+    }
+    struct sbuf out = { 0 };
+    sb_add(&out, cfg, (size_t)(from - cfg));
+    sb_add(&out, to, (size_t)(end - to));
+    sb_free(&g.vm_config);
+    g.vm_config = out;
+}
+
+#define MAX_CONFIG_TAPS 16
+
+/* Vm::new's net devices. CH takes `net` out of the config while it makes them and puts it back only when
+ * all were made (device_manager.rs:3074-3085), so a TAP that fails to open leaves the VM's config without
+ * any net: vm.info no longer shows it and the next vm.boot makes a VM with no network. */
+static bool vm_open_taps(struct guest_error *e)
+{
+    const char *names[MAX_CONFIG_TAPS] = { 0 };
+    struct sbuf bufs[MAX_CONFIG_TAPS] = { 0 };
+    size_t n = 0;
+    const char *vs, *ve, *es, *ee, *ts, *te;
+    if (config_member("net", NULL, &vs, &ve) && json_type(vs) == J_ARR) {
+        for (const char *p = vs; n < MAX_CONFIG_TAPS && json_array_next(&p, ve, &es, &ee);) {
+            /* A net with fds uses those, not a name (make_virtio_net_device); without a name CH makes a new
+             * vmtapN, which the stand-in does not model, nor vhost-user. */
+            const char *fs, *fe;
+            if (json_type(es) != J_OBJ || !json_member(es, ee, "tap", &ts, &te) || json_type(ts) != J_STR ||
+                (json_member(es, ee, "fds", &fs, &fe) && json_type(fs) != J_NULL))
+                continue;
+            json_string_value(ts, te, &bufs[n]);
+            sb_add(&bufs[n], "", 0);
+            names[n] = bufs[n].p;
+            n++;
+        }
+    }
+    bool ok = devices_open_taps(names, n, e);
+    for (size_t i = 0; i < n; i++)
+        sb_free(&bufs[i]);
+    if (!ok)
+        config_remove("net");
+    return ok;
+}
+
+/* Vm::new's virtio devices in CH's order (device_manager.rs:2641-2644): disks, then TAPs. False with the
+ * chain in e; nothing stays open then. */
+static bool vm_open_devices(struct guest_error *e)
+{
+    if (vm_open_disks(e) && vm_open_taps(e))
+        return true;
+    devices_close();
+    return false;
+}
+
 /* Vm::new + boot for the stored config; false with the chain in e when the kernel does not load. */
 static bool guest_start(struct guest_error *e)
 {
@@ -1679,12 +1821,15 @@ static bool guest_start(struct guest_error *e)
     return ok;
 }
 
-/* CH's vm_reboot() once the "rebooting" event is out: shut the VM down, make the console again, boot. */
+/* CH's vm_reboot() once the "rebooting" event is out: drop the VM (its disk locks go with it, lib.rs
+ * vm_reboot), make the console again, then Vm::new and boot: open and lock the disks, load the kernel. */
 static bool vm_reboot(struct guest_error *e)
 {
     guest_stop();
+    devices_close();
     serial_prepare(NULL, NULL);
-    if (!guest_start(e)) {
+    if (!vm_open_devices(e) || !devices_lock_disks(e) || !guest_start(e)) {
+        devices_close();
         g.vm_state = VM_CREATED;
         return false;
     }
@@ -1700,10 +1845,8 @@ static void h_vmm_ping(const struct http_request *rq, struct reply *r)
     if (g.knobs.ping_delay_ms > 0)
         sleep_ms(g.knobs.ping_delay_ms);
     struct sbuf *b = &r->body;
-    char build[80];
-    snprintf(build, sizeof build, "v%s", g.knobs.version);
     sb_puts(b, "{\"build_version\":");
-    sb_json_cstr(b, build);
+    sb_json_cstr(b, g.knobs.build_version);
     sb_puts(b, ",\"version\":");
     sb_json_cstr(b, g.knobs.version);
     sb_printf(b, ",\"pid\":%d,\"features\":[\"io_uring\",\"kvm\"]}", (int)getpid());
@@ -1776,10 +1919,22 @@ static void h_vm_boot(const struct http_request *rq, struct reply *r)
     if (!g.serial_ready && !serial_prepare(r, head))
         return;
     struct guest_error e = { 0 };
+    /* Vm::new opens the disks (a failure there makes no Vm); Vm::boot then locks them before it waits for
+     * the kernel (vm.rs:2761-2766), and a Vm that fails to boot stays (lib.rs:2285-2287). A config without
+     * a payload fails validation before any of that. */
+    bool bootable = config_member("payload", "kernel", &(const char *){ 0 }, &(const char *){ 0 });
+    if (bootable && !vm_open_devices(&e))
+        return reply_error(r, head, &e);
+    if (bootable && !devices_lock_disks(&e)) {
+        g.vm_state = VM_LOAD_FAILED;
+        return reply_error(r, head, &e);
+    }
     if (!guest_start(&e)) {
         /* A config that fails validation makes no Vm; a kernel that does not load leaves one behind. */
         if (strcmp(e.line[0], "Failed to validate config") != 0)
             g.vm_state = VM_LOAD_FAILED;
+        else
+            devices_close();
         return reply_chain(r, 500, "Error from API", head, e.line[0], e.line[1], e.n > 2 ? e.line[2] : NULL, NULL);
     }
     g.vm_state = VM_RUNNING;
@@ -1794,6 +1949,7 @@ static void h_vm_shutdown(const struct http_request *rq, struct reply *r)
     if (!vm_owned())
         return reply_chain(r, 500, "Error from API", "The VM could not shutdown", "VM is not running", NULL);
     guest_stop();
+    devices_close();
     guest_serial_close();
     g.serial_ready = false;
     g.vm_state = VM_CREATED;
@@ -1810,6 +1966,7 @@ static void h_vm_delete(const struct http_request *rq, struct reply *r)
         if (vm_owned())
             event_monitor_emit("vm", "shutdown", NULL, NULL);
         guest_stop();
+        devices_close();
         guest_serial_close();
         g.serial_ready = false;
         g.vm_state = VM_NONE;
@@ -1985,48 +2142,159 @@ static void h_vm_snapshot(const struct http_request *rq, struct reply *r)
     sb_free(&url);
 }
 
-/* Reads a regular file of at most MAX_BODY_BYTES into out (NUL-terminated); false if it cannot. */
-static bool read_small_file(const char *path, struct sbuf *out)
+/* Rust's Debug of a PathBuf: the path in quotes, with quotes and backslashes escaped. */
+static void sb_debug_path(struct sbuf *sb, const char *path)
 {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return false;
-    struct stat st;
-    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= MAX_BODY_BYTES;
-    if (ok) {
-        sb_reserve(out, (size_t)st.st_size);
-        ssize_t n;
-        while (out->len < (size_t)st.st_size && (n = read(fd, out->p + out->len, (size_t)st.st_size - out->len)) > 0)
-            out->len += (size_t)n;
-        out->p[out->len] = '\0';
+    sb_puts(sb, "\"");
+    for (const char *p = path; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_add(sb, "\\", 1);
+        sb_add(sb, p, 1);
     }
-    close(fd);
-    return ok;
+    sb_puts(sb, "\"");
 }
 
-/* A restored VM's config: the snapshot's config.json when it is a readable JSON object. */
-static void load_snapshot_config(const char *dir)
+/* serde_json's position of the end of the document's top-level value ("line L column C"). */
+static void json_end_position(const char *s, size_t n, int *line, int *col)
 {
-    char path[PATH_MAX + 16];
-    set_config(NULL, 0);
-    if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
-        return;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return;
+    struct jparser j = { s, s, s + n, 0, NULL };
+    jp_value(&j);
+    *line = 1;
+    *col = 0;
+    for (const char *q = s; q < j.p; q++) {
+        if (*q == '\n') {
+            (*line)++;
+            *col = 0;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+/*
+ * migration/mod.rs recv_vm_config()/recv_vm_state(): reads dir/name as one JSON object for `type`
+ * (`required`: a member serde insists on, or NULL), or fills r with CH's chain for what is wrong
+ * (`what` is "config" or "state").
+ */
+static bool restore_read_json(struct reply *r, const char *head, const char *dir, const char *name, const char *what,
+                              const char *type, const char *required, struct sbuf *out)
+{
+    static const char cannot[] = "Cannot restore VM", recv[] = "Failed to receive migratable component snapshot";
+    char path[PATH_MAX + 32], e[128];
+    struct sbuf line = { 0 };
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        sb_printf(&line, "Error opening VM %s snapshot file ", what);
+        sb_debug_path(&line, path);
+        reply_chain(r, 500, "Error from API", head, cannot, recv, line.p, os_error(errno, e, sizeof e), NULL);
+        sb_free(&line);
+        return false;
+    }
+    ssize_t n;
+    char buf[65536];
+    out->len = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0 && out->len <= MAX_BODY_BYTES * 4)
+        sb_add(out, buf, (size_t)n);
+    int read_err = n < 0 ? errno : 0;
+    close(fd);
+    sb_add(out, "", 0);
+    if (read_err) {
+        sb_printf(&line, "Error reading VM %s snapshot file ", what);
+        sb_debug_path(&line, path);
+        reply_chain(r, 500, "Error from API", head, cannot, recv, line.p, os_error(read_err, e, sizeof e), NULL);
+        sb_free(&line);
+        return false;
+    }
+    struct jerr je;
+    char deser[64];
+    snprintf(deser, sizeof deser, "Error deserialising VM %s snapshot", what);
+    const char *end = out->p + out->len, *v = json_skip_ws(out->p, end), *vs, *ve;
+    if (!json_validate(out->p, out->len, &je)) {
+        reply_chain(r, 500, "Error from API", head, cannot, recv, deser, je.msg, NULL);
+        return false;
+    }
+    if (json_type(v) != J_OBJ) {
+        sb_puts(&line, "invalid type: ");
+        json_describe(&line, v, end);
+        sb_printf(&line, ", expected %s", type);
+    } else if (required && !json_member(v, end, required, &vs, &ve)) {
+        int l, c;
+        json_end_position(out->p, out->len, &l, &c);
+        sb_printf(&line, "missing field `%s` at line %d column %d", required, l, c);
+    }
+    if (line.len) {
+        reply_chain(r, 500, "Error from API", head, cannot, recv, deser, line.p, NULL);
+        sb_free(&line);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * What vm.restore reads of the snapshot, in CH v53's order, failing where CH fails with its chain: the
+ * URL (migration/mod.rs url_to_path), config.json (recv_vm_config, lib.rs:2354-2356), the restore
+ * config against it (config.rs RestoreConfig::validate), state.json (recv_vm_state, lib.rs:1912), then
+ * in Vm::new the config's validation and memory-ranges (memory_manager.rs SnapshotOpen). On success the
+ * VM has the snapshot's config, its console and its guest (Paused); on failure nothing is left.
+ */
+static bool restore_snapshot_files(struct reply *r, const char *head, const char *url, bool on_demand, bool prefault)
+{
+    static const char cannot[] = "Cannot restore VM", send[] = "Failed to send migratable component snapshot";
+    struct sbuf line = { 0 }, config = { 0 }, state = { 0 };
+    char e[128], path[PATH_MAX + 32];
+    bool ok = false;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && st.st_size <= MAX_BODY_BYTES) {
-        struct sbuf b = { 0 };
-        sb_reserve(&b, (size_t)st.st_size);
-        ssize_t n;
-        while ((n = read(fd, b.p + b.len, (size_t)st.st_size - b.len)) > 0 && b.len < (size_t)st.st_size)
-            b.len += (size_t)n;
-        struct jerr e;
-        if (b.len && json_validate(b.p, b.len, &e) && json_type(json_skip_ws(b.p, b.p + b.len)) == J_OBJ)
-            set_config(b.p, b.len);
-        sb_free(&b);
+    const char *dir = url + 7;
+    if (strncmp(url, "file://", 7) != 0) {
+        sb_printf(&line, "Could not extract path from URL: %s", url);
+        reply_chain(r, 500, "Error from API", head, cannot, send, line.p, NULL);
+        goto out;
+    }
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        sb_puts(&line, "Destination is not a directory: ");
+        sb_debug_path(&line, dir);
+        reply_chain(r, 500, "Error from API", head, cannot, send, line.p, NULL);
+        goto out;
+    }
+    if (!restore_read_json(r, head, dir, "config.json", "config", "struct VmConfig", NULL, &config))
+        goto out;
+    if (on_demand && prefault) {
+        reply_chain(r, 500, "Error from API", head, "Failed to validate config",
+                    "'prefault' cannot be combined with 'memory_restore_mode=ondemand'", NULL);
+        goto out;
+    }
+    if (!restore_read_json(r, head, dir, "state.json", "state", "struct Snapshot", "snapshots", &state))
+        goto out;
+    set_config(config.p, config.len);
+    serial_prepare(NULL, NULL);
+    if (!config_member("payload", "kernel", &(const char *){ 0 }, &(const char *){ 0 })) {
+        reply_chain(r, 500, "Error from API", head, "Failed to validate config", "Payload configuration is not bootable",
+                    "No bootitem provided: neither firmware nor kernel", NULL);
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/memory-ranges", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        reply_chain(r, 500, "Error from API", head, "Memory manager error", "Error opening snapshot file",
+                    os_error(errno, e, sizeof e), NULL);
+        goto fail;
     }
     close(fd);
+    /* The guest comes back from state.json and memory-ranges; a snapshot of a guest the stand-in does not
+     * model (or one CH made) restores a VM that runs nothing. */
+    guest_restore(dir, state.p, on_demand, config_true("pvpanic"));
+    ok = true;
+    goto out;
+fail:
+    guest_serial_close();
+    g.serial_ready = false;
+    set_config(NULL, 0);
+out:
+    sb_free(&line);
+    sb_free(&config);
+    sb_free(&state);
+    return ok;
 }
 
 /* Reads an optional boolean member; false (with a 400 in r) on a wrong type. */
@@ -2102,33 +2370,30 @@ static void h_vm_restore(const struct http_request *rq, struct reply *r)
         reply_chain(r, 500, "Error from API", head, "VM is already created", NULL);
         goto out;
     }
-    if (on_demand && prefault) {
-        reply_chain(r, 500, "Error from API", head, "Invalid restore configuration",
-                    "prefault cannot be used with memory_restore_mode OnDemand", NULL);
-        goto out;
-    }
     if (g.knobs.restore_delay_ms > 0)
         sleep_ms(g.knobs.restore_delay_ms);
     if (g.knobs.restore_error) {
         reply_chain(r, 500, "Error from API", head, g.knobs.restore_error, NULL);
         goto out;
     }
-    if (!check_file_url_dir(r, head, url.p))
+    if (!restore_snapshot_files(r, head, url.p, on_demand, prefault))
         goto out;
-    load_snapshot_config(url.p + 7);
-    {
-        /* The guest comes back from state.json and memory-ranges; a snapshot without the stand-in's guest
-         * state (an empty directory in many tests) restores a VM that runs nothing. */
-        char path[PATH_MAX + 16];
-        struct sbuf state = { 0 };
-        snprintf(path, sizeof path, "%s/state.json", url.p + 7);
-        read_small_file(path, &state);
-        guest_restore(url.p + 7, state.p, on_demand, config_true("pvpanic"));
-        sb_free(&state);
-        serial_prepare(NULL, NULL);
+    /* Vm::new_from_snapshot opens the snapshot config's disks; Vm::restore() emits "restoring", then takes
+     * the disk locks (vm.rs:2960-2967). A failure drops the Vm. */
+    struct guest_error de = { 0 };
+    bool devices_ok = vm_open_devices(&de);
+    if (devices_ok)
+        event_monitor_emit("vm", "restoring", NULL, NULL);
+    if (!devices_ok || !devices_lock_disks(&de)) {
+        guest_stop();
+        devices_close();
+        guest_serial_close();
+        g.serial_ready = false;
+        set_config(NULL, 0);
+        reply_error(r, head, &de);
+        goto out;
     }
     /* Vm::restore() brings the VM back Paused; resume: true is a vm_resume() after it. */
-    event_monitor_emit("vm", "restoring", NULL, NULL);
     g.vm_state = VM_PAUSED;
     event_monitor_emit("vm", "restored", NULL, NULL);
     if (resume && !vm_resume(r, head))
@@ -2721,6 +2986,7 @@ int main(int argc, char **argv)
     /* Knobs first: --version reports standin.version. */
     knobs_defaults(&g.knobs);
     knobs_load(&g.knobs, g.sandbox_dir);
+    knobs_finish(&g.knobs);
     parse_args(argc, argv);
     emit_stderr_lines();
     if (g.knobs.exit_before_socket >= 0)

@@ -58,7 +58,7 @@ static void set_error(struct guest_error *e, int n, ...)
     va_list ap;
     va_start(ap, n);
     e->n = n;
-    for (int i = 0; i < n && i < 4; i++)
+    for (int i = 0; i < n && i < 6; i++)
         snprintf(e->line[i], sizeof e->line[i], "%s", va_arg(ap, const char *));
     va_end(ap);
 }

@@ -19,7 +19,7 @@
 /* An error chain below "Error from API" / the API head, for the caller to send. */
 struct guest_error {
     int n;
-    char line[4][512];
+    char line[6][512];
 };
 
 /* What a boot needs from the VmConfig. */

@@ -66,7 +66,7 @@ describeAsRoot('vmprocctl against a real daemon', () => {
   it('start prints the pid and readiness; --json prints the StartProcessResponse; a second start is ALREADY_EXISTS', async () => {
     const table = await run(...(await bootArgs('cli-a')), '--label', 'team=a', '--label', 'tier=gold', '--ready-timeout', '3s');
     expect(table).toMatchObject({ exitCode: 0, stderr: '' });
-    expect(table.stdout).toMatch(/^started cli-a: pid \d+, vmm 54\.0\.0, ready in \d+ms$/);
+    expect(table.stdout).toMatch(/^started cli-a: pid \d+, vmm 53\.0\.0, ready in \d+ms$/);
 
     const json = await run(...(await bootArgs('cli-b')), '--label', 'team=b', '--json');
     expect(json.exitCode).toBe(0);

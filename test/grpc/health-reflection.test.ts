@@ -99,7 +99,7 @@ describeAsRoot('gRPC end to end: health and reflection', () => {
         state: 'PROCESS_STATE_RUNNING',
         mode: 'LAUNCH_MODE_BOOT',
         labels: { via: 'buf-curl' },
-        vmmVersion: '54.0.0',
+        vmmVersion: '53.0.0',
         socketPath: started.socketPath,
       });
 

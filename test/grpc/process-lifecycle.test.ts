@@ -28,7 +28,7 @@ describeAsRoot('gRPC end to end: process lifecycle', () => {
     expect(p.sandboxId).toBe(sandboxId);
     expect(p.pid).toBeGreaterThan(0);
     expect(p.state).toBe(ProcessState.RUNNING);
-    expect(p.vmmVersion).toBe('54.0.0');
+    expect(p.vmmVersion).toBe('53.0.0');
     expect(p.exit).toBeUndefined();
     expect(p.startedAt).toBeDefined();
     expect(p.readyAt).toBeDefined();

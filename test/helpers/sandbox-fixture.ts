@@ -3,12 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PathPolicy, type PathRoots } from '../../src/host/path-policy.js';
 import { nativeBin } from '../../src/package-paths.js';
+import { makeStandinSnapshot, type StandinSnapshotOptions } from './standin-snapshot.js';
 
 const ROOTFS_BYTES = 1 << 20;
 
 /** Stand-in VMM knobs, written into the rootfs file the launch links into the sandbox dir. */
 export type StandinKnobs = Partial<{
   version: string;
+  build_version: string;
   socket_delay_ms: number;
   no_socket: 1;
   exit_before_socket: number;
@@ -35,8 +37,8 @@ export interface SandboxFixture {
   readonly kernelPath: string;
   /** A rootfs file whose content sets the stand-in's behaviour for the VMM that gets it. */
   rootfs(name: string, knobs?: StandinKnobs): Promise<string>;
-  /** An (empty) snapshot directory, as `file://` URL. */
-  snapshot(name: string): Promise<string>;
+  /** A snapshot the stand-in made of the paused tiny guest (see makeStandinSnapshot), as `file://` URL. */
+  snapshot(name: string, options?: StandinSnapshotOptions): Promise<string>;
   remove(): Promise<void>;
 }
 
@@ -76,10 +78,10 @@ export async function createSandboxFixture(): Promise<SandboxFixture> {
       await truncate(path, ROOTFS_BYTES);
       return path;
     },
-    async snapshot(name) {
-      const dir = join(root, 'snapshots', name);
-      await mkdir(dir, { recursive: true });
-      return `file://${dir}`;
+    async snapshot(name, options) {
+      // Cloud Hypervisor (and so the stand-in) restores only from a directory with config.json,
+      // state.json and memory-ranges in it.
+      return makeStandinSnapshot(join(root, 'snapshots', name), { kernelPath, ...options });
     },
     async remove() {
       await rm(root, { recursive: true, force: true });

@@ -104,7 +104,7 @@ for (const strategy of ['script', 'native'] as const) describeAsRoot(`launch (${
     const req = await request();
     const started = await supervisor.start(req);
     expect(started.state).toBe('running');
-    expect(started.vmmVersion).toBe('54.0.0');
+    expect(started.vmmVersion).toBe('53.0.0');
     expect(started.readyAt!.getTime()).toBeGreaterThanOrEqual(started.startedAt.getTime());
 
     const facts = await inspect(started.socketPath);

@@ -86,7 +86,7 @@ describeAsRoot('recovery: SIGKILL of the daemon mid-StartProcess', () => {
     expect({ state: ProcessState[info.state], pid: info.pid, vmmVersion: info.vmmVersion, exit: info.exit }).toEqual({
       state: 'RUNNING',
       pid,
-      vmmVersion: '54.0.0',
+      vmmVersion: '53.0.0',
       exit: undefined,
     });
     // The readiness was recorded by the new daemon, after the old one's launch and spawn records.

@@ -80,7 +80,7 @@ describeAsRoot('recovery: a recorded PID that now belongs to another process', (
     const spawnOf = (id: string, startTime = wrongStart): JournalRecord => ({
       k: 'spawn', id, pid: stranger.pid, startTime, reaperPid: stranger.pid, reaperStartTime: wrongStart, logOffset: 0,
     });
-    const ready = (id: string): JournalRecord => ({ k: 'ready', id, readyAt: longAgo + 100, vmmVersion: '54.0.0' });
+    const ready = (id: string): JournalRecord => ({ k: 'ready', id, readyAt: longAgo + 100, vmmVersion: '53.0.0' });
     await appendJournalRecords(suite.stateDir, [
       // A running VMM whose PID was reused.
       launch('reuse-run'), spawnOf('reuse-run'), ready('reuse-run'),

@@ -14,6 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { makeStandinSnapshot, type StandinSnapshotOptions } from '../helpers/standin-snapshot.js';
 import { buildRequest, RawConnection, rawRequest, type RawResponse } from './raw-http.js';
 
 const BIN = fileURLToPath(new URL('../../build/native/standin-vmm', import.meta.url));
@@ -169,10 +170,10 @@ async function inspect(vmm: Vmm, sock = vmm.sock): Promise<Record<string, unknow
   return JSON.parse(r.body);
 }
 
-function snapshotDir(vmm: Vmm, config?: object): string {
+/** A snapshot of the paused tiny guest, made by another stand-in (CH restores only from a complete one). */
+async function snapshotDir(vmm: Vmm, options: StandinSnapshotOptions = {}): Promise<string> {
   const dir = path.join(vmm.dir, `snapshot-${Math.random().toString(36).slice(2)}`);
-  fs.mkdirSync(dir);
-  if (config) fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+  await makeStandinSnapshot(dir, options);
   return dir;
 }
 
@@ -192,18 +193,23 @@ describe('REST API', () => {
     const vmm = await startReady();
     const r = await api(vmm, 'GET', 'vmm.ping');
     expect(r.status).toBe(200);
+    // CH v53.0's release build: build_version is its git tag, version its crate version.
     expect(JSON.parse(r.body)).toEqual({
-      build_version: 'v54.0.0',
-      version: '54.0.0',
+      build_version: 'v53.0',
+      version: '53.0.0',
       pid: vmm.pid,
       features: ['io_uring', 'kvm'],
     });
   });
 
-  it('reports the version from the standin.version knob', async () => {
+  it('reports the version from the standin.version knob, build_version as its release tag or its own knob', async () => {
     const vmm = await startReady({ knobs: ['standin.version=52.1.0'] });
     const r = await api(vmm, 'GET', 'vmm.ping');
-    expect(JSON.parse(r.body)).toMatchObject({ build_version: 'v52.1.0', version: '52.1.0' });
+    expect(JSON.parse(r.body)).toMatchObject({ build_version: 'v52.1', version: '52.1.0' });
+    const odd = await startReady({ knobs: ['standin.version=54.0.1'] });
+    expect(JSON.parse((await api(odd, 'GET', 'vmm.ping')).body)).toMatchObject({ build_version: 'v54.0.1', version: '54.0.1' });
+    const dirty = await startReady({ knobs: ['standin.build_version=v53.0-7-gdeadbee-dirty'] });
+    expect(JSON.parse((await api(dirty, 'GET', 'vmm.ping')).body)).toMatchObject({ build_version: 'v53.0-7-gdeadbee-dirty', version: '53.0.0' });
   });
 
   it('writes micro_http bytes: no reason phrase, no Content-Length on 204, keep-alive', async () => {
@@ -217,7 +223,7 @@ describe('REST API', () => {
       // Same connection: keep-alive.
       await c.write(PING);
       const pong = await c.nextResponse();
-      const body = `{"build_version":"v54.0.0","version":"54.0.0","pid":${vmm.pid},"features":["io_uring","kvm"]}`;
+      const body = `{"build_version":"v53.0","version":"53.0.0","pid":${vmm.pid},"features":["io_uring","kvm"]}`;
       expect(pong.raw).toBe(
         'HTTP/1.1 200 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n' +
           `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
@@ -427,7 +433,8 @@ describe('VM lifecycle', () => {
 
   it('snapshots only a paused VM, into an existing file:// directory', async () => {
     const vmm = await startReady();
-    const dest = snapshotDir(vmm);
+    const dest = path.join(vmm.dir, 'snapshot-dest');
+    fs.mkdirSync(dest);
     const body = JSON.stringify({ destination_url: `file://${dest}` });
     expect((await api(vmm, 'PUT', 'vm.snapshot', body)).status).toBe(500);
     await api(vmm, 'PUT', 'vm.create', GUEST_VM);
@@ -455,11 +462,11 @@ describe('VM lifecycle', () => {
 describe('vm.restore', () => {
   it('restores Paused by default (Copy) and reads the snapshot config', async () => {
     const vmm = await startReady();
-    const dir = snapshotDir(vmm, { memory: { size: 268435456 } });
+    const dir = await snapshotDir(vmm, { memoryMib: 256 });
     const r = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${dir}` }));
     expect(r.raw).toBe('HTTP/1.1 204 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\r\n');
     expect(await info(vmm)).toEqual({
-      config: { memory: { size: 268435456 } },
+      config: JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')),
       state: 'Paused',
       memory_actual_size: 268435456,
     });
@@ -470,7 +477,7 @@ describe('vm.restore', () => {
   it('restores Running with OnDemand and resume: true; ignores unknown fields and net_fds', async () => {
     const vmm = await startReady();
     const body = JSON.stringify({
-      source_url: `file://${snapshotDir(vmm)}`,
+      source_url: `file://${await snapshotDir(vmm)}`,
       memory_restore_mode: 'OnDemand',
       resume: true,
       prefault: false,
@@ -483,24 +490,29 @@ describe('vm.restore', () => {
 
   it('accepts Copy with prefault: true', async () => {
     const vmm = await startReady();
-    const body = JSON.stringify({ source_url: `file://${snapshotDir(vmm)}`, memory_restore_mode: 'Copy', prefault: true });
+    const body = JSON.stringify({ source_url: `file://${await snapshotDir(vmm)}`, memory_restore_mode: 'Copy', prefault: true });
     expect((await api(vmm, 'PUT', 'vm.restore', body)).status).toBe(204);
     expect((await info(vmm)).state).toBe('Paused');
   });
 
   it('rejects OnDemand with prefault: true with a 500 chain and leaves no VM', async () => {
     const vmm = await startReady();
-    const body = { source_url: `file://${snapshotDir(vmm)}`, memory_restore_mode: 'OnDemand', prefault: true };
+    const body = { source_url: `file://${await snapshotDir(vmm)}`, memory_restore_mode: 'OnDemand', prefault: true };
     const r = await api(vmm, 'PUT', 'vm.restore', JSON.stringify(body));
     expect(r.status).toBe(500);
-    expect(JSON.parse(r.body).slice(0, 2)).toEqual(['Error from API', 'The VM could not be restored']);
-    expect(r.body).toMatch(/prefault/);
+    // RestoreConfig::validate, once config.json is read (CH v53 lib.rs:2354-2359, config.rs:2882-2885).
+    expect(JSON.parse(r.body)).toEqual([
+      'Error from API',
+      'The VM could not be restored',
+      'Failed to validate config',
+      "'prefault' cannot be combined with 'memory_restore_mode=ondemand'",
+    ]);
     expect((await api(vmm, 'GET', 'vm.info')).status).toBe(404);
   });
 
   it('rejects a memory_restore_mode of the wrong case with 400 like a serde error', async () => {
     const vmm = await startReady();
-    const dir = snapshotDir(vmm);
+    const dir = await snapshotDir(vmm);
     for (const mode of ['ondemand', 'copy', 'Lazy']) {
       const body = JSON.stringify({ source_url: `file://${dir}`, memory_restore_mode: mode });
       const r = await api(vmm, 'PUT', 'vm.restore', body);
@@ -516,24 +528,58 @@ describe('vm.restore', () => {
     expect((await api(vmm, 'PUT', 'vm.restore')).status).toBe(400);
   });
 
-  it('fails with a 500 chain for a missing directory or a non-file URL, and the VMM stays up', async () => {
+  it('fails with CH\'s 500 chain for a missing directory or a non-file URL, and the VMM stays up', async () => {
     const vmm = await startReady();
-    const absent = JSON.stringify({ source_url: `file://${vmm.dir}/no-such-snapshot` });
-    const missing = await api(vmm, 'PUT', 'vm.restore', absent);
+    const send = ['Error from API', 'The VM could not be restored', 'Cannot restore VM', 'Failed to send migratable component snapshot'];
+    const absent = `${vmm.dir}/no-such-snapshot`;
+    const missing = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${absent}` }));
     expect(missing.status).toBe(500);
-    const chain = JSON.parse(missing.body) as string[];
-    expect(chain.slice(0, 2)).toEqual(['Error from API', 'The VM could not be restored']);
-    expect(chain.join(' ')).toMatch(/No such file or directory/);
-    const notFile = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `http://example/${vmm.dir}` }));
+    expect(JSON.parse(missing.body)).toEqual([...send, `Destination is not a directory: "${absent}"`]);
+    const notFile = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `http://example${vmm.dir}` }));
     expect(notFile.status).toBe(500);
+    expect(JSON.parse(notFile.body)).toEqual([...send, `Could not extract path from URL: http://example${vmm.dir}`]);
     expect((await api(vmm, 'GET', 'vm.info')).status).toBe(404);
     expect((await api(vmm, 'GET', 'vmm.ping')).status).toBe(200);
+  });
+
+  it('is as strict as CH about the snapshot: each missing or broken file fails with CH\'s chain and leaves no VM', async () => {
+    const vmm = await startReady();
+    const good = await snapshotDir(vmm);
+    const files = ['config.json', 'state.json', 'memory-ranges'];
+    /** A copy of the good snapshot without `omit`, and with `write` files replaced. */
+    const variant = (name: string, omit: string[], write: Record<string, string> = {}) => {
+      const dir = path.join(vmm.dir, name);
+      fs.mkdirSync(dir);
+      for (const f of files) if (!omit.includes(f)) fs.copyFileSync(path.join(good, f), path.join(dir, f));
+      for (const [f, text] of Object.entries(write)) fs.writeFileSync(path.join(dir, f), text);
+      return dir;
+    };
+    const recv = ['Error from API', 'The VM could not be restored', 'Cannot restore VM', 'Failed to receive migratable component snapshot'];
+    const enoent = 'No such file or directory (os error 2)';
+    const empty = variant('empty', files);
+    const noState = variant('no-state', ['state.json']);
+    const cases: Array<[string, string[]]> = [
+      [empty, [...recv, `Error opening VM config snapshot file "${empty}/config.json"`, enoent]],
+      [noState, [...recv, `Error opening VM state snapshot file "${noState}/state.json"`, enoent]],
+      [variant('no-memory', ['memory-ranges']), ['Error from API', 'The VM could not be restored', 'Memory manager error', 'Error opening snapshot file', enoent]],
+      [variant('bad-config', [], { 'config.json': '{not json' }), [...recv, 'Error deserialising VM config snapshot', 'key must be a string at line 1 column 2']],
+      [variant('bad-state', [], { 'state.json': '{}' }), [...recv, 'Error deserialising VM state snapshot', 'missing field `snapshots` at line 1 column 2']],
+      [variant('no-payload', [], { 'config.json': '{}' }),
+        ['Error from API', 'The VM could not be restored', 'Failed to validate config', 'Payload configuration is not bootable', 'No bootitem provided: neither firmware nor kernel']],
+    ];
+    for (const [dir, chain] of cases) {
+      const r = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${dir}` }));
+      expect({ dir, status: r.status, chain: JSON.parse(r.body) }).toEqual({ dir, status: 500, chain });
+      expect((await api(vmm, 'GET', 'vm.info')).status).toBe(404);
+    }
+    // The complete snapshot still restores in the same VMM.
+    expect((await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${good}` }))).status).toBe(204);
   });
 
   it('refuses to restore over an existing VM', async () => {
     const vmm = await startReady();
     await api(vmm, 'PUT', 'vm.create', '{}');
-    const r = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${snapshotDir(vmm)}` }));
+    const r = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${await snapshotDir(vmm)}` }));
     expect(r.status).toBe(500);
     expect(JSON.parse(r.body)).toEqual(['Error from API', 'The VM could not be restored', 'VM is already created']);
   });
@@ -541,7 +587,7 @@ describe('vm.restore', () => {
   it('fails with the standin.restore_error text', async () => {
     const text = 'Failed to open memory file "mémoire": Permission denied (os error 13)';
     const vmm = await startReady({ knobs: [`standin.restore_error=${text}`] });
-    const r = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${snapshotDir(vmm)}` }));
+    const r = await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${await snapshotDir(vmm)}` }));
     expect(r.status).toBe(500);
     expect(JSON.parse(r.body)).toEqual(['Error from API', 'The VM could not be restored', text]);
     expect((await api(vmm, 'GET', 'vm.info')).status).toBe(404);
@@ -552,7 +598,7 @@ describe('vm.restore', () => {
     expect(await inspect(vmm)).toMatchObject({ last_restore: null, restore_count: 0, state: null });
     await api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: 'file:///nonexistent' }));
     const body = {
-      source_url: `file://${snapshotDir(vmm)}`,
+      source_url: `file://${await snapshotDir(vmm)}`,
       memory_restore_mode: 'OnDemand',
       resume: true,
       note: 'naïve "quoted" \\ text',
@@ -565,7 +611,7 @@ describe('vm.restore', () => {
     const vmm = await startReady({ knobs: ['standin.restore_delay_ms=300'] });
     const order: string[] = [];
     const t0 = Date.now();
-    const restore = api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${snapshotDir(vmm)}` })).then((r) => {
+    const restore = api(vmm, 'PUT', 'vm.restore', JSON.stringify({ source_url: `file://${await snapshotDir(vmm)}` })).then((r) => {
       order.push('restore');
       return r;
     });
@@ -821,15 +867,23 @@ describe('command line', () => {
     expect(fs.existsSync(alias)).toBe(true); // not its path to remove
   });
 
-  it('prints cloud-hypervisor v<version> for -V and --version and exits 0', async () => {
+  it('prints the build version and migration protocols for -V and --version (features with -v) and exits 0', async () => {
+    // Byte for byte what CH v53.0 prints (cloud-hypervisor/src/main.rs:921-931).
     for (const flag of ['-V', '--version']) {
       const vmm = start({ args: [flag] });
       expect(await vmm.exited).toEqual({ code: 0, signal: null });
-      expect(vmm.stdout()).toBe('cloud-hypervisor v54.0.0\n');
+      expect(vmm.stdout()).toBe('cloud-hypervisor v53.0\nMigration Protocol Versions: 0\n');
     }
-    const custom = start({ args: ['-V'], knobs: ['standin.version=53.0.0'] });
+    const verbose = start({ args: ['-v', '--version'] });
+    expect(await verbose.exited).toEqual({ code: 0, signal: null });
+    expect(verbose.stdout()).toBe('cloud-hypervisor v53.0\nMigration Protocol Versions: 0\nEnabled features: ["io_uring", "kvm"]\n');
+    const custom = start({ args: ['-V'], knobs: ['standin.version=52.0.0'] });
     await custom.exited;
-    expect(custom.stdout()).toBe('cloud-hypervisor v53.0.0\n');
+    expect(custom.stdout()).toBe('cloud-hypervisor v52.0\nMigration Protocol Versions: 0\n');
+    // clap rejects the whole command line before --version is looked at.
+    const bad = start({ args: ['--version', '--bogus'] });
+    expect(await bad.exited).toEqual({ code: 2, signal: null });
+    expect(bad.stdout()).toBe('');
   });
 
   it('prints usage for -h and --help and exits 0', async () => {

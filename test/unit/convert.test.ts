@@ -273,7 +273,7 @@ describe('processInfoToProto', () => {
     labels: Object.freeze({ team: 'vm' }),
     startedAt: STARTED,
     readyAt: EXITED,
-    vmmVersion: '54.0.0',
+    vmmVersion: '53.0.0',
     sandboxDir: '/run/vmprocd/sandbox',
     kernelPath: '/srv/vmlinux',
     rootfsPath: '/srv/rootfs.ext4',
@@ -293,7 +293,7 @@ describe('processInfoToProto', () => {
     expect(info.labels).toEqual({ team: 'vm' });
     expect(timestampDate(info.startedAt!)).toEqual(STARTED);
     expect(timestampDate(info.readyAt!)).toEqual(EXITED);
-    expect(info.vmmVersion).toBe('54.0.0');
+    expect(info.vmmVersion).toBe('53.0.0');
     expect(info.exit).toBeUndefined();
     expect(info.sandboxDir).toBe('/run/vmprocd/sandbox');
     expect(info.kernelPath).toBe('/srv/vmlinux');

@@ -302,7 +302,7 @@ export class FakeRunLayout implements RunLayout {
 
 /** The VMM's API: ready at once unless told otherwise; a held call waits for the test or an abort. */
 export class FakeVmmApi implements VmmApi {
-  version = '54.0.0';
+  version = '53.0.0';
   /** waitReady waits until ready() is called (or the start is aborted). */
   holdReady = false;
   /** restore() fails with this. */

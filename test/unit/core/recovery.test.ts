@@ -128,7 +128,7 @@ describe('core: recovery', () => {
     const identity = h.host.survivor();
     await h.supervisor.recover(state(persisted(h, 'sb-1', { identity }, 1_000)));
     await settle();
-    expect(h.supervisor.get('sb-1')).toMatchObject({ state: 'running', vmmVersion: '54.0.0' });
+    expect(h.supervisor.get('sb-1')).toMatchObject({ state: 'running', vmmVersion: '53.0.0' });
     expect(h.store.of('sb-1')).toEqual(['ready']);
   });
 

@@ -15,7 +15,7 @@ describe('core: a start that succeeds', () => {
       sandboxId: 'sb-1',
       state: 'running',
       pid: h.host.processes[0]!.identity.pid,
-      vmmVersion: '54.0.0',
+      vmmVersion: '53.0.0',
       socketPath: '/run/fake/sb-1.sock',
       logPath: '/run/fake/logs/sb-1.log',
       labels: { team: 'a' },

@@ -47,7 +47,7 @@ describe('ChClient requests', () => {
     fake = await startFakeVmm(socketPath, (_request, socket) => socket.write(chBytes.json(200, PING_BODY)));
     const ping = await new ChClient(socketPath).ping(call);
 
-    expect(ping).toEqual({ buildVersion: 'v54.0.0', version: '54.0.0', pid: 1234, features: ['io_uring', 'kvm'] });
+    expect(ping).toEqual({ buildVersion: 'v53.0', version: '53.0.0', pid: 1234, features: ['io_uring', 'kvm'] });
     const [request] = fake.requests;
     expect(request?.raw.startsWith('GET /api/v1/vmm.ping HTTP/1.1\r\n')).toBe(true);
     expect(request?.headers['host']).toBe('localhost');

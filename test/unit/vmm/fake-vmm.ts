@@ -50,7 +50,7 @@ export const chBytes = {
   },
 };
 
-export const PING_BODY = { build_version: 'v54.0.0', version: '54.0.0', pid: 1234, features: ['io_uring', 'kvm'] };
+export const PING_BODY = { build_version: 'v53.0', version: '53.0.0', pid: 1234, features: ['io_uring', 'kvm'] };
 
 export async function makeTempDir(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   // Short base: unix socket paths are limited to 107 bytes.
