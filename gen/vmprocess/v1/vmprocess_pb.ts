@@ -835,7 +835,7 @@ export type ProcessInfo = Message<"vmprocess.v1.ProcessInfo"> & {
   readyAt?: Timestamp | undefined;
 
   /**
-   * `version` from the VMM's ping, e.g. `54.0.0`. Empty until ready.
+   * `version` from the VMM's ping, e.g. `53.0.0` (Cloud Hypervisor v53.0). Empty until ready.
    *
    * @generated from field: string vmm_version = 10;
    */

@@ -1955,7 +1955,7 @@ type ProcessInfo struct {
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	// When it became ready. Unset until ready.
 	ReadyAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=ready_at,json=readyAt,proto3" json:"ready_at,omitempty"`
-	// `version` from the VMM's ping, e.g. `54.0.0`. Empty until ready.
+	// `version` from the VMM's ping, e.g. `53.0.0` (Cloud Hypervisor v53.0). Empty until ready.
 	VmmVersion string `protobuf:"bytes,10,opt,name=vmm_version,json=vmmVersion,proto3" json:"vmm_version,omitempty"`
 	// Set once the state is EXITED.
 	Exit *ProcessExit `protobuf:"bytes,11,opt,name=exit,proto3" json:"exit,omitempty"`
