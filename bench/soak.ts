@@ -13,6 +13,7 @@
  *
  * --record writes the command and its report into BENCHMARKS.md's "Soak" section.
  */
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { cpus, totalmem } from 'node:os';
 import { type ServiceError, status } from '@grpc/grpc-js';
@@ -197,6 +198,13 @@ try {
     `daemon drift: ${drift}; within the last daemon's life: ${within}; peak RSS ${(peak.rssKiB / 1024).toFixed(1)} MiB at cycle ${peak.atCycle}`,
   ];
   process.stdout.write(`${report.join('\n')}\n`);
+  // For each leaked socket or lock file, what the daemons logged about its sandbox.
+  const daemonLog = await readFile(join(env.root, 'daemon.log'), 'utf8').catch(() => '');
+  for (const name of afterStop.sockets.slice(0, 3)) {
+    const sandboxId = name.replace(/\.sock(\.lock)?$/, '');
+    const lines = daemonLog.split('\n').filter((line) => line.includes(`"sandboxId":"${sandboxId}"`));
+    log(`daemon log about ${sandboxId} (left ${name}):\n  ${lines.slice(0, 12).join('\n  ')}`);
+  }
   if (values.record) {
     await writeSoakSection(join(packageRoot, 'BENCHMARKS.md'), [
       '## Soak',
