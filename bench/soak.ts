@@ -178,12 +178,18 @@ try {
   const missing = stopped.filter(({ sandboxId, pid }) => !perVmm.has(`${sandboxId}/${pid}`)).map(({ sandboxId, pid }) => `${sandboxId}/${pid}`);
 
   // Drift: the last sample against the first with the same number of live VMMs.
-  // (The sample before the first cycle is of a daemon that has done nothing yet: not a baseline.)
-  const last = samples.at(-1)!;
-  const first = samples.find((s) => s.atCycle > 0 && s.live === last.live) ?? last;
+  // Of the live counts sampled both early and late, the one whose first and last samples lie
+  // furthest apart. (The sample before the first cycle is of an idle daemon: not a baseline.)
+  const working = samples.filter((s) => s.atCycle > 0);
+  let first = samples.at(-1)!;
+  let last = first;
+  for (const candidate of working) {
+    const later = working.findLast((s) => s.live === candidate.live)!;
+    if (later.atCycle - candidate.atCycle > last.atCycle - first.atCycle) [first, last] = [candidate, later];
+  }
   const drift = `RSS ${(first.rssKiB / 1024).toFixed(1)} -> ${(last.rssKiB / 1024).toFixed(1)} MiB, fds ${first.fds} -> ${last.fds} ` +
     `(at ${last.live} live VMMs: cycle ${first.atCycle}, daemon #${first.generation} vs cycle ${last.atCycle}, daemon #${last.generation})`;
-  const lastLife = samples.filter((s) => s.generation === last.generation);
+  const lastLife = samples.filter((s) => s.generation === samples.at(-1)!.generation);
   const within = lastLife.length > 1 ? `${(lastLife[0]!.rssKiB / 1024).toFixed(1)} -> ${(lastLife.at(-1)!.rssKiB / 1024).toFixed(1)} MiB, fds ${lastLife[0]!.fds} -> ${lastLife.at(-1)!.fds} over ${lastLife.length} samples` : 'one sample';
   const peak = samples.reduce((a, b) => (b.rssKiB > a.rssKiB ? b : a));
   const list = (items: readonly string[]) => (items.length === 0 ? '0' : `${items.length}: ${items.slice(0, 5).join('; ')}${items.length > 5 ? ' ...' : ''}`);
