@@ -13,6 +13,7 @@
  *
  * --record writes the command and its report into BENCHMARKS.md's "Soak" section.
  */
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { cpus, totalmem } from 'node:os';
 import { type ServiceError, status } from '@grpc/grpc-js';
@@ -177,12 +178,18 @@ try {
   const missing = stopped.filter(({ sandboxId, pid }) => !perVmm.has(`${sandboxId}/${pid}`)).map(({ sandboxId, pid }) => `${sandboxId}/${pid}`);
 
   // Drift: the last sample against the first with the same number of live VMMs.
-  // (The sample before the first cycle is of a daemon that has done nothing yet: not a baseline.)
-  const last = samples.at(-1)!;
-  const first = samples.find((s) => s.atCycle > 0 && s.live === last.live) ?? last;
+  // Of the live counts sampled both early and late, the one whose first and last samples lie
+  // furthest apart. (The sample before the first cycle is of an idle daemon: not a baseline.)
+  const working = samples.filter((s) => s.atCycle > 0);
+  let first = samples.at(-1)!;
+  let last = first;
+  for (const candidate of working) {
+    const later = working.findLast((s) => s.live === candidate.live)!;
+    if (later.atCycle - candidate.atCycle > last.atCycle - first.atCycle) [first, last] = [candidate, later];
+  }
   const drift = `RSS ${(first.rssKiB / 1024).toFixed(1)} -> ${(last.rssKiB / 1024).toFixed(1)} MiB, fds ${first.fds} -> ${last.fds} ` +
     `(at ${last.live} live VMMs: cycle ${first.atCycle}, daemon #${first.generation} vs cycle ${last.atCycle}, daemon #${last.generation})`;
-  const lastLife = samples.filter((s) => s.generation === last.generation);
+  const lastLife = samples.filter((s) => s.generation === samples.at(-1)!.generation);
   const within = lastLife.length > 1 ? `${(lastLife[0]!.rssKiB / 1024).toFixed(1)} -> ${(lastLife.at(-1)!.rssKiB / 1024).toFixed(1)} MiB, fds ${lastLife[0]!.fds} -> ${lastLife.at(-1)!.fds} over ${lastLife.length} samples` : 'one sample';
   const peak = samples.reduce((a, b) => (b.rssKiB > a.rssKiB ? b : a));
   const list = (items: readonly string[]) => (items.length === 0 ? '0' : `${items.length}: ${items.slice(0, 5).join('; ')}${items.length > 5 ? ' ...' : ''}`);
@@ -197,6 +204,13 @@ try {
     `daemon drift: ${drift}; within the last daemon's life: ${within}; peak RSS ${(peak.rssKiB / 1024).toFixed(1)} MiB at cycle ${peak.atCycle}`,
   ];
   process.stdout.write(`${report.join('\n')}\n`);
+  // For each leaked socket or lock file, what the daemons logged about its sandbox.
+  const daemonLog = await readFile(join(env.root, 'daemon.log'), 'utf8').catch(() => '');
+  for (const name of afterStop.sockets.slice(0, 3)) {
+    const sandboxId = name.replace(/\.sock(\.lock)?$/, '');
+    const lines = daemonLog.split('\n').filter((line) => line.includes(`"sandboxId":"${sandboxId}"`));
+    log(`daemon log about ${sandboxId} (left ${name}):\n  ${lines.slice(0, 12).join('\n  ')}`);
+  }
   if (values.record) {
     await writeSoakSection(join(packageRoot, 'BENCHMARKS.md'), [
       '## Soak',
@@ -204,7 +218,8 @@ try {
       `Command: \`${command}\` (as root): start/stop cycles of the stand-in VMM through the real daemon, which is`,
       'SIGKILLed and restarted every `--kill-every` cycles and re-adopts its VMMs; one exit watcher follows every',
       'restart with its cursor. Drift compares the first and last samples (one each 100 cycles) taken at the same',
-      'number of live VMMs. Its output:',
+      'number of live VMMs. A restarted daemon reloads the exits it retains (`--exit-history`, 10,000 by default)',
+      'from its journal, so its RSS grows with that history until the history is full. Its output:',
       '',
       '```',
       ...report,

@@ -131,6 +131,11 @@ export interface RunLayout {
    * Recovery keeps every launch it picked up again (live, or ended with an exit not yet journalled).
    */
   removeOrphanLaunchFiles(keep: readonly LaunchFiles[]): Promise<void>;
+  /**
+   * The status paths of the launches removeOrphanLaunchFiles would remove: an exited launch among
+   * them was journalled by a daemon that died before its clean-up was done.
+   */
+  orphanStatusPaths(keep: readonly LaunchFiles[]): Promise<ReadonlySet<string>>;
 }
 
 /** Where snapshots go: directories under the image roots, made by the daemon. */

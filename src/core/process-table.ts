@@ -64,6 +64,11 @@ export class ProcessTable {
     if (live) this.#socketOwners.set(record.spec.socketPath, record);
   }
 
+  /** The live process that has `socketPath`, if any. */
+  socketOwner(socketPath: string): SupervisedProcess | undefined {
+    return this.#socketOwners.get(socketPath);
+  }
+
   /** The process has exited: its socket path may be taken again. */
   releaseSocket(record: SupervisedProcess): void {
     if (this.#socketOwners.get(record.spec.socketPath) === record) this.#socketOwners.delete(record.spec.socketPath);

@@ -1,5 +1,5 @@
 import type { SupervisorContext } from './context.js';
-import { type ExitStatus, type LaunchFiles, type ProcessIdentity, UNKNOWN_START_TIME } from './domain.js';
+import { type ExitStatus, type LaunchFiles, type ProcessIdentity, type SocketFiles, UNKNOWN_START_TIME } from './domain.js';
 import type { PersistedProcess, PersistedState, ProcessHandle } from './ports.js';
 import { supervise } from './record-exit.js';
 import { awaitReady } from './start-process.js';
@@ -16,6 +16,7 @@ import { SupervisedProcess } from './supervised-process.js';
  */
 export async function recoverProcesses(context: SupervisorContext, state: PersistedState): Promise<void> {
   const exited: SupervisedProcess[] = [];
+  const socketFilesOf = new Map<SupervisedProcess, SocketFiles>();
   const resumed: Array<Promise<void>> = [];
   // The files of every launch picked up again, ended meanwhile or not: an exit found now removes
   // its own once the journal has it (record-exit), and one the journal could not take (a full
@@ -27,6 +28,7 @@ export async function recoverProcesses(context: SupervisorContext, state: Persis
     if (persisted.exit) {
       record.restoreExited(persisted.exit);
       exited.push(record);
+      socketFilesOf.set(record, persisted.socketFiles ?? {});
       continue;
     }
     resumed.push(
@@ -45,7 +47,27 @@ export async function recoverProcesses(context: SupervisorContext, state: Persis
   exited.sort((a, b) => a.exit!.sequence - b.exit!.sequence);
   for (const record of exited) context.retention.retain(record.sandboxId);
   await Promise.all(resumed);
+  await releaseUnfinishedSockets(context, exited, socketFilesOf, kept);
   await context.layout.removeOrphanLaunchFiles(kept);
+}
+
+/**
+ * An exit removes its socket and lock file while the journal records it, and its reaper's status
+ * file once both are done: a daemon killed in between leaves the journalled exit, the status file,
+ * and maybe the socket or lock file. Those are released now (only what that VMM made, and only
+ * where no live process has the socket path by now), before the status files go.
+ */
+async function releaseUnfinishedSockets(
+  context: SupervisorContext,
+  exited: readonly SupervisedProcess[],
+  socketFilesOf: ReadonlyMap<SupervisedProcess, SocketFiles>,
+  kept: readonly LaunchFiles[],
+): Promise<void> {
+  const orphans = await context.layout.orphanStatusPaths(kept);
+  const unfinished = exited.filter((record) => orphans.has(record.files.statusPath) && context.table.socketOwner(record.spec.socketPath) === undefined);
+  await Promise.all(unfinished.map((record) =>
+    context.layout.releaseSocket(record.spec.socketPath, socketFilesOf.get(record) ?? {}).catch((error: unknown) =>
+      context.logger.warn({ sandboxId: record.sandboxId, err: error }, 'cannot remove the socket files of an exit recorded before the restart'))));
 }
 
 /**

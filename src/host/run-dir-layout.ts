@@ -49,6 +49,13 @@ export class RunDirLayout implements RunLayout {
     await Promise.all([removeFile(files.statusPath), removeFile(`${files.statusPath}.pids`), removeFile(eventMonitorPathOf(files))]);
   }
 
+  async orphanStatusPaths(kept: readonly LaunchFiles[]): Promise<ReadonlySet<string>> {
+    const dir = exitsDir(this.runDir);
+    const keep = new Set(kept.map((files) => posix.basename(files.statusPath)));
+    const names = (await readdir(dir).catch(() => [] as string[])).map((name) => name.replace(/\.status(\..*)?$/, '.status'));
+    return new Set(names.filter((name) => !keep.has(name)).map((name) => posix.join(dir, name)));
+  }
+
   async removeOrphanLaunchFiles(kept: readonly LaunchFiles[]): Promise<void> {
     const dir = exitsDir(this.runDir);
     const keep = new Set(kept.map((files) => posix.basename(files.statusPath)));

@@ -195,10 +195,8 @@ const start = startParams
     };
     const abort = new AbortController();
     const timer = p.cancelAfterMs !== null ? setTimeout(() => abort.abort(), p.cancelAfterMs) : undefined;
-    const attemptedBefore = w.attempted.has(sandboxId);
     w.attempted.add(sandboxId);
-    const attempt = (w.startAttempts.get(sandboxId) ?? 0) + 1;
-    w.startAttempts.set(sandboxId, attempt);
+    w.attempts.set(sandboxId, (w.attempts.get(sandboxId) ?? 0) + 1);
     const done = w.call('startProcess', `${sandboxId}`, w.client.startProcess(request, { signal: abort.signal })).then((outcome) => {
       clearTimeout(timer);
       if (outcome.ok) {
@@ -206,11 +204,9 @@ const start = startParams
         if (info.state !== ProcessState.RUNNING && info.state !== ProcessState.EXITED) w.fail(`StartProcess ${sandboxId} returned OK in state ${ProcessState[info.state]}`);
         w.everStarted.add(sandboxId);
         w.host.started.push({ sandboxId, pid: info.pid, startedAtMs: timestampMs(info.startedAt!) });
-      } else if (outcome.code === status.ALREADY_EXISTS && w.pool.includes(sandboxId) && !attemptedBefore && w.startAttempts.get(sandboxId) === 1) {
-        // Only this start was ever sent for the ID: nothing else can hold it. (With another start
-        // of it in flight, either may win: the daemon reserves an ID after validating the request,
-        // so a later call with less to check can take it first.)
-        w.fail(`StartProcess ${sandboxId}: ALREADY_EXISTS for an ID this run never started (${outcome.details})`);
+      } else if (outcome.code === status.ALREADY_EXISTS && w.pool.includes(sandboxId) && w.attempts.get(sandboxId) === 1) {
+        // (Another start of the ID, even one issued later, may have reserved it first.)
+        w.fail(`StartProcess ${sandboxId}: ALREADY_EXISTS, and no other start of it was ever made`);
       }
     });
     if (p.inFlight) w.pending.push(done);

@@ -71,8 +71,8 @@ export class World {
   readonly everStarted = new Set<string>();
   /** IDs with a start in flight or attempted (a record may exist). */
   readonly attempted = new Set<string>();
-  /** How many starts of each ID this run sent. */
-  readonly startAttempts = new Map<string, number>();
+  /** How many starts of each ID were issued (in flight or done). */
+  readonly attempts = new Map<string, number>();
   /** Snapshot URLs made by this run, for restores. */
   readonly snapshots: string[] = [];
   readonly pending: Array<Promise<void>> = [];

@@ -12,7 +12,8 @@
  *
  * Bounded by time: VMPROCD_FUZZ_SECONDS (default 60) and VMPROCD_FUZZ_RUNS (default unbounded
  * within the time). VMPROCD_FUZZ_SEED replays a run; the seed is printed at the start and in the
- * failure. VMPROCD_FUZZ_SHRINK=0 reports the first failing sequence unshrunk; VMPROCD_FUZZ_DEBUG=1
+ * failure, with the shrunk case's path: VMPROCD_FUZZ_SEED, VMPROCD_FUZZ_PATH and VMPROCD_FUZZ_REPLAY_PATH
+ * (the counterexample's replayPath) together replay that case alone (against a real system, so not always to the same outcome). VMPROCD_FUZZ_SHRINK=0 reports the first failing sequence unshrunk; VMPROCD_FUZZ_DEBUG=1
  * prints how each run ended.
  *
  *   VMPROCD_FUZZ_SECONDS=600 npm run -s test:jest -- test/fuzz/stateful-fuzz.test.ts
@@ -142,7 +143,7 @@ describeAsRoot('stateful fuzz of the daemon', () => {
       if (process.env.VMPROCD_FUZZ_DEBUG) process.stderr.write(`${world.tag} ended ${failure ? `with ${String(failure).slice(0, 300)}` : 'well'}\n`);
       if (failure) throw failure;
     };
-    const property = fc.asyncProperty(fc.commands(COMMANDS, { maxCommands: 30, size: 'max' }), (cmds) => {
+    const property = fc.asyncProperty(fc.commands(COMMANDS, { maxCommands: 30, size: 'max', ...(process.env.VMPROCD_FUZZ_REPLAY_PATH ? { replayPath: process.env.VMPROCD_FUZZ_REPLAY_PATH } : {}) }), (cmds) => {
       current = runOnce(cmds);
       return current;
     });
@@ -150,6 +151,7 @@ describeAsRoot('stateful fuzz of the daemon', () => {
       await fc.assert(property, {
         seed: SEED,
         numRuns: RUNS,
+        ...(process.env.VMPROCD_FUZZ_PATH ? { path: process.env.VMPROCD_FUZZ_PATH } : {}),
         // Stops at the time limit, shrinking included: a failure found late is shrunk less (replay
         // its seed with more VMPROCD_FUZZ_SECONDS to shrink it further).
         interruptAfterTimeLimit: SECONDS * 1000,
@@ -158,10 +160,11 @@ describeAsRoot('stateful fuzz of the daemon', () => {
       });
     } catch (error) {
       await current.catch(() => undefined);
-      // fast-check keeps what the failing run threw as the cause: say it, or the report names no invariant.
       const cause = (error as Error).cause;
-      const why = cause instanceof Error ? `${cause.message}\n${cause.stack ?? ''}` : cause === undefined ? '' : String(cause);
-      throw new Error(`stateful fuzz failed; replay with VMPROCD_FUZZ_SEED=${SEED}\n${(error as Error).message}${why ? `\nwhat failed: ${why}` : ''}`);
+      throw new Error(
+        `stateful fuzz failed; replay with VMPROCD_FUZZ_SEED=${SEED} (VMPROCD_FUZZ_PATH=<path> VMPROCD_FUZZ_REPLAY_PATH=<replayPath> for the shrunk case alone)\n` +
+          `${(error as Error).message}\nThe failure: ${cause instanceof Error ? cause.stack ?? cause.message : String(cause)}\nViolations: ${JSON.stringify(host.violations, null, 2)}`,
+      );
     }
     // A run the time limit cut short still ends, and what it broke is in host.violations.
     await current.catch(() => undefined);

@@ -57,7 +57,8 @@ describeAsRoot('gRPC end to end: WatchExits', () => {
     };
     const swallow = (p: Promise<unknown>) => p.catch(() => undefined);
     await Promise.all([
-      s.startBoot(ids.crashed, { crash_after_ms: 100, crash_exit_code: 4 }),
+      // Well after ready, even on a loaded machine: a crash before ready is a failed start instead.
+      s.startBoot(ids.crashed, { crash_after_ms: 500, crash_exit_code: 4 }),
       startAndStop(ids.stopped),
       s.startBoot(ids.killed).then(() => s.client.signalProcess({ sandboxId: ids.killed, signal: 'KILL' })),
       swallow(s.startBoot(ids.failed, { exit_before_socket: 2 })),

@@ -293,6 +293,14 @@ export class FakeRunLayout implements RunLayout {
     this.removedLaunchFiles.push(files.statusPath);
   }
 
+  /** Status paths still in the exits dir (orphanStatusPaths reports those not kept). */
+  readonly statusFilesOnDisk = new Set<string>();
+
+  async orphanStatusPaths(keep: readonly LaunchFiles[]): Promise<ReadonlySet<string>> {
+    const kept = new Set(keep.map((files) => files.statusPath));
+    return new Set([...this.statusFilesOnDisk].filter((path) => !kept.has(path)));
+  }
+
   async removeOrphanLaunchFiles(live: readonly LaunchFiles[]): Promise<void> {
     this.orphanSweeps.push(live);
   }

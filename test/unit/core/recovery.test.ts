@@ -48,6 +48,29 @@ describe('core: recovery', () => {
     expect(h.layout.orphanSweeps).toEqual([[{ logPath: '/run/fake/logs/alive.log', statusPath: '/run/fake/exits/alive.old.status' }]]);
   });
 
+  it('an exit journalled by a daemon killed before its clean-up gets its socket files released; finished ones do not', async () => {
+    // The previous daemon journalled both exits; it died before removing cut-1's socket, lock and
+    // status file (the status file goes last). done-1 was cleaned up.
+    const h = await coreHarness({ initialSequence: 2 });
+    const cut = persisted(h, 'cut-1', { exit: exitEvent(1, 'cut-1'), ...ready(h), socketFiles: { socket: '1:2:3', lock: '1:4:5' } });
+    const done = persisted(h, 'done-1', { exit: exitEvent(2, 'done-1') });
+    h.layout.statusFilesOnDisk.add(cut.statusPath);
+    await h.supervisor.recover(state(cut, done));
+    expect({ removed: h.layout.removedSockets, known: h.layout.releasedSocketFiles }).toEqual({ removed: ['/run/fake/cut-1.sock'], known: [{ socket: '1:2:3', lock: '1:4:5' }] });
+    expect(h.exits).toEqual([]);
+  });
+
+  it('an unfinished exit\'s socket path that a live VMM has by now is left to that VMM', async () => {
+    const h = await coreHarness({ initialSequence: 1 });
+    const identity = h.host.survivor();
+    const cut = persisted(h, 'cut-1', { exit: exitEvent(1, 'cut-1') });
+    const live = persisted(h, 'live-1', { identity, ...ready(h), spec: validateStartRequest({ ...bootRequest('live-1'), socketPath: '/run/fake/cut-1.sock' }, DEFAULTS) });
+    h.layout.statusFilesOnDisk.add(cut.statusPath);
+    await h.supervisor.recover(state(cut, live));
+    expect(h.layout.removedSockets).toEqual([]);
+    expect(h.supervisor.get('live-1').state).toBe('running');
+  });
+
   it('a VMM that ended while the daemon was down gets the exit its reaper recorded, before recover() resolves', async () => {
     const h = await coreHarness();
     const identity = h.host.survivor();
