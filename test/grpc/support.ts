@@ -113,7 +113,7 @@ export function useGrpcSuite(overrides: SuiteOverrides = {}, options: SuiteOptio
     suite.client = suite.harness.client;
     await suite.client.waitForReady(WAIT_MS);
     suite.recorder = ExitCollector.watch(suite.harness.newClient(), { afterSequence: 0n });
-    suite.events = new EventRecorder(suite.harness.newClient());
+    suite.events = new EventRecorder(suite.harness.address);
     await eventually(() => suite.harness.daemon.supervisor.exchange.subscriberCount >= 1 && suite.harness.daemon.supervisor.events.subscriberCount >= 1, WAIT_MS);
   });
 
