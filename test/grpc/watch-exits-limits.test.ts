@@ -1,5 +1,5 @@
 /**
- * WatchExits at its limits: a cursor older than the retained history (OUT_OF_RANGE) and a watcher
+ * WatchExits and WatchEvents at their limits: a cursor older than the retained history (OUT_OF_RANGE) and a watcher
  * that stops reading (RESOURCE_EXHAUSTED once it lags more than the per-watcher buffer, while other
  * watchers on the same connection are unaffected).
  */
@@ -13,7 +13,7 @@ import {
   type ServiceError,
   status,
 } from '@grpc/grpc-js';
-import { type ProcessExit, VmProcessService, WatchExitsRequestSchema } from '../../gen/vmprocess/v1/vmprocess_pb.js';
+import { EventKind, type ProcessEvent, type ProcessExit, VmProcessService, WatchEventsRequestSchema, WatchExitsRequestSchema } from '../../gen/vmprocess/v1/vmprocess_pb.js';
 import { grpcServiceDefinition } from '../../src/rpc/grpc-service-definition.js';
 import { describeAsRoot } from '../helpers/root.js';
 import { eventually, ExitStream, expectRpcError, range, sequencesOf, useGrpcSuite, WAIT_MS } from './support.js';
@@ -147,6 +147,54 @@ describeAsRoot('gRPC end to end: a slow watcher (watchBuffer: 4)', () => {
       slow.cancel();
       raw.close();
       await normal.close();
+    }
+  }, 60_000);
+
+  it('WatchEvents the same: a watcher that stops reading is cut off, and resumes from its last sequence with no gap', async () => {
+    const events = s.harness.daemon.supervisor.events;
+    const Raw = makeGenericClientConstructor(grpcServiceDefinition(VmProcessService), 'RawVmProcessEvents');
+    const raw = new Raw(s.harness.address, credentials.createInsecure(), {});
+    const slow = (raw as unknown as { watchEvents: (...args: unknown[]) => ClientReadableStream<ProcessEvent> }).watchEvents(
+      create(WatchEventsRequestSchema, { afterSequence: BigInt(events.latestSequence) }),
+      new Metadata(),
+      {},
+    );
+    const base = BigInt(events.latestSequence);
+    const slowReceived: ProcessEvent[] = [];
+    slow.on('data', (event: ProcessEvent) => slowReceived.push(event));
+    slow.pause();
+    let slowError: ServiceError | undefined;
+    slow.on('error', (error: ServiceError) => {
+      slowError = error;
+    });
+    // (The suite's own event recorder comes and goes here: it is cut off too, and reconnects.)
+    await new Promise((resolve) => slow.once('metadata', resolve));
+    try {
+      // Three events an exit, ~65 KB each: far more than the buffer and HTTP/2's windows hold.
+      for (let produced = 0; produced < 60; produced += BATCH) {
+        const ids = range(1, BATCH).map(() => s.id('ev'));
+        await Promise.all(ids.map((id) => s.startBoot(id, { exit_before_socket: 1 }, { labels: BIG_LABELS }).catch(expectStartFailed)));
+      }
+      const latest = BigInt(events.latestSequence);
+      slow.resume();
+      await eventually(() => slowError !== undefined, WAIT_MS);
+      expect({ code: status[slowError!.code], details: slowError!.details }).toEqual({
+        code: 'RESOURCE_EXHAUSTED',
+        details: expect.stringContaining('event watcher fell more than 4 events behind and was cut off'),
+      });
+      expect(slowReceived.map((e) => e.sequence)).toEqual(range(1, slowReceived.length).map((i) => base + BigInt(i)));
+      // Reconnecting after the last sequence it received gives exactly the rest.
+      const rest: ProcessEvent[] = [];
+      const last = slowReceived.at(-1)?.sequence ?? base;
+      for await (const event of s.client.watchEvents({ afterSequence: last }, { timeoutMs: 10_000 })) {
+        rest.push(event);
+        if (event.sequence === latest) break;
+      }
+      expect([...slowReceived, ...rest].map((e) => e.sequence)).toEqual(range(1, Number(latest - base)).map((i) => base + BigInt(i)));
+      expect(rest.filter((e) => e.kind === EventKind.PROGRESS)).toEqual([]);
+    } finally {
+      slow.cancel();
+      raw.close();
     }
   }, 60_000);
 });
