@@ -174,6 +174,8 @@ describeAsRoot('gRPC end to end: a slow watcher (watchBuffer: 4)', () => {
       for (let produced = 0; produced < 60; produced += BATCH) {
         const ids = range(1, BATCH).map(() => s.id('ev'));
         await Promise.all(ids.map((id) => s.startBoot(id, { exit_before_socket: 1 }, { labels: BIG_LABELS }).catch(expectStartFailed)));
+        // Paced by the suite's exit recorder, which must not fall 4 exits behind itself.
+        await s.recorder.until((exits) => ids.every((id) => exits.some((e) => e.sandboxId === id)));
       }
       const latest = BigInt(events.latestSequence);
       slow.resume();
