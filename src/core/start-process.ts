@@ -108,9 +108,13 @@ export async function awaitReady(
     await context.store.ready(spec.sandboxId, readyAt, ready.version, socketFiles);
     if (startSignal.aborted) throw startSignal.reason;
     record.markReady(readyAt, ready.version, socketFiles);
+    // The answer is the process as it became ready: a stop that comes in while the READY event is
+    // recorded must not make a start that succeeded answer STOPPING. (The event is numbered now,
+    // before any event of that stop.)
+    const snapshot = record.snapshot();
     await publishEvent(context, record, { kind: 'ready', origin: 'daemon' });
     context.logger.info({ sandboxId: spec.sandboxId, pid: record.handle!.identity.pid, vmmVersion: ready.version }, 'vmm ready');
-    return record.snapshot();
+    return snapshot;
   } catch (error) {
     throw await abandonStart(context, record, error);
   } finally {

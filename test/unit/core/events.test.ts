@@ -143,3 +143,26 @@ describe('core: lifecycle events', () => {
     expect(h.vmmEvents.follows.map((f) => f.fromOffset)).toEqual([4321]);
   });
 });
+
+describe('core: READY and a stop that overlaps it', () => {
+  it('a start answers RUNNING even when a stop arrives while its READY event is being recorded', async () => {
+    const h = await coreHarness();
+    h.host.behaviour = { ignoreSigterm: true };
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const record = h.store.event.bind(h.store);
+    h.store.event = (event, offset) => (event.kind === 'ready' ? held.then(() => record(event, offset)) : record(event, offset));
+    const starting = h.supervisor.start(bootRequest('sb-1'));
+    await settle();
+    const stopping = h.supervisor.stop('sb-1', 1000);
+    await settle();
+    release();
+    expect((await starting).state).toBe('running');
+    h.host.processes[0]!.end({ code: 0 });
+    await stopping;
+    await settle();
+    expect(h.published.map((e) => e.kind)).toEqual(['started', 'ready', 'exited']);
+  });
+});
