@@ -87,7 +87,9 @@ describeAsRoot('StreamLogs', () => {
       written += text;
       // Each burst takes the log past the cap; wait for its rotation before the next burst, so
       // that no write races a truncation (the one loss copy-truncate allows).
-      await eventually(async () => (await stat(logPath)).size === 0, WAIT_MS);
+      // A rotation truncates the log and then renames its copy into place as `.1` (the previous
+      // `.1` went to `.2` before the copy): wait for both, not only the truncation.
+      await eventually(async () => (await stat(logPath)).size === 0 && existsSync(`${logPath}.1`), WAIT_MS);
       expect((await stat(`${logPath}.1`)).size).toBeGreaterThan(CAP);
     }
     await appendFile(logPath, 'after the last rotation\n');
