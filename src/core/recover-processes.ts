@@ -119,6 +119,9 @@ async function readopt(context: SupervisorContext, record: SupervisedProcess, pe
   const status = await host.recordedExit(files);
   if (status) return settle(identity.pid, status);
   if (!(await host.isAlive(identity.pid, identity.startTime)) && !(await host.isAlive(identity.reaperPid, identity.reaperStartTime))) {
+    // The reaper records the exit and only then ends: it may have done both since the look above.
+    const late = await host.recordedExit(files);
+    if (late) return settle(identity.pid, late);
     return settle(identity.pid, undefined, 'it ended while vmprocd was down, and its reaper left no status');
   }
 

@@ -112,6 +112,23 @@ describe('core: recovery', () => {
     expect(h.host.processes.filter((p) => p.identity.pid === survivor.pid)).toEqual([]);
   });
 
+  it('a reaper that records the exit and ends while recovery looks: the exit it recorded, not LOST', async () => {
+    const h = await coreHarness();
+    const ended: ProcessIdentity = { pid: 19, startTime: 19n, reaperPid: 18, reaperStartTime: 18n };
+    const record = persisted(h, 'racing', { identity: ended, ...ready(h) });
+    // The first look finds no record; by the second, the reaper has written it and gone.
+    let looks = 0;
+    const recordedExit = h.host.recordedExit.bind(h.host);
+    h.host.recordedExit = async (files) => {
+      if (files.statusPath === record.statusPath && ++looks === 2) {
+        return { pid: 19, exitCode: 19, coreDumped: false, exitedAt: h.clock.now() };
+      }
+      return recordedExit(files);
+    };
+    await h.supervisor.recover(state(record));
+    expect(h.exits.map((e) => [e.sandboxId, e.reason, e.exitCode])).toEqual([['racing', 'exited', 19]]);
+  });
+
   it('a VMM whose reaper is gone while it runs is still adopted', async () => {
     const h = await coreHarness();
     const identity = h.host.survivor();
