@@ -1,5 +1,5 @@
 import { KILL_BACKSTOP_MS } from '../api-defaults.js';
-import { asVmprocError, VmprocError } from '../errors.js';
+import { asVmprocError, isVmprocError, VmprocError } from '../errors.js';
 import { validateStartRequest } from '../validation/start-request.js';
 import { assertOpen, type SupervisorContext } from './context.js';
 import { describeExitStatus, isVmSpec, type ProcessSnapshot, type StartRequest, type VmState } from './domain.js';
@@ -171,13 +171,27 @@ async function prepareVm(context: SupervisorContext, record: SupervisedProcess):
   return 'running';
 }
 
+/**
+ * How long a start whose VMM stopped answering waits to see whether it is on its way out: a VMM
+ * shutting down (a SIGTERM from elsewhere, a guest power-off) removes its API socket before it
+ * exits, so the failed call comes first and the exit a moment later.
+ */
+export const ENDING_VMM_WAIT_MS = 500;
+
+/** Whether the VMM has died, or is dying, under a start step that failed with `error`. */
+async function vmmIsEnding(context: SupervisorContext, handle: ProcessHandle, error: unknown): Promise<boolean> {
+  if ((await handle.signal(0).catch(() => 'sent')) === 'gone') return true;
+  if (!isVmprocError(error, 'unavailable')) return false;
+  return (await withinTimeout(context.clock, handle.exited, ENDING_VMM_WAIT_MS)) !== TIMED_OUT;
+}
+
 /** Kills what a failed start left, waits for its exit event, and returns the caller's error. */
 async function abandonStart(context: SupervisorContext, record: SupervisedProcess, error: unknown): Promise<VmprocError> {
   const { spec, startSignal } = record;
   const handle = record.handle!;
   // A VM call that failed because the VMM died under it (a reset connection, a vanished /proc
   // entry) before its exit was reported: the death is the reason, not the call.
-  if (!startSignal.aborted && (await handle.signal(0).catch(() => 'sent')) === 'gone') record.interruptStart({ kind: 'exited' });
+  if (!startSignal.aborted && (await vmmIsEnding(context, handle, error))) record.interruptStart({ kind: 'exited' });
   const aborted = startSignal.aborted ? (startSignal.reason as StartAbortReason) : undefined;
   const failure = describeStartFailure(spec.readyTimeoutMs, aborted, error);
   if (failure.exit && record.abandonStart(failure.exit)) {

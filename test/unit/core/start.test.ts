@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from '@jest/globals';
 import { VmprocError } from '../../../src/errors.js';
+import { ENDING_VMM_WAIT_MS } from '../../../src/core/start-process.js';
 import { expectVmprocError, rejectionOf } from '../support/errors.js';
 import { bootRequest, coreHarness, settle, track } from './fakes.js';
 
@@ -187,9 +188,30 @@ describe('core: a start that fails once its VMM exists', () => {
   it('a VMM API that stops answering during the restore is UNAVAILABLE (mapped by the VMM adapter), not a refusal', async () => {
     const h = await coreHarness();
     h.vmm.restoreFailure = new VmprocError('unavailable', "restoring the snapshot: the VMM's API did not answer: reset");
-    const failure = await rejectionOf(h.supervisor.start({ ...bootRequest('sb-1'), mode: 'restore', kernelPath: '', restore: { sourceUrl: 'file:///snap', resume: true, prefault: false } }));
-    expectVmprocError(failure, 'unavailable', 'did not answer');
+    const start = track(h.supervisor.start({ ...bootRequest('sb-1'), mode: 'restore', kernelPath: '', restore: { sourceUrl: 'file:///snap', resume: true, prefault: false } }));
+    await settle();
+    // It waits a moment for a VMM that might be on its way out; this one stays.
+    expect(start.settled).toBe(false);
+    await h.clock.advance(ENDING_VMM_WAIT_MS);
+    await settle();
+    expectVmprocError(start.error, 'unavailable', 'did not answer');
     expect(h.exits).toHaveLength(1);
+  });
+
+  it('a VMM shutting down under a start (socket gone first, exit a moment later) is FAILED_PRECONDITION with its exit', async () => {
+    const h = await coreHarness();
+    h.vmm.failures.set('create', new VmprocError('unavailable', "creating the VM: the VMM's API did not answer: the API socket does not exist (ENOENT)"));
+    h.vmm.holding.add('create');
+    const start = track(h.supervisor.start(bootRequest('sb-1', { vm: { vcpus: 1, maxVcpus: 1, memoryMib: 64, maxMemoryMib: 0, cmdline: '', initramfsPath: '', rootfsReadonly: false, disks: [], net: [], pvpanic: false } })));
+    await settle();
+    h.vmm.release('create');
+    await settle();
+    expect(start.settled).toBe(false);
+    await h.clock.advance(100);
+    h.host.processes[0]!.end({ code: 0 });
+    await settle();
+    expectVmprocError(start.error, 'failed-precondition', 'VMM of sandbox sb-1 exited before it was ready (exit code 0)');
+    expect(h.exits).toEqual([expect.objectContaining({ sandboxId: 'sb-1', reason: 'start-failed', exitCode: 0 })]);
   });
 
   it('a caller that cancels before the VMM is spawned gets CANCELLED, and the VMM is killed as soon as it exists', async () => {
