@@ -341,12 +341,13 @@ function reaperFileOf(sandboxId: string): RegExp {
 
 /**
  * The status file of a sandbox's current launch (each launch has its own name): found through the
- * `.pids` or `.status` file its reaper wrote, else `<id>.status` (the name crafted journals use).
+ * `.pids`, `.events` (the VMM's event monitor) or `.status` file of the launch, else `<id>.status`
+ * (the name crafted journals use).
  */
 function statusFileIn(exitsDir: string, sandboxId: string): string {
   const pattern = reaperFileOf(sandboxId);
   const name = (existsSync(exitsDir) ? readdirSync(exitsDir) : []).find((entry) => pattern.test(entry) && !entry.endsWith('.tmp'));
-  return join(exitsDir, name ? name.replace(/\.pids$/, '') : `${sandboxId}.status`);
+  return join(exitsDir, name ? name.replace(/\.(pids|events)$/, '') : `${sandboxId}.status`);
 }
 
 /** Files a sandbox leaves while live: none of them may outlive its published exit. */
