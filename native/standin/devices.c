@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,16 +27,6 @@ static struct {
     size_t ntaps;
 } D;
 
-static void set_error(struct guest_error *e, int n, ...)
-{
-    va_list ap;
-    va_start(ap, n);
-    e->n = n;
-    for (int i = 0; i < n && i < 6; i++)
-        snprintf(e->line[i], sizeof e->line[i], "%s", va_arg(ap, const char *));
-    va_end(ap);
-}
-
 static const char *os_error(int err, char *buf, size_t size)
 {
     snprintf(buf, size, "%s (os error %d)", strerror(err), err);
@@ -53,7 +42,7 @@ bool devices_open_disks(const struct disk_spec *disks, size_t n, struct guest_er
         if (fd < 0) {
             char io[4096 + 64], e[128];
             snprintf(io, sizeof io, "I/O error (path=%s op=open)", disks[i].path);
-            set_error(err, 4, "Error from device manager", "Cannot open disk path", io, os_error(errno, e, sizeof e));
+            guest_error_set(err, 4, "Error from device manager", "Cannot open disk path", io, os_error(errno, e, sizeof e));
             devices_close();
             return false;
         }
@@ -87,10 +76,10 @@ bool devices_lock_disks(struct guest_error *err)
         char what[4096 + 64], os[128];
         snprintf(what, sizeof what, "Failed to get %s lock for disk image: %s", type, D.disk[i].path);
         if (e == EAGAIN || e == EACCES)
-            set_error(err, 4, "Error locking disk images: Another instance likely holds a lock",
+            guest_error_set(err, 4, "Error locking disk images: Another instance likely holds a lock",
                       "Cannot lock images of all block devices", what, "The file is already locked");
         else
-            set_error(err, 5, "Error locking disk images: Another instance likely holds a lock",
+            guest_error_set(err, 5, "Error locking disk images: Another instance likely holds a lock",
                       "Cannot lock images of all block devices", what, "The lock state could not be checked or set",
                       os_error(e, os, sizeof os));
         return false;
@@ -101,7 +90,7 @@ bool devices_lock_disks(struct guest_error *err)
 /* The chain of virtio-devices' Net::new over net_util's open_tap() (one queue pair: CH's default). */
 static void tap_error(struct guest_error *err, const char *what, const char *why)
 {
-    set_error(err, 6, "Error from device manager", "Cannot create virtio-net device", "Failed to open taps",
+    guest_error_set(err, 6, "Error from device manager", "Cannot create virtio-net device", "Failed to open taps",
               "Open tap device failed", what, why);
 }
 
@@ -112,7 +101,7 @@ bool devices_open_taps(const char *const *names, size_t n, struct guest_error *e
         /* net_util/src/tap.rs Tap::open_named(). */
         if (strlen(names[i]) > IFNAMSIZ - 1) {
             snprintf(what, sizeof what, "Interface name too long (max length is %d): %s", IFNAMSIZ - 1, names[i]);
-            set_error(err, 5, "Error from device manager", "Cannot create virtio-net device", "Failed to open taps",
+            guest_error_set(err, 5, "Error from device manager", "Cannot create virtio-net device", "Failed to open taps",
                       "Open tap device failed", what);
             return false;
         }

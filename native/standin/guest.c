@@ -53,7 +53,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void set_error(struct guest_error *e, int n, ...)
+void guest_error_set(struct guest_error *e, int n, ...)
 {
     va_list ap;
     va_start(ap, n);
@@ -80,7 +80,7 @@ bool guest_serial_open(const char *mode, const char *file, struct guest_error *e
     } else if (mode && !strcmp(mode, "File")) {
         int fd = file ? open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666) : -1;
         if (fd < 0) {
-            set_error(err, 2, "Error creating console devices", file ? os_error(errno) : "Missing path for serial file");
+            guest_error_set(err, 2, "Error creating console devices", file ? os_error(errno) : "Missing path for serial file");
             return false;
         }
         G.serial_fd = fd;
@@ -236,7 +236,7 @@ bool guest_boot(const struct guest_spec *spec, struct guest_error *err)
 {
     forget_kernel();
     if (!spec->kernel) {
-        set_error(err, 3, "Failed to validate config", "Payload configuration is not bootable",
+        guest_error_set(err, 3, "Failed to validate config", "Payload configuration is not bootable",
                   "No bootitem provided: neither firmware nor kernel");
         return false;
     }
@@ -246,7 +246,7 @@ bool guest_boot(const struct guest_spec *spec, struct guest_error *err)
         int e = errno;
         if (fd >= 0)
             close(fd);
-        set_error(err, 2, "Cannot open kernel file", os_error(e));
+        guest_error_set(err, 2, "Cannot open kernel file", os_error(e));
         return false;
     }
     size_t size = S_ISREG(st.st_mode) && st.st_size < KERNEL_MAX_BYTES ? (size_t)st.st_size : 0;
@@ -264,7 +264,7 @@ bool guest_boot(const struct guest_spec *spec, struct guest_error *err)
     if (!f || got != size || !parse_elf(f, size, &pvh, &counter)) {
         free(f);
         forget_kernel();
-        set_error(err, 3, "Cannot load the kernel into memory",
+        guest_error_set(err, 3, "Cannot load the kernel into memory",
                   "Kernel Loader: failed to load bzImage kernel image: Kernel Loader: Invalid bzImage",
                   "Kernel Loader: Invalid bzImage");
         return false;
@@ -398,7 +398,7 @@ bool guest_save_memory(const char *dir, long long memory_size, struct guest_erro
         ok = write_at(fd, G.cmdline, strlen(G.cmdline) + 1, CMDLINE_GPA);
     if (!ok) {
         int e = errno;
-        set_error(err, 4, "Cannot send VM snapshot", "Failed to send migratable component snapshot",
+        guest_error_set(err, 4, "Cannot send VM snapshot", "Failed to send migratable component snapshot",
                   "Error creating snapshot file", os_error(e));
         if (fd >= 0)
             close(fd);

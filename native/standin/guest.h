@@ -34,6 +34,9 @@ struct guest_spec {
  * the rest ("Off", "Null", and the unmodelled "Pty"/"Socket") drop the output. Opening a File truncates
  * it, as CH's pre_create_console_devices() does at vm.create, boot after a shutdown, reboot and restore.
  * False (with err) when the file cannot be opened. */
+/** Fills `e` with `n` lines of an error chain (at most six), as CH prints one. */
+void guest_error_set(struct guest_error *e, int n, ...);
+
 bool guest_serial_open(const char *mode, const char *file, struct guest_error *err);
 void guest_serial_close(void);
 
